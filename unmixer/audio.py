@@ -1,0 +1,229 @@
+"""Audio in and out.
+
+Everything inside Unmixer is float32 at :data:`SAMPLE_RATE` (44.1 kHz) with shape
+``(channels, samples)`` and two channels. Reading tries libsndfile (soundfile) first and
+falls back to ffmpeg for what libsndfile cannot decode (M4A/AAC, some MP3s); resampling is
+done by soxr through librosa.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import soundfile as sf
+
+from unmixer.errors import UnmixerError
+
+SAMPLE_RATE = 44100
+"""The sample rate (Hz) of every signal inside Unmixer."""
+
+MIN_DURATION_S = 8.0
+"""Shortest song accepted (s); the beat tracker also asks for at least 4 bars."""
+
+MAX_DURATION_S = 15 * 60.0
+"""Longest song accepted by default (s)."""
+
+SILENCE_DBFS = -60.0
+"""A file whose RMS level (dB re full scale) is below this is treated as silent."""
+
+AudioSource = Union[str, os.PathLike, bytes, BinaryIO]
+
+
+def _describe(source: AudioSource, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name
+    return "the file"
+
+
+def _read_bytes(source: AudioSource) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).read_bytes()
+    data = source.read()
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def _decode_soundfile(data: bytes) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        sr = f.samplerate
+        audio = f.read(dtype="float32", always_2d=True)  # (samples, channels)
+    return audio.T, sr
+
+
+def _probe_ffmpeg(path: str) -> tuple[int, int]:
+    """(sample rate Hz, channels) of the first audio stream, via ffprobe."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+         "stream=sample_rate,channels", "-of", "csv=p=0", path],
+        capture_output=True, text=True, timeout=60,
+    )
+    fields = out.stdout.strip().split(",")
+    if out.returncode != 0 or len(fields) < 2 or not all(x.strip().isdigit() for x in fields[:2]):
+        raise ValueError("no audio stream")
+    return int(fields[0]), int(fields[1])
+
+
+def _decode_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
+    if shutil.which("ffmpeg") is None:
+        raise ValueError("ffmpeg is not installed")
+    with tempfile.NamedTemporaryFile(suffix=".bin") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        sr, channels = _probe_ffmpeg(tmp.name)
+        out = subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-i", tmp.name, "-map", "0:a:0",
+             "-f", "f32le", "-acodec", "pcm_f32le", "-"],
+            capture_output=True, timeout=600,
+        )
+    if out.returncode != 0 or not out.stdout:
+        raise ValueError(out.stderr.decode(errors="replace").strip() or "ffmpeg failed")
+    samples = np.frombuffer(out.stdout, dtype="<f4")
+    samples = samples[: len(samples) // channels * channels]
+    return samples.reshape(-1, channels).T.copy(), sr
+
+
+def to_stereo(audio: np.ndarray) -> np.ndarray:
+    """Mono is duplicated, stereo kept, more channels downmixed (their mean, on both sides).
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(channels, samples)
+
+    Returns
+    -------
+    np.ndarray, shape=(2, samples), float32
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    if audio.shape[0] == 2:
+        return audio
+    mono = audio.mean(axis=0, dtype=np.float32)
+    return np.stack([mono, mono])
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample along the last axis with soxr (high quality), via librosa.
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(..., samples)
+    orig_sr, target_sr : int, Hz
+
+    Returns
+    -------
+    np.ndarray, shape=(..., samples * target_sr / orig_sr), float32
+    """
+    if orig_sr == target_sr:
+        return np.asarray(audio, dtype=np.float32)
+    import librosa
+
+    return librosa.resample(np.asarray(audio, dtype=np.float32), orig_sr=orig_sr,
+                            target_sr=target_sr, res_type="soxr_hq").astype(np.float32)
+
+
+def load_audio(
+    source: AudioSource,
+    *,
+    name: str | None = None,
+    min_duration_s: float = MIN_DURATION_S,
+    max_duration_s: float = MAX_DURATION_S,
+) -> np.ndarray:
+    """Decode an audio file into float32 stereo at 44.1 kHz.
+
+    WAV, FLAC, OGG, AIFF and (libsndfile >= 1.1) MP3 are read by soundfile; anything it
+    cannot read (M4A/AAC, odd MP3s, video containers) is decoded by ffmpeg. Any sample rate
+    and channel count is accepted (see :func:`to_stereo`).
+
+    Parameters
+    ----------
+    source : path, bytes or binary file object
+    name : str, optional
+        The file name to use in error messages (e.g. the uploaded file's name).
+    min_duration_s, max_duration_s : float, s
+        Accepted duration range.
+
+    Returns
+    -------
+    audio : np.ndarray, shape=(2, samples), float32, 44.1 kHz
+
+    Raises
+    ------
+    UnmixerError
+        If the file is missing, empty, not audio or corrupt, silent, shorter than
+        ``min_duration_s`` or longer than ``max_duration_s``.
+    """
+    label = _describe(source, name)
+    try:
+        data = _read_bytes(source)
+    except OSError as err:
+        raise UnmixerError(f"Cannot open {label}: {err.strerror or err}.") from None
+    if len(data) == 0:
+        raise UnmixerError(f"{label} is empty (0 bytes).")
+    try:
+        audio, sr = _decode_soundfile(data)
+    except Exception:
+        try:
+            audio, sr = _decode_ffmpeg(data)
+        except Exception:
+            raise UnmixerError(
+                f"{label} is not a readable audio file (corrupt, or not WAV, FLAC, OGG, MP3, "
+                "M4A/AAC or AIFF)."
+            ) from None
+    if audio.size == 0 or audio.shape[-1] == 0:
+        raise UnmixerError(f"{label} holds no audio samples.")
+    duration = audio.shape[-1] / sr
+    if duration < min_duration_s:
+        raise UnmixerError(
+            f"{label} is too short ({duration:.1f} s); Unmixer needs at least "
+            f"{min_duration_s:.0f} s and 4 bars of music."
+        )
+    if duration > max_duration_s:
+        raise UnmixerError(
+            f"{label} is too long ({duration / 60:.1f} min); the limit is "
+            f"{max_duration_s / 60:.0f} min. Trim it, or raise the limit."
+        )
+    if not np.all(np.isfinite(audio)):
+        raise UnmixerError(f"{label} is corrupt: it holds non-finite samples.")
+    audio = to_stereo(audio)
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms <= 10 ** (SILENCE_DBFS / 20):
+        raise UnmixerError(f"{label} is silent (level below {SILENCE_DBFS:.0f} dBFS).")
+    return resample(audio, sr, SAMPLE_RATE)
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE,
+              subtype: str = "PCM_16") -> Path:
+    """Write ``audio`` (shape (channels, samples) or (samples,)) as a WAV file.
+
+    Samples are clipped to [-1, 1] for integer subtypes. Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, _frames(audio, subtype), sr, subtype=subtype, format="WAV")
+    return path
+
+
+def wav_bytes(audio: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "PCM_16") -> bytes:
+    """The bytes of a WAV file holding ``audio`` (shape (channels, samples) or (samples,))."""
+    buf = io.BytesIO()
+    sf.write(buf, _frames(audio, subtype), sr, subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+def _frames(audio: np.ndarray, subtype: str) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    frames = audio.T if audio.ndim == 2 else audio
+    if subtype.startswith("PCM"):
+        frames = np.clip(frames, -1.0, 1.0)
+    return frames

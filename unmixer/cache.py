@@ -87,12 +87,13 @@ def cache_key(audio_bytes: bytes, params: Mapping[str, Any]) -> str:
     return f"{audio_hash}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
-def code_version(*modules: Any) -> str:
-    """A short hash of the source files of ``modules``, to put in the cache parameters so a
-    change to the engine's code makes old entries miss instead of returning stale results."""
+def code_version(*sources: Any) -> str:
+    """A short hash of source files (paths, or modules whose ``__file__`` is used), to put in
+    the cache parameters so a change to the engine's code makes old entries miss instead of
+    returning stale results."""
     digest = hashlib.sha256()
-    for module in modules:
-        path = getattr(module, "__file__", None)
+    for source in sources:
+        path = getattr(source, "__file__", source)
         if path and os.path.exists(path):
             digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:12]

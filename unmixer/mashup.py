@@ -15,9 +15,11 @@ browser's Web Audio player, Ogg Vorbis for page players, loop file names and ZIP
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import soundfile as sf
@@ -302,3 +304,33 @@ def zip_bytes(files: Mapping[str, bytes]) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return buf.getvalue()
+
+
+def stretch_clips(clips: Sequence[np.ndarray], n_samples: Sequence[int], sr: int = SAMPLE_RATE,
+                  workers: int | None = None) -> list[np.ndarray]:
+    """:func:`stretch_loop` on many clips at once, in threads (Rubber Band runs as a separate
+    process, so the threads really overlap).
+
+    Parameters
+    ----------
+    clips : sequence of np.ndarray, each shape=(channels, samples_k) or (samples_k,)
+    n_samples : sequence of int, samples: the length wanted for each clip
+    sr : int, Hz
+    workers : int, optional; default: the number of CPUs
+
+    Returns
+    -------
+    list of np.ndarray, float32, each shape=(channels, n_samples[k]), in the input order.
+
+    Raises
+    ------
+    UnmixerError
+        As :func:`stretch_loop`, or if the two sequences differ in length.
+    """
+    if len(clips) != len(n_samples):
+        raise UnmixerError(f"{len(clips)} loops but {len(n_samples)} lengths.")
+    if len(clips) <= 1:
+        return [stretch_loop(c, n, sr) for c, n in zip(clips, n_samples)]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        return list(pool.map(lambda pair: stretch_loop(pair[0], pair[1], sr),
+                             zip(clips, n_samples)))

@@ -1,0 +1,31 @@
+"""Unmixer: pull the loops out of songs and play them together at any tempo.
+
+The page reads top to bottom like it looks: songs in, the deck (filled last, once every
+song is analysed, but drawn above the songs), then one card per song.
+"""
+
+import streamlit as st
+
+from ui import deck, songs, state, style
+
+state.init()
+style.inject()
+
+st.title("Unmixer", anchor=False)
+st.markdown(
+    "Drop in a few songs. Unmixer finds the **loops** that repeat in each one (drums, bass, "
+    "chords…), lines them all up at **one tempo**, and lets you click them in and out of a "
+    "live mix, then download the loops and the mix."
+)
+
+songs.song_inputs()
+deck_slot = st.container()
+
+if state.songs():
+    st.subheader("Your songs", anchor="songs")
+deck.deck_tempo_default(deck.ready_songs())
+for song in list(state.songs().values()):
+    songs.song_card(song, st.session_state.get(state.DECK_BPM))
+
+with deck_slot:
+    deck.deck_section(deck.ready_songs())

@@ -1,0 +1,152 @@
+"""End to end, in a real headless Chromium (Debian's, driven by Playwright): the app as a
+person uses it, on a real song, with the real engine.
+
+Starts ``streamlit run streamlit_app.py`` on a free port with an empty cache, uploads
+``../shared/audio/choice_drum_bass.ogg`` together with a corrupt file, waits for the loops,
+puts two loops in the mix by clicking the live deck, changes the tempo, and checks the mix
+player, the mix download and a loop download (which must decode, at the new tempo's length).
+A screenshot goes to ``test-artifacts/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from unmixer import mashup
+
+ROOT = Path(__file__).resolve().parents[1]
+SONG = ROOT.parent / "shared" / "audio" / "choice_drum_bass.ogg"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not SONG.exists(), reason="needs ../shared/audio/choice_drum_bass.ogg"),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = _free_port()
+    cache_dir = tmp_path_factory.mktemp("unmixer-cache")
+    env = dict(os.environ, UNMIXER_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1")
+    log_path = tmp_path_factory.mktemp("logs") / "streamlit.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+             "--server.headless", "true", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail("the app did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture()
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 2400},
+                                      accept_downloads=True)
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+def test_upload_mix_two_loops_change_tempo_and_download(app_url, page, tmp_path):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(b"this is not audio at all " * 400)
+    page.goto(app_url)
+    page.get_by_role("button", name="Try the demo song").wait_for(timeout=60_000)
+
+    # A good song and a corrupt file at once.
+    page.locator("input[type=file]").set_input_files([str(SONG), str(broken)])
+    tiles = page.locator(".deck-tile")
+    expect(tiles).to_have_count(5, timeout=240_000)  # 5 loops of the good song, live deck
+    expect(page.get_by_text("broken.mp3 is not a readable audio file")).to_be_visible()
+    expect(page.get_by_label("In the mix")).to_have_count(5)
+
+    # Two loops into the mix, on the live deck (playing: they land on the next bar line).
+    page.locator(".deck-play").click()
+    tiles.nth(0).click()
+    tiles.nth(1).click()
+    expect(page.get_by_text("Your mix · 2 loops")).to_be_visible(timeout=60_000)
+    expect(tiles.nth(0)).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_label("In the mix").nth(0)).to_be_checked()
+    expect(page.get_by_label("In the mix").nth(1)).to_be_checked()
+    expect(page.get_by_label("In the mix").nth(2)).not_to_be_checked()
+
+    # A new tempo: the deck and the mix follow.
+    tempo = page.get_by_label("Tempo (BPM)", exact=True)
+    tempo.fill("120")
+    tempo.press("Enter")
+    expect(page.locator(".deck-tempo")).to_have_text("120.0 BPM · 4/4", timeout=60_000)
+    expect(page.get_by_text("8 bars at 120.0 BPM")).to_be_visible(timeout=60_000)
+    mix_player = page.locator("[data-testid='stAudio']").first
+    expect(mix_player).to_be_visible()
+
+    # The mix download: 8 bars of 4 beats at 120 BPM.
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name="Download the mix (WAV)").click()
+    mix_path = tmp_path / info.value.suggested_filename
+    info.value.save_as(mix_path)
+    mix, sr = sf.read(mix_path)
+    assert sr == 44100 and mix.shape == (8 * mashup.bar_samples(120, 4), 2)
+    assert abs(mix).max() > 0.01
+
+    # A loop download at the deck's tempo: 2 bars at 120 BPM, and it decodes.
+    page.locator("[data-testid='stPopover'] button").first.click()
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name="At the deck's tempo (120 BPM)").click()
+    name = info.value.suggested_filename
+    assert name.startswith("choice-drum-bass_loop01_") and name.endswith("_120bpm.wav")
+    loop_path = tmp_path / name
+    info.value.save_as(loop_path)
+    loop, sr = sf.read(loop_path)
+    assert sr == 44100 and loop.shape == (mashup.loop_samples(2, 120, 4), 2)
+    page.keyboard.press("Escape")
+
+    # The corrupt file's error sits beside it only; the good song's loops are all there.
+    expect(page.get_by_text("broken.mp3 is not a readable audio file")).to_have_count(1)
+    expect(tiles).to_have_count(5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
+

@@ -1,0 +1,369 @@
+// Unmixer live deck: a Streamlit custom component (components v2, no build step).
+//
+// Python sends, in `data`: the tempo grid (bpm, meter, barSeconds), every loop of every song
+// as a short mono WAV already time-stretched to that tempo (base64), the gain of each loop,
+// the loops currently in the mix (`selection`) and `seq`, the number of the last selection
+// Python has applied. The deck plays the selected loops with the Web Audio API, all locked to
+// one bar grid; a click on a tile brings the loop in or out on the next bar line without
+// stopping playback, and sends the new selection back with setTriggerValue("selection",
+// {ids, seq}) so the mix Python renders for download is the one being heard.
+//
+// Streamlit calls this function again with new `data` after every rerun, on the same
+// parentElement; the deck (audio graph, buffers, DOM) lives in a WeakMap keyed by it.
+
+const decks = new WeakMap();
+const LOOKAHEAD_S = 0.06; // schedule this far ahead at least, so nothing starts late
+
+function b64ToArrayBuffer(b64) {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return bytes.buffer;
+}
+
+function dbToGain(db) {
+  return Math.pow(10, db / 20);
+}
+
+class Deck {
+  constructor(root) {
+    this.root = root;
+    this.ctx = null;
+    this.master = null;
+    this.buffers = new Map(); // clipKey -> AudioBuffer
+    this.decoding = new Map(); // clipKey -> Promise<AudioBuffer>
+    this.failed = new Set(); // clipKeys the browser could not decode
+    this.voices = new Map(); // loop id -> {src, gain, clipKey}
+    this.gains = new Map(); // loop id -> GainNode (persistent)
+    this.selected = new Set();
+    this.pending = new Map(); // loop id -> {on, at (ctx time)}
+    this.seq = 0;
+    this.playing = false;
+    this.t0 = 0;
+    this.data = null;
+    this.signature = "";
+    this.raf = 0;
+    this.send = () => {};
+    this.els = {
+      play: root.querySelector(".deck-play"),
+      status: root.querySelector(".deck-status"),
+      tempo: root.querySelector(".deck-tempo"),
+      beats: root.querySelector(".deck-beats"),
+      songs: root.querySelector(".deck-songs"),
+      count: root.querySelector(".deck-count"),
+    };
+    this.els.play.addEventListener("click", () => this.togglePlay());
+  }
+
+  // ---- data from Python -------------------------------------------------------------
+  update(data) {
+    const prev = this.data;
+    this.data = data;
+    const loops = data.loops || [];
+    this.loopById = new Map(loops.map((l) => [l.id, l]));
+    const signature = loops.map((l) => `${l.id}|${l.clipKey}`).join(",");
+    const prevBar = prev ? prev.barSeconds : data.barSeconds;
+    if (signature !== this.signature) {
+      this.signature = signature;
+      this.render();
+      for (const l of loops) this.decode(l);
+    }
+    this.els.tempo.textContent = `${(+data.bpm).toFixed(1)} BPM · ${data.meter}/4`;
+    // Python's selection wins unless the user clicked since Python last caught up.
+    if ((data.seq || 0) >= this.seq) {
+      this.seq = data.seq || 0;
+      const wanted = new Set((data.selection || []).filter((id) => this.loopById.has(id)));
+      for (const id of [...this.selected]) if (!wanted.has(id)) this.setLoop(id, false);
+      for (const id of wanted) if (!this.selected.has(id)) this.setLoop(id, true);
+    }
+    for (const id of [...this.selected]) if (!this.loopById.has(id)) this.setLoop(id, false);
+    for (const l of loops) this.applyGain(l);
+    if (prevBar !== data.barSeconds && this.playing) this.retime(prevBar);
+    this.paint();
+  }
+
+  decode(loop) {
+    if (this.buffers.has(loop.clipKey) || this.decoding.has(loop.clipKey)) {
+      return this.decoding.get(loop.clipKey) || Promise.resolve(this.buffers.get(loop.clipKey));
+    }
+    if (!this.ctx || this.failed.has(loop.clipKey)) return Promise.resolve(null);
+    const p = this.ctx
+      .decodeAudioData(b64ToArrayBuffer(loop.wav))
+      .then((buf) => {
+        this.buffers.set(loop.clipKey, buf);
+        this.decoding.delete(loop.clipKey);
+        this.paint();
+        return buf;
+      })
+      .catch(() => {
+        this.decoding.delete(loop.clipKey);
+        this.failed.add(loop.clipKey);
+        return null;
+      });
+    this.decoding.set(loop.clipKey, p);
+    return p;
+  }
+
+  decodeAll() {
+    const keep = new Set((this.data.loops || []).map((l) => l.clipKey));
+    for (const key of [...this.buffers.keys()]) if (!keep.has(key)) this.buffers.delete(key);
+    return Promise.all((this.data.loops || []).map((l) => this.decode(l)));
+  }
+
+  // ---- audio -----------------------------------------------------------------------
+  ensureContext() {
+    if (this.ctx) return;
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    this.ctx = new Ctx();
+    // A gentle peak limiter on the sum, as Python scales the rendered mix below -1 dBFS.
+    this.master = this.ctx.createDynamicsCompressor();
+    this.master.threshold.value = -1;
+    this.master.knee.value = 0;
+    this.master.ratio.value = 20;
+    this.master.attack.value = 0.003;
+    this.master.release.value = 0.2;
+    this.master.connect(this.ctx.destination);
+  }
+
+  gainNode(id) {
+    let g = this.gains.get(id);
+    if (!g) {
+      g = this.ctx.createGain();
+      g.connect(this.master);
+      this.gains.set(id, g);
+    }
+    return g;
+  }
+
+  applyGain(loop) {
+    if (!this.ctx) return;
+    this.gainNode(loop.id).gain.setTargetAtTime(dbToGain(loop.gainDb), this.ctx.currentTime, 0.02);
+  }
+
+  nextBar(after) {
+    const bar = this.data.barSeconds;
+    const k = Math.ceil((after + LOOKAHEAD_S - this.t0) / bar - 1e-9);
+    return this.t0 + Math.max(k, 0) * bar;
+  }
+
+  startVoice(id, when) {
+    const loop = this.loopById.get(id);
+    if (!loop) return;
+    const buf = this.buffers.get(loop.clipKey);
+    if (!buf && !this.failed.has(loop.clipKey)) {
+      // Not decoded yet (a song just added, a new tempo): start on the bar after decoding.
+      this.decode(loop).then(() => {
+        if (this.playing && this.selected.has(id) && !this.voices.has(id)) {
+          this.startVoice(id, this.nextBar(this.ctx.currentTime));
+        }
+      });
+      return;
+    }
+    if (!buf) return;
+    this.stopVoice(id, when);
+    const src = this.ctx.createBufferSource();
+    src.buffer = buf;
+    src.loop = true;
+    const dur = Math.min(loop.seconds, buf.duration);
+    src.loopStart = 0;
+    src.loopEnd = dur;
+    src.connect(this.gainNode(id));
+    const offset = (((when - this.t0) % dur) + dur) % dur; // phase on the shared grid
+    src.start(when, offset);
+    this.voices.set(id, { src, clipKey: loop.clipKey });
+  }
+
+  stopVoice(id, when) {
+    const v = this.voices.get(id);
+    if (!v) return;
+    try {
+      v.src.stop(when);
+    } catch (e) {
+      /* already stopped */
+    }
+    this.voices.delete(id);
+  }
+
+  // Bring a loop in (on = true) or out; while playing, on the next bar line.
+  setLoop(id, on) {
+    if (on) this.selected.add(id);
+    else this.selected.delete(id);
+    if (!this.playing || !this.ctx) {
+      this.pending.delete(id);
+      return;
+    }
+    const when = this.nextBar(this.ctx.currentTime);
+    if (on) this.startVoice(id, when);
+    else this.stopVoice(id, when);
+    this.pending.set(id, { on, at: when });
+  }
+
+  async togglePlay() {
+    if (this.playing) {
+      this.playing = false;
+      for (const id of [...this.voices.keys()]) this.stopVoice(id, 0);
+      this.pending.clear();
+      cancelAnimationFrame(this.raf);
+      this.paint();
+      return;
+    }
+    this.ensureContext();
+    await this.ctx.resume();
+    this.els.status.textContent = "Loading loops…";
+    for (const l of this.data.loops || []) this.applyGain(l);
+    await this.decodeAll();
+    this.playing = true;
+    this.t0 = this.ctx.currentTime + 0.12;
+    for (const id of this.selected) this.startVoice(id, this.t0);
+    this.tick();
+    this.paint();
+  }
+
+  // New tempo: once the new clips are decoded, switch every voice on the next bar line.
+  async retime(prevBar) {
+    const oldT0 = this.t0;
+    await this.decodeAll();
+    if (!this.playing || this.t0 !== oldT0) return;
+    const k = Math.ceil((this.ctx.currentTime + LOOKAHEAD_S - this.t0) / prevBar);
+    const when = this.t0 + k * prevBar;
+    this.t0 = when;
+    for (const id of [...this.voices.keys()]) this.stopVoice(id, when);
+    for (const id of this.selected) this.startVoice(id, when);
+  }
+
+  // ---- user input ------------------------------------------------------------------
+  clickTile(id) {
+    this.setLoop(id, !this.selected.has(id));
+    this.seq += 1;
+    this.send([...this.selected], this.seq);
+    this.paint();
+  }
+
+  // ---- drawing ---------------------------------------------------------------------
+  render() {
+    const songs = new Map();
+    for (const l of this.data.loops || []) {
+      if (!songs.has(l.song)) songs.set(l.song, { title: l.songTitle, bpm: l.songBpm, loops: [] });
+      songs.get(l.song).loops.push(l);
+    }
+    this.els.songs.textContent = "";
+    this.tiles = new Map();
+    for (const [, song] of songs) {
+      const row = document.createElement("div");
+      row.className = "deck-song";
+      const head = document.createElement("div");
+      head.className = "deck-song-title";
+      head.textContent = song.title;
+      const sub = document.createElement("span");
+      sub.className = "deck-song-bpm";
+      sub.textContent = `${(+song.bpm).toFixed(1)} BPM`;
+      head.appendChild(sub);
+      row.appendChild(head);
+      const grid = document.createElement("div");
+      grid.className = "deck-tiles";
+      for (const l of song.loops) {
+        const tile = document.createElement("button");
+        tile.type = "button";
+        tile.className = "deck-tile";
+        tile.dataset.id = l.id;
+        tile.style.setProperty("--c", l.color);
+        tile.title = `Loop ${l.index} of ${song.title} (${l.label}): click to bring it in or out of the mix`;
+        tile.innerHTML =
+          '<span class="deck-tile-num"></span><span class="deck-tile-label"></span>' +
+          '<span class="deck-tile-state"></span><span class="deck-tile-progress"></span>';
+        tile.querySelector(".deck-tile-num").textContent = l.index;
+        tile.querySelector(".deck-tile-label").textContent = l.label;
+        tile.addEventListener("click", () => this.clickTile(l.id));
+        grid.appendChild(tile);
+        this.tiles.set(l.id, tile);
+      }
+      row.appendChild(grid);
+      this.els.songs.appendChild(row);
+    }
+    const meter = this.data.meter || 4;
+    this.els.beats.textContent = "";
+    for (let b = 0; b < meter; b++) {
+      const dot = document.createElement("span");
+      dot.className = "deck-beat";
+      this.els.beats.appendChild(dot);
+    }
+  }
+
+  paint() {
+    if (!this.tiles) return;
+    const now = this.ctx ? this.ctx.currentTime : 0;
+    for (const [id, { at }] of [...this.pending]) if (at <= now) this.pending.delete(id);
+    for (const [id, tile] of this.tiles) {
+      const on = this.selected.has(id);
+      const waiting = this.pending.has(id);
+      tile.classList.toggle("on", on);
+      tile.classList.toggle("waiting", waiting);
+      tile.setAttribute("aria-pressed", on ? "true" : "false");
+      tile.querySelector(".deck-tile-state").textContent = waiting
+        ? on ? "next bar…" : "leaving…"
+        : on ? "in the mix" : "";
+    }
+    const n = this.selected.size;
+    this.els.count.textContent = n === 0 ? "No loop in the mix yet" : `${n} loop${n > 1 ? "s" : ""} in the mix`;
+    this.els.play.textContent = this.playing ? "■  Stop" : "▶  Play";
+    this.els.play.classList.toggle("playing", this.playing);
+    if (!this.playing) {
+      this.els.status.textContent = "Press Play, then click loops to bring them in and out.";
+      for (const dot of this.els.beats.children) dot.classList.remove("now");
+    }
+  }
+
+  tick() {
+    if (!this.playing) return;
+    const now = this.ctx.currentTime;
+    const bar = this.data.barSeconds;
+    const meter = this.data.meter || 4;
+    const pos = Math.max(now - this.t0, 0) / bar;
+    const barNo = Math.floor(pos) + 1;
+    const beat = Math.floor((pos % 1) * meter);
+    const dots = this.els.beats.children;
+    for (let b = 0; b < dots.length; b++) dots[b].classList.toggle("now", b === beat);
+    this.els.status.textContent = `Bar ${barNo} · changes land on the next bar line`;
+    for (const [id, tile] of this.tiles || []) {
+      const loop = this.loopById.get(id);
+      const v = this.voices.get(id);
+      const bar = tile.querySelector(".deck-tile-progress");
+      if (v && loop && now >= this.t0) {
+        const frac = (((now - this.t0) % loop.seconds) + loop.seconds) % loop.seconds / loop.seconds;
+        bar.style.width = `${(frac * 100).toFixed(1)}%`;
+      } else {
+        bar.style.width = "0%";
+      }
+    }
+    if (this.pending.size) this.paint();
+    this.raf = requestAnimationFrame(() => this.tick());
+  }
+
+  destroy() {
+    cancelAnimationFrame(this.raf);
+    for (const id of [...this.voices.keys()]) this.stopVoice(id, 0);
+    if (this.ctx) this.ctx.close();
+  }
+}
+
+export default function (component) {
+  const { parentElement, data, setTriggerValue } = component;
+  const root = parentElement.querySelector(".deck");
+  if (!root || !data) return;
+  let deck = decks.get(parentElement);
+  if (!deck) {
+    deck = new Deck(root);
+    decks.set(parentElement, deck);
+  }
+  deck.send = (ids, seq) => setTriggerValue("selection", { ids, seq });
+  deck.update(data);
+  // Streamlit may call a superseded cleanup while the element stays on the page: only
+  // tear the deck down once its DOM is really gone.
+  return () => {
+    setTimeout(() => {
+      if (root.isConnected) return;
+      deck.destroy();
+      decks.delete(parentElement);
+    }, 0);
+  };
+}

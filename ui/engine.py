@@ -1,0 +1,139 @@
+"""The app's bridge to the engine: analyse a song once, keep the result on disk.
+
+Heavy work sits here, keyed by content: :func:`analyse` looks the song up in the on-disk
+:class:`unmixer.cache.ResultCache` (sha256 of the file's bytes + parameters + engine code
+version) before decoding and running :func:`unmixer.pipeline.extract_loops`. What is kept
+(on disk and in the session) is the Extraction without its full-length tracks: the page
+only plays and downloads loop clips, and a 4-minute song's tracks weigh ~400 MB.
+
+Time-stretched clips are cached in memory per (analysis, loop, tempo) with
+``st.cache_data``, shared by every session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from unmixer import mashup
+from unmixer.audio import SAMPLE_RATE, load_audio, resample, wav_bytes
+from unmixer.cache import ResultCache, cache_key, code_version
+from unmixer.errors import UnmixerError
+from ui.state import Song, SongResult
+
+log = logging.getLogger("unmixer.app")
+
+EXTRACT_LOOPS: Callable | None = None
+"""Tests may put a fake engine here; None means :func:`unmixer.pipeline.extract_loops`."""
+
+SEED = 0
+_APP_SIDE = {"mashup.py", "cache.py", "metrics.py", "cli.py", "__main__.py"}
+
+
+@lru_cache(maxsize=1)
+def engine_version() -> str:
+    """Hash of the engine's source files, part of every cache key (a code change = a miss)."""
+    import unmixer
+
+    root = Path(unmixer.__file__).parent
+    files = sorted(p for p in root.glob("*.py") if p.name not in _APP_SIDE)
+    return f"{unmixer.__version__}-{code_version(*files)}"
+
+
+def _extract_fn() -> Callable:
+    if EXTRACT_LOOPS is not None:
+        return EXTRACT_LOOPS
+    from unmixer.pipeline import extract_loops
+
+    return extract_loops
+
+
+def _load(directory: Path):
+    from unmixer.pipeline import Extraction
+
+    return Extraction.load(directory)
+
+
+def slim(extraction):
+    """The Extraction without its full-length tracks (each replaced by shape (2, 0))."""
+    empty = np.zeros((2, 0), np.float32)
+    loops = [dataclasses.replace(loop, track=empty) for loop in extraction.loops]
+    return dataclasses.replace(extraction, loops=loops)
+
+
+def _key(song: Song, n_loops: int, loop_bars: int) -> str:
+    return cache_key(song.data, {"n_loops": int(n_loops), "loop_bars": int(loop_bars),
+                                 "seed": SEED, "engine": engine_version(), "tracks": False})
+
+
+def is_cached(song: Song, n_loops: int, loop_bars: int) -> bool:
+    """Whether the disk cache holds this analysis (so it will come back at once)."""
+    return EXTRACT_LOOPS is None and ResultCache().path(_key(song, n_loops, loop_bars)).is_dir()
+
+
+def analyse(song: Song, n_loops: int, loop_bars: int,
+            progress: Callable[[str, float], None] | None = None,
+            cache: ResultCache | None = None) -> SongResult:
+    """Loops of one song, from the disk cache when it has them.
+
+    Never raises for bad input: an :class:`UnmixerError` (unreadable file, no beat grid...)
+    becomes ``SongResult.error``, its one-line message. An unexpected exception (a bug) is
+    logged with its traceback on the server and also becomes a one-line error.
+    """
+    cache = cache if cache is not None else ResultCache()
+    key = _key(song, n_loops, loop_bars)
+    start = time.perf_counter()
+    try:
+        hit = cache.get(key, _load) if EXTRACT_LOOPS is None else None
+        if hit is not None:
+            return SongResult(n_loops, loop_bars, hit, seconds=time.perf_counter() - start,
+                              from_cache=True)
+        if progress:
+            progress("decoding", 0.0)
+        audio = load_audio(song.data, name=song.name)
+        if progress:
+            progress("decoding", 1.0)
+        extraction = slim(_extract_fn()(audio, int(n_loops), loop_bars=int(loop_bars),
+                                        seed=SEED, progress=progress))
+        if EXTRACT_LOOPS is None:
+            cache.put(key, extraction.save)
+        return SongResult(n_loops, loop_bars, extraction, seconds=time.perf_counter() - start)
+    except UnmixerError as err:
+        return SongResult(n_loops, loop_bars, error=str(err))
+    except Exception as err:  # a bug: keep the page alive, say it in one line
+        log.exception("analysing %s failed", song.name)
+        return SongResult(n_loops, loop_bars,
+                          error=f"Unmixer could not analyse {song.name} "
+                                f"({type(err).__name__}: {err}).".replace("\n", " "))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def player_ogg(result_key: str, index: int, _clip: np.ndarray) -> bytes:
+    """Ogg Vorbis of a loop clip at its own tempo, for its tile's player."""
+    return mashup.ogg_bytes(_clip)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def deck_previews(result_key: str, bpm: float, _extraction) -> list[tuple[bytes, float]]:
+    """Every loop of an analysis stretched to ``bpm`` as a light mono WAV for the live deck,
+    with its length in seconds."""
+    sr = mashup.PREVIEW_SAMPLE_RATE
+    ext = _extraction
+    n = mashup.loop_samples(ext.loop_bars, bpm, ext.meter, sr)
+    clips = [resample(loop.clip.mean(axis=0), SAMPLE_RATE, sr) for loop in ext.loops]
+    stretched = mashup.stretch_clips(clips, [n] * len(clips), sr)
+    return [(wav_bytes(clip, sr), n / sr) for clip in stretched]
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def stretched_clip(result_key: str, index: int, bpm: float, _extraction) -> np.ndarray:
+    """Loop ``index`` (1-based) of an analysis at ``bpm``, full quality (2, samples)."""
+    ext = _extraction
+    return mashup.stretch_to_bpm(ext.loops[index - 1].clip, ext.loop_bars, ext.meter, bpm)

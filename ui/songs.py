@@ -1,0 +1,211 @@
+"""Songs in (uploader, demo button) and one card per song (analysis, loop map, loop tiles)."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from ui import engine, state
+from ui.loop_map import loop_color, loop_map_figure
+from unmixer import mashup
+from unmixer.audio import wav_bytes
+from unmixer.data import DEMO_ATTRIBUTION, DEMO_SONG, DEMO_TITLE
+
+AUDIO_TYPES = ["wav", "mp3", "ogg", "flac", "m4a", "aac", "aif", "aiff", "opus"]
+
+STAGE_LABELS = {
+    "decoding": "Decoding the audio",
+    "downbeats": "Finding the beats and downbeats",
+    "cube": "Stacking the bars into a spectral cube",
+    "decomposition": "Decomposing the cube (Tucker)",
+    "loops": "Cutting and labelling the loops",
+}
+
+
+# ---------------------------------------------------------------------------- songs in
+def _on_upload_change() -> None:
+    """Files removed from the uploader (its x) leave the page too."""
+    current = {f.file_id for f in (st.session_state.get(state.UPLOADER) or [])}
+    gone = set(st.session_state.get(state.UPLOAD_IDS_LAST, [])) - current
+    for sid, song in list(state.songs().items()):
+        if song.upload_id in gone:
+            state.remove_song(sid)
+
+
+def _add_demo() -> None:
+    state.add_song(f"{DEMO_TITLE} (demo).ogg", DEMO_SONG.read_bytes(), source="demo")
+
+
+def song_inputs() -> None:
+    """The uploader (several files at once) and the demo button."""
+    cols = st.columns([3, 1.2], vertical_alignment="top")
+    files = cols[0].file_uploader(
+        "Add songs", type=AUDIO_TYPES, accept_multiple_files=True, key=state.UPLOADER,
+        on_change=_on_upload_change,
+        help="WAV, MP3, OGG, FLAC, M4A or AIFF, 8 s to 15 min. Each song is analysed once; "
+             "the result is kept on this server, so it comes back at once next time.")
+    with cols[1]:
+        st.markdown("**No song at hand?**")
+        st.button("Try the demo song", icon=":material/music_note:", on_click=_add_demo,
+                  key="demo_button", use_container_width=True)
+        st.caption(DEMO_ATTRIBUTION)
+    seen = st.session_state[state.UPLOAD_IDS_SEEN]
+    for f in files or []:
+        if f.file_id not in seen:
+            seen.add(f.file_id)
+            state.add_song(f.name, f.getvalue(), source="upload", upload_id=f.file_id)
+    st.session_state[state.UPLOAD_IDS_LAST] = [f.file_id for f in files or []]
+
+
+# ---------------------------------------------------------------------------- analysis
+def _run_analysis(song: state.Song, n_loops: int, loop_bars: int) -> state.SongResult:
+    """Analyse with a live ``st.status``: one line per stage, the label says where it is."""
+    with st.status(f"Unmixing {song.title}…", expanded=True) as status:
+        lines: dict[str, object] = {}  # stage -> its st.empty line
+
+        def show(stage: str, done: bool, fraction: float = 0.0) -> None:
+            mark = ":white_check_mark:" if done else ":hourglass_flowing_sand:"
+            pct = f" ({fraction:.0%})" if not done and 0 < fraction < 1 else ""
+            lines[stage].markdown(f"{mark} {STAGE_LABELS.get(stage, stage)}{pct}")
+
+        def progress(stage: str, fraction: float) -> None:
+            try:
+                if stage not in lines:
+                    for earlier in lines:
+                        show(earlier, True)
+                    lines[stage] = st.empty()
+                show(stage, fraction >= 1.0, fraction)
+                status.update(label=f"Unmixing {song.title}: "
+                                    f"{STAGE_LABELS.get(stage, stage).lower()}…")
+            except Exception:  # called from a worker thread: nothing to draw from there
+                pass
+
+        result = engine.analyse(song, n_loops, loop_bars, progress)
+        if result.error:
+            status.update(label=f"{song.title}: could not be unmixed", state="error",
+                          expanded=False)
+        else:
+            status.update(label=f"{song.title}: {len(result.extraction.loops)} loops in "
+                                f"{result.seconds:.0f} s", state="complete", expanded=False)
+    return result
+
+
+def ensure_result(song: state.Song) -> state.SongResult:
+    """The song's result for its current parameters, analysing it when needed (with a
+    progress box, unless the disk cache has it)."""
+    n_loops, loop_bars = state.params(song.id)
+    result = state.results().get(song.id)
+    if result is None or result.params != (n_loops, loop_bars):
+        if engine.is_cached(song, n_loops, loop_bars):
+            result = engine.analyse(song, n_loops, loop_bars)
+        else:
+            result = _run_analysis(song, n_loops, loop_bars)
+        state.results()[song.id] = result
+    return result
+
+
+def _keep_a_loop_length(sid: str) -> None:
+    """A click on the selected segment unselects it: put the default back."""
+    if st.session_state.get(state.loop_bars_key(sid)) is None:
+        st.session_state[state.loop_bars_key(sid)] = state.DEFAULT_LOOP_BARS
+
+
+# ---------------------------------------------------------------------------- one song
+def song_card(song: state.Song, deck_bpm: float | None) -> None:
+    """A bordered card: title and choices, progress or error, tempo, loop map, loop tiles."""
+    with st.container(border=True, key=f"song_{song.id}"):
+        head = st.columns([3.2, 1, 1.1, 0.5], vertical_alignment="bottom")
+        with head[0]:
+            st.markdown(f"### {song.title}")
+        head[1].selectbox("Loops", state.N_LOOPS_CHOICES, key=state.n_loops_key(song.id),
+                          help="How many loops to pull out of this song (3 to 10).")
+        head[2].segmented_control(
+            "Loop length", state.LOOP_BARS_CHOICES, key=state.loop_bars_key(song.id),
+            format_func=lambda n: f"{n} bar" + ("s" if n > 1 else ""),
+            help="Each loop lasts one or two bars.", on_change=_keep_a_loop_length,
+            args=(song.id,))
+        head[3].button("", icon=":material/close:", key=f"remove_{song.id}",
+                       help=f"Remove {song.title}", on_click=state.remove_song,
+                       args=(song.id,))
+        result = ensure_result(song)
+        if result.error:
+            st.error(result.error, icon=":material/error:")
+            return
+        ext = result.extraction
+        facts = [f"**{ext.bpm:.1f} BPM**", f"**{ext.meter}/4**", f"{ext.n_bars} bars",
+                 f"{ext.duration_s:.0f} s", f"{len(ext.loops)} loops of {ext.loop_bars} "
+                 f"bar{'s' if ext.loop_bars > 1 else ''}"]
+        if song.source == "demo":
+            facts.append("demo song")
+        facts.append("analysed earlier (from the cache)" if result.from_cache
+                     else f"analysed in {result.seconds:.0f} s")
+        st.markdown(" · ".join(facts))
+        st.plotly_chart(loop_map_figure(ext), key=f"map_{song.id}",
+                        config={"displayModeBar": False})
+        rkey = state.result_key(song.id, *result.params)
+        _loop_tiles(song, rkey, ext, deck_bpm)
+        _song_zip(song, rkey, ext, deck_bpm)
+
+
+def _loop_tiles(song: state.Song, rkey: str, ext, deck_bpm: float | None) -> None:
+    per_row = 5
+    loops = ext.loops
+    for row_start in range(0, len(loops), per_row):
+        cols = st.columns(per_row)
+        for col, loop in zip(cols, loops[row_start:row_start + per_row]):
+            with col.container(border=True, key=f"tile_{rkey}_{loop.index}"):
+                _loop_tile(song, rkey, ext, loop, deck_bpm)
+
+
+def _loop_tile(song: state.Song, rkey: str, ext, loop, deck_bpm: float | None) -> None:
+    lid = state.loop_id(rkey, loop.index)
+    color = loop_color(loop.index)
+    st.markdown(
+        f"<div class='loop-tile-head'><span class='loop-swatch' style='background:{color}'>"
+        f"</span><b>Loop {loop.index}</b> · {loop.label}</div>", unsafe_allow_html=True)
+    st.audio(engine.player_ogg(rkey, loop.index, loop.clip), format="audio/ogg")
+    st.checkbox("In the mix", key=state.in_mix_key(lid))
+    st.session_state.setdefault(state.gain_key(lid), 0.0)
+    st.slider("Gain", *state.GAIN_RANGE_DB, step=1.0, key=state.gain_key(lid), format="%+.0f dB",
+              help="Loudness of this loop in the mix (dB).")
+    original = mashup.loop_filename(song.title, loop.index, loop.label, ext.bpm)
+    with st.popover("Download", icon=":material/download:", use_container_width=True):
+        st.download_button(
+            f"At the song's tempo ({ext.bpm:.0f} BPM)", data=lambda c=loop.clip: wav_bytes(c),
+            file_name=original, mime="audio/wav", on_click="ignore",
+            key=f"dl_{lid}_orig", use_container_width=True)
+        if deck_bpm:
+            st.download_button(
+                f"At the deck's tempo ({deck_bpm:.0f} BPM)",
+                data=lambda i=loop.index: wav_bytes(
+                    engine.stretched_clip(rkey, i, deck_bpm, ext)),
+                file_name=mashup.loop_filename(song.title, loop.index, loop.label, deck_bpm),
+                mime="audio/wav", on_click="ignore", key=f"dl_{lid}_deck",
+                use_container_width=True)
+
+
+def _song_zip(song: state.Song, rkey: str, ext, deck_bpm: float | None) -> None:
+    def build() -> bytes:
+        files = {}
+        folder = f"at-song-tempo_{int(round(ext.bpm))}bpm"
+        for loop in ext.loops:
+            name = mashup.loop_filename(song.title, loop.index, loop.label, ext.bpm)
+            files[f"{folder}/{name}"] = wav_bytes(loop.clip)
+        if deck_bpm:
+            folder = f"at-deck-tempo_{int(round(deck_bpm))}bpm"
+            n = mashup.loop_samples(ext.loop_bars, deck_bpm, ext.meter)
+            stretched = mashup.stretch_clips([loop.clip for loop in ext.loops],
+                                             [n] * len(ext.loops))
+            for loop, clip in zip(ext.loops, stretched):
+                name = mashup.loop_filename(song.title, loop.index, loop.label, deck_bpm)
+                files[f"{folder}/{name}"] = wav_bytes(clip)
+        files["loop_map.json"] = json.dumps(ext.summary(), indent=1).encode()
+        return mashup.zip_bytes(files)
+
+    st.download_button(
+        f"Download all {len(ext.loops)} loops (ZIP)", data=build,
+        file_name=f"{mashup.slug(song.title)}_loops.zip", mime="application/zip",
+        icon=":material/folder_zip:", on_click="ignore", key=f"zip_{rkey}",
+        help="Every loop as WAV, at the song's tempo and at the deck's tempo, "
+             "plus the loop map (JSON).")

@@ -1,0 +1,189 @@
+"""What the user chose, in ``st.session_state`` under clear keys.
+
+Songs, their analysis results and every choice (loop count, loop length, loops in the mix,
+gains, deck tempo and length) live here, so a rerun, a new upload, an error in another song
+or a visit to another page never throws the user's work away.
+
+Keys
+----
+``songs``            dict song id -> :class:`Song`, in the order they were added
+``results``          dict song id -> :class:`SongResult` (the latest analysis of that song)
+``upload_ids_seen``  set of uploader file ids already turned into songs
+``upload_ids_last``  file ids in the uploader at the end of the last run
+``n_loops:<song>``   loops to extract (3-10, default 5)
+``loop_bars:<song>`` loop length in bars (1 or 2, default 2)
+``in_mix:<loop>``    whether the loop is in the mix (a loop id is ``<result key>:<index>``)
+``gain:<loop>``      the loop's gain in the mix (dB)
+``deck_bpm``         the deck's tempo (BPM); ``deck_bars``: length of the rendered mix (bars)
+``deck_seq``         number of the last selection received from the live deck
+``deck``             the live deck component's own state
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+SONGS = "songs"
+RESULTS = "results"
+UPLOAD_IDS_SEEN = "upload_ids_seen"
+UPLOAD_IDS_LAST = "upload_ids_last"
+UPLOADER = "uploader"
+DECK = "deck"
+DECK_BPM = "deck_bpm"
+DECK_BARS = "deck_bars"
+DECK_SEQ = "deck_seq"
+
+DEFAULT_N_LOOPS = 5
+N_LOOPS_CHOICES = tuple(range(3, 11))
+DEFAULT_LOOP_BARS = 2
+LOOP_BARS_CHOICES = (1, 2)
+DEFAULT_DECK_BARS = 8
+DECK_BARS_CHOICES = (4, 8, 16, 32)
+GAIN_RANGE_DB = (-24.0, 6.0)
+
+# Widget keys whose values must outlive runs in which their widget is not drawn.
+_KEPT_PREFIXES = ("n_loops:", "loop_bars:", "in_mix:", "gain:", DECK_BPM, DECK_BARS)
+
+
+@dataclass
+class Song:
+    """One song the user added: its bytes stay in the session so it can be re-analysed."""
+
+    id: str
+    name: str
+    data: bytes = field(repr=False)
+    source: str = "upload"  # "upload" or "demo"
+    upload_id: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The file name without its extension, underscores as spaces."""
+        stem = self.name.rsplit(".", 1)[0] if "." in self.name else self.name
+        return stem.replace("_", " ").strip() or self.name
+
+
+@dataclass
+class SongResult:
+    """The latest analysis of a song: an Extraction (without its full-length tracks) or the
+    one-line error it raised, for the parameters it was run with."""
+
+    n_loops: int
+    loop_bars: int
+    extraction: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+    from_cache: bool = False
+
+    @property
+    def params(self) -> tuple[int, int]:
+        return (self.n_loops, self.loop_bars)
+
+
+def song_id(data: bytes) -> str:
+    """Songs are identified by their content: the same file added twice is one song."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def result_key(song: str, n_loops: int, loop_bars: int) -> str:
+    """Identifies one analysis of one song (its loops change with the parameters)."""
+    return f"{song}-{n_loops}x{loop_bars}"
+
+
+def loop_id(result: str, index: int) -> str:
+    """Identifies one loop of one analysis; used by the deck, the checkboxes and the gains."""
+    return f"{result}:{index}"
+
+
+def n_loops_key(song: str) -> str:
+    return f"n_loops:{song}"
+
+
+def loop_bars_key(song: str) -> str:
+    return f"loop_bars:{song}"
+
+
+def in_mix_key(loop: str) -> str:
+    return f"in_mix:{loop}"
+
+
+def gain_key(loop: str) -> str:
+    return f"gain:{loop}"
+
+
+def init() -> None:
+    """Create the containers and keep widget values alive across runs and pages.
+
+    Re-assigning a widget's value at the top of the run is Streamlit's documented way to
+    keep it when the widget is not drawn in some run (another page, a song being analysed).
+    """
+    ss = st.session_state
+    ss.setdefault(SONGS, {})
+    ss.setdefault(RESULTS, {})
+    ss.setdefault(UPLOAD_IDS_SEEN, set())
+    ss.setdefault(UPLOAD_IDS_LAST, [])
+    ss.setdefault(DECK_SEQ, 0)
+    ss.setdefault(DECK_BARS, DEFAULT_DECK_BARS)
+    for key in list(ss.keys()):
+        if isinstance(key, str) and key.startswith(_KEPT_PREFIXES):
+            ss[key] = ss[key]
+
+
+def songs() -> dict[str, Song]:
+    return st.session_state[SONGS]
+
+
+def results() -> dict[str, SongResult]:
+    return st.session_state[RESULTS]
+
+
+def add_song(name: str, data: bytes, source: str = "upload",
+             upload_id: str | None = None) -> Song:
+    """Add a song (or return the one with the same content) with default choices."""
+    sid = song_id(data)
+    store = songs()
+    if sid not in store:
+        store[sid] = Song(sid, name, data, source, upload_id)
+        st.session_state.setdefault(n_loops_key(sid), DEFAULT_N_LOOPS)
+        st.session_state.setdefault(loop_bars_key(sid), DEFAULT_LOOP_BARS)
+    return store[sid]
+
+
+def remove_song(sid: str) -> None:
+    """Forget a song, its result and its choices."""
+    songs().pop(sid, None)
+    results().pop(sid, None)
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and sid in key and key.startswith(_KEPT_PREFIXES):
+            del st.session_state[key]
+
+
+def params(sid: str) -> tuple[int, int]:
+    """The (loop count, loop length in bars) chosen for a song."""
+    ss = st.session_state
+    return (int(ss.get(n_loops_key(sid)) or DEFAULT_N_LOOPS),
+            int(ss.get(loop_bars_key(sid)) or DEFAULT_LOOP_BARS))
+
+
+def selection() -> list[str]:
+    """Loop ids currently in the mix (checked), in no particular order."""
+    return [key[len("in_mix:"):] for key, value in st.session_state.items()
+            if isinstance(key, str) and key.startswith("in_mix:") and value]
+
+
+def gain_db(loop: str) -> float:
+    return float(st.session_state.get(gain_key(loop), 0.0))
+
+
+def set_selection(ids: list[str], seq: int) -> None:
+    """Apply a selection sent by the live deck (inside its callback, before the run)."""
+    wanted = set(ids)
+    for key in [k for k in st.session_state.keys()
+                if isinstance(k, str) and k.startswith("in_mix:")]:
+        st.session_state[key] = key[len("in_mix:"):] in wanted
+    for loop in wanted:
+        st.session_state[in_mix_key(loop)] = True
+    st.session_state[DECK_SEQ] = max(int(seq), int(st.session_state.get(DECK_SEQ, 0)))

@@ -151,6 +151,22 @@ def spectral_cube(magnitude: np.ndarray, grid: CubeGrid) -> np.ndarray:
     return np.ascontiguousarray(interpolate_frames(np.asarray(magnitude, np.float32), positions))
 
 
+def frame_steps(grid: CubeGrid, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Interpolation indices from cube steps to STFT frames.
+
+    Returns
+    -------
+    segment : np.ndarray, shape=(n_frames,), int, the segment of each frame
+    j0, j1 : np.ndarray, shape=(n_frames,), int, the steps either side of each frame
+        (``j1`` wraps to 0 within the segment)
+    weight : np.ndarray, shape=(n_frames,), float32, the weight of ``j1``
+    """
+    seg, step = grid.frame_cells(n_frames)
+    j0 = np.floor(step).astype(np.int64) % grid.n_steps
+    j1 = (j0 + 1) % grid.n_steps
+    return seg, j0, j1, (step - np.floor(step)).astype(np.float32)
+
+
 def cube_to_frames(values: np.ndarray, grid: CubeGrid, n_frames: int) -> np.ndarray:
     """Map cube-domain values back onto STFT frames (the inverse of :func:`spectral_cube`).
 
@@ -165,8 +181,6 @@ def cube_to_frames(values: np.ndarray, grid: CubeGrid, n_frames: int) -> np.ndar
     np.ndarray, shape=(..., n_frames): frame t takes the value of its segment at its
     fractional step, interpolated linearly between steps (wrapping within the segment).
     """
-    seg, step = grid.frame_cells(n_frames)
-    j0 = np.floor(step).astype(np.int64) % grid.n_steps
-    j1 = (j0 + 1) % grid.n_steps
-    w = (step - np.floor(step)).astype(values.dtype)
+    seg, j0, j1, w = frame_steps(grid, n_frames)
+    w = w.astype(values.dtype)
     return values[..., j0, seg] * (1 - w) + values[..., j1, seg] * w

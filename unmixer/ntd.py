@@ -159,14 +159,15 @@ def _hals_columns(A, XM, MtM, n_sweeps: int, eps: float = 1e-12):
 
     A[:, r] ← max(0, A[:, r] + (XM[:, r] − A MtM[:, r]) / MtM[r, r])  (Cichocki & Phan 2009, eq. 12).
     """
+    be = tl.backend.BackendManager.current_backend()  # skip per-call dispatch in the hot loop
     R = tl.shape(A)[1]
+    diag = [float(MtM[r, r]) for r in range(R)]
     for _ in range(n_sweeps):
         for r in range(R):  # loop over components (ranks), vectorised over rows
-            d = MtM[r, r]
-            if float(d) <= eps:
+            if diag[r] <= eps:
                 continue
-            col = A[:, r] + (XM[:, r] - tl.dot(A, MtM[:, r])) / d
-            A[:, r] = tl.clip(col, 0, None)
+            col = A[:, r] + (XM[:, r] - be.dot(A, MtM[:, r])) / diag[r]
+            A[:, r] = be.clip(col, 0, None)
     return A
 
 
@@ -210,6 +211,12 @@ def _core_update(G, P, grams, l1: float, n_steps: int):
 
 def _top_eigvecs(gram, rank):
     """|leading eigenvectors| of a symmetric PSD matrix, shape (n, rank)."""
+    if tl.get_backend() == "numpy":  # only the top eigenpairs: much cheaper for n >> rank
+        from scipy.linalg import eigh
+
+        n = gram.shape[0]
+        _, vectors = eigh(gram, subset_by_index=[n - rank, n - 1], driver="evr")
+        return np.abs(vectors[:, ::-1]).astype(gram.dtype)
     values, vectors = tl.eigh(gram)
     order = np.argsort(tl.to_numpy(values))[::-1][:rank].copy()
     return tl.abs(vectors[:, order])

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from unmixer.errors import UnmixerError
+from unmixer import nmf as nmf_module
 from unmixer.nmf import beta_divergence, beta_nmf, component_models
 
 
@@ -162,3 +163,104 @@ def test_beta_divergence_known_values():
     assert beta_divergence(y, y, 1.5) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(UnmixerError, match="shape"):
         beta_divergence(x, np.ones((2, 2)), 1.0)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("beta", [2.0, 1.0])
+def test_agrees_with_sklearn_mu_at_matched_iterations(beta):
+    from sklearn.decomposition import NMF
+
+    V, _, _ = planted(F=60, N=250, seed=8)
+    V = V + 0.05 * np.random.default_rng(8).random(V.shape).astype(np.float32)
+    rng = np.random.default_rng(9)
+    W0 = (rng.random((60, 5)) + 0.1).astype(np.float32)
+    H0 = (rng.random((5, 250)) + 0.1).astype(np.float32)
+    ours = beta_nmf(V, 5, beta=beta, W=W0, H=H0, n_iter=100, tol=0)
+    sk = NMF(5, init="custom", solver="mu", beta_loss=beta, max_iter=100, tol=0)
+    W_sk = sk.fit_transform(V, W=W0.copy(), H=H0.copy())
+    assert sk.n_iter_ == 100
+    ref = W_sk @ sk.components_
+    np.testing.assert_allclose(ours.W @ ours.H, ref, rtol=0, atol=1e-4 * ref.max())
+    assert ours.loss[-1] == pytest.approx(beta_divergence(V, ref, beta), rel=1e-4)
+
+
+def test_wiener_resynthesis_sums_to_the_mixture_and_separates_planted_notes():
+    from unmixer.nmf import resynthesise_components
+    from unmixer.spectrum import stft
+
+    sr = 44100
+    t = np.arange(2 * sr) / sr
+    a = 0.3 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 1.5 * t) > 0)
+    b = 0.3 * np.sin(2 * np.pi * 1250 * t) * (np.sin(2 * np.pi * 1.1 * t) > 0)
+    mix = np.stack([a + b, 0.8 * a + 1.2 * b]).astype(np.float32)
+    spec = stft(mix)
+    res = beta_nmf(np.abs(spec).mean(0), 2, beta=1.0, n_iter=100)
+    comps = resynthesise_components(mix, res.W, res.H, spec=spec)
+    assert comps.shape == (2, 2, mix.shape[1])
+    np.testing.assert_allclose(comps.sum(0), mix, atol=1e-4)
+    refs = np.stack([np.stack([a, 0.8 * a]), np.stack([b, 1.2 * b])])
+    from unmixer.metrics import si_sdr_matrix, match_sources
+
+    score = si_sdr_matrix(refs, comps)
+    match = match_sources(score)
+    assert score[[0, 1], match].min() > 15, score
+    # groups: one group holding component 0, the rest pooled; `which` selects outputs
+    grouped = resynthesise_components(mix, res.W, res.H, [[0]], spec=spec)
+    np.testing.assert_allclose(grouped, comps, atol=1e-5)
+    only_rest = resynthesise_components(mix, res.W, res.H, [[0]], which=[1], spec=spec)
+    np.testing.assert_allclose(only_rest[0], comps[1], atol=1e-5)
+    with pytest.raises(UnmixerError, match="does not match"):
+        resynthesise_components(mix[:, : sr], res.W, res.H)
+
+
+def test_hpss_nmf_puts_drums_and_bass_in_their_stems():
+    from unmixer.hpss import hpss_nmf
+    from unmixer.nmf import resynthesise_components
+    from unmixer.spectrum import stft
+
+    sr = 44100
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * sr) / sr
+    # bass and melody with their own rhythms (co-active sources are one NMF component)
+    bass = (0.3 * np.sin(2 * np.pi * 55 * t) + 0.1 * np.sin(2 * np.pi * 110 * t)) * (t % 1.0 < 0.6)
+    melody = 0.15 * sum(np.sin(2 * np.pi * 880 * h * t) / h for h in (1, 2, 3)) * (t % 0.75 > 0.3)
+    drums = 0.5 * rng.standard_normal(t.size) * np.exp(-40 * ((t * 4) % 1.0))
+    mix = np.stack([bass + melody + drums] * 2).astype(np.float32)
+    spec = stft(mix)
+    res = hpss_nmf(np.abs(spec).mean(0), 3, 2, n_iter=60)
+    groups = res.stem_groups()
+    assert set(groups) == {"drums", "bass", "melody"}
+    stems = resynthesise_components(mix, res.W, res.H, list(groups.values()), spec=spec)
+    np.testing.assert_allclose(stems.sum(0), mix, atol=1e-4)
+    from unmixer.metrics import si_sdr
+
+    refs = {"drums": drums, "bass": bass, "melody": melody}
+    scores = {name: si_sdr(refs[name][None], stem.mean(0)[None])[0]
+              for name, stem in zip(groups, stems)}
+    assert min(scores.values()) > 8, scores
+
+
+def test_loss_every_skips_evaluations_without_changing_the_factors():
+    V, _, _ = planted(seed=10)
+    every = beta_nmf(V, 4, beta=1.0, n_iter=25, tol=0)
+    sparse = beta_nmf(V, 4, beta=1.0, n_iter=25, tol=0, loss_every=10)
+    np.testing.assert_array_equal(sparse.W, every.W)
+    evaluated = np.isfinite(sparse.loss)
+    assert evaluated.tolist() == [i in (0, 10, 20, 25) for i in range(26)]
+    np.testing.assert_allclose(sparse.loss[evaluated], every.loss[evaluated], rtol=1e-12)
+
+
+def test_sklearn_curve_is_exactly_chained_iterations():
+    from sklearn.decomposition import NMF
+
+    V, _, _ = planted(seed=11)
+    start = beta_nmf(V, 4, beta=2.0, n_iter=0)
+    curve = nmf_module.sklearn_nmf_curve(V, start.W, start.H, beta=2.0, solver="cd", n_iter=30,
+                                         checkpoints=[5, 10])
+    assert curve.iterations.tolist() == [0, 5, 10, 30]
+    assert np.all(np.diff(curve.loss) <= 0) and np.all(np.diff(curve.times_s) >= 0)
+    one = NMF(4, init="custom", solver="cd", max_iter=30, tol=0, shuffle=False)
+    W1 = one.fit_transform(V, W=start.W.copy(), H=start.H.copy())
+    np.testing.assert_allclose(curve.W @ curve.H, W1 @ one.components_, rtol=1e-4, atol=1e-5)
+    with pytest.raises(UnmixerError, match="beta = 2"):
+        nmf_module.sklearn_nmf_curve(V, start.W, start.H, beta=1.0, solver="cd")

@@ -19,16 +19,19 @@ adds ``l1_H`` to the denominator of the H update (Févotte & Idier 2011, §5.2).
 
 Everything runs in float32 on whole matrices (a handful of matrix products and element-wise
 operations per iteration, no loops over bins or frames); losses are accumulated in float64.
-For β = 2 the loss is computed from Gram matrices (‖V‖² - 2⟨WᵀV, H⟩ + ⟨WᵀW, HHᵀ⟩), which
-costs nothing extra per iteration. Internally V is scaled to a maximum of 1, so the ε guards
-(1e-12) are relative to the data; results are returned in the input's scale.
+The β = 2 updates use Gram matrices only (WᵀV, WᵀW, VHᵀ, HHᵀ); its loss is still computed
+from the residual V - W H, because the Gram form ‖V‖² - 2⟨WᵀV, H⟩ + ⟨WᵀW, HHᵀ⟩ loses about
+1e-6·‖V‖² to float32 cancellation, which on a good fit of a spectrogram (‖V - WH‖² ≈ 1e-2·‖V‖²)
+is enough to fake increases and stop the ``tol`` test early. Set ``loss_every`` to evaluate
+the loss less often. Internally V is scaled to a maximum of 1, so the ε guards (1e-12) are
+relative to the data; results are returned in the input's scale.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -54,7 +57,8 @@ class NMFResult:
     H : np.ndarray, float32, shape=(K, n_frames)
         Activations, in the scale that keeps W @ H unchanged by the normalisation.
     loss : np.ndarray, float64, shape=(n_iter + 1,)
-        D_β(V | W H) + l1_H · Σ H after the initialisation (entry 0) and after each iteration.
+        D_β(V | W H) + l1_H · Σ H after the initialisation (entry 0) and after each iteration
+        (NaN after iterations where it was not evaluated, see ``loss_every``; never the last).
     times_s : np.ndarray, float64, shape=(n_iter + 1,)
         Cumulative seconds at the same points (entry 0: initialisation).
     n_iter : int
@@ -258,7 +262,7 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
              fixed_W_columns: Sequence[int] | np.ndarray | None = None, l1_H: float = 0.0,
              tol: float = 1e-6, random_state: int | None = 0,
              callback: Callable[[int, float], bool | None] | None = None,
-             normalize_every_iteration: bool | None = None) -> NMFResult:
+             normalize_every_iteration: bool | None = None, loss_every: int = 1) -> NMFResult:
     """Factorise V ≈ W H with multiplicative β-divergence updates.
 
     Parameters
@@ -296,9 +300,15 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
     random_state : int or None
         Seed of the initialisation; the same inputs and seed give the same result.
     callback : callable(iteration: int, loss: float) -> bool or None, optional
-        Called after every iteration; returning True stops early (e.g. for a progress bar).
+        Called after every iteration (loss NaN where not evaluated, see ``loss_every``);
+        returning True stops early (e.g. for a progress bar).
     normalize_every_iteration : bool, optional
         Renormalise W after every iteration (default: only when l1_H > 0).
+    loss_every : int ≥ 1
+        Evaluate the loss (an F x N pass, for β = 1 a logarithm per cell) only every this many
+        iterations and at the last one; the other entries of ``loss`` are NaN and the ``tol``
+        test uses the mean decrease per iteration since the last evaluation. 1 (default)
+        records every iteration; scikit-learn evaluates every 10.
 
     Returns
     -------
@@ -352,6 +362,8 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
         raise UnmixerError(f"l1_H must be a finite number >= 0, got {l1_H}")
     if not (np.isfinite(tol) and tol >= 0):
         raise UnmixerError(f"tol must be a finite number >= 0, got {tol}")
+    if isinstance(loss_every, bool) or not isinstance(loss_every, (int, np.integer)) or loss_every < 1:
+        raise UnmixerError(f"loss_every must be a positive integer, got {loss_every!r}")
     if W is not None:
         W = _check_nonneg("W", W)
         if W.shape != (F, K):
@@ -419,81 +431,70 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
             apply(Wf, num, den)
             W[:, free] = Wf
 
+    def penalty() -> float:
+        return float(lam) * float(np.sum(H, dtype=np.float64)) if lam > 0 else 0.0
+
     if beta == 2.0:
-        v_sq = float(np.sum(V * V, dtype=np.float64))
-
-        def euclid_loss(WtV: np.ndarray) -> float:
-            # Gram form (no F x N product); the K x K Grams in float64 keep it exact enough
-            # unless the fit is close, where the cancellation would show: then go direct.
-            H64, W64 = H.astype(np.float64), W.astype(np.float64)
-            cross = float(np.sum(WtV * H, dtype=np.float64))
-            quad = float(np.sum((W64.T @ W64) * (H64 @ H64.T)))
-            val = 0.5 * (v_sq - 2.0 * cross + quad)
-            if val < 0.05 * v_sq:
-                val = _divergence(V, W @ H, 2.0)
-            return max(val, 0.0)
-
-        WtV = W.T @ V
-        loss = [euclid_loss(WtV)]
+        loss = [_divergence(V, W @ H, 2.0) + penalty()]
     else:
+        v_beta = float(np.sum(V ** np.float32(beta), dtype=np.float64)) if beta != 1.0 else 0.0
         WH = np.maximum(W @ H, EPS)
-        loss = [_divergence(V, WH, beta)]
-    if lam > 0:
-        loss[0] += float(lam) * float(np.sum(H, dtype=np.float64))
+        terms = _mu_terms(V, WH, beta)
+        loss = [_loss_from_terms(V, WH, terms, beta, v_beta) + penalty()]
     times = [time.perf_counter() - t0]
 
-    done = 0
+    done, last = 0, 0  # iterations done; the last iteration whose loss was computed
     for it in range(1, n_iter + 1):
-        if beta == 2.0:
+        if beta == 2.0:  # Lee & Seung's Euclidean rules: Gram matrices, no F x N model
             if learn_W:
                 HHt = H @ H.T
-                Hf = H if all_free else H[free]
-                num = V @ Hf.T
-                den = W @ (HHt if all_free else HHt[:, free])
-                apply_W(num, den)
-            WtV = W.T @ V
-            WtW = W.T @ W
+                num = V @ (H if all_free else H[free]).T
+                apply_W(num, W @ (HHt if all_free else HHt[:, free]))
             if update_H:
-                den = WtW @ H
+                den = (W.T @ W) @ H
                 if lam > 0:
                     den += lam
-                apply(H, WtV.copy(), den)
+                apply(H, W.T @ V, den)
             if normalize_every_iteration and learn_W:
                 normalise()
-                WtV = W.T @ V
-            cur = euclid_loss(WtV)
         else:
             if learn_W:
-                num_m, den_m = _mu_terms(V, WH, beta)
                 Hf = H if all_free else H[free]
-                num = num_m @ Hf.T
+                num = terms[0] @ Hf.T
                 den = (np.broadcast_to(Hf.sum(axis=1), (F, Hf.shape[0])).copy()
-                       if den_m is None else den_m @ Hf.T)
+                       if terms[1] is None else terms[1] @ Hf.T)
                 apply_W(num, den)
                 WH = np.maximum(W @ H, EPS)
+                terms = _mu_terms(V, WH, beta)
             if update_H:
-                num_m, den_m = _mu_terms(V, WH, beta)
-                num = W.T @ num_m
+                num = W.T @ terms[0]
                 den = (np.broadcast_to(W.sum(axis=0)[:, None], (K, N)).copy()
-                       if den_m is None else W.T @ den_m)
+                       if terms[1] is None else W.T @ terms[1])
                 if lam > 0:
                     den += lam
                 apply(H, num, den)
             if normalize_every_iteration and learn_W:
                 normalise()
             WH = np.maximum(W @ H, EPS)
-            cur = _divergence(V, WH, beta)
-        if lam > 0:
-            cur += float(lam) * float(np.sum(H, dtype=np.float64))
+            terms = _mu_terms(V, WH, beta)
+        done = it
+        if it % loss_every == 0 or it == n_iter:
+            if beta == 2.0:
+                cur = _divergence(V, W @ H, 2.0) + penalty()
+            else:
+                cur = _loss_from_terms(V, WH, terms, beta, v_beta) + penalty()
+            prev, gap, last = loss[last], it - last, it
+            stop = cur <= 0 or (tol > 0 and (prev - cur) / prev / gap < tol)
+        else:
+            cur, stop = float("nan"), False
         loss.append(cur)
         times.append(time.perf_counter() - t0)
-        done = it
-        prev = loss[-2]
-        stop = cur <= 0 or (tol > 0 and (prev - cur) / prev < tol)
         if callback is not None and callback(it, cur * loss_scale):
             stop = True
         if stop:
             break
+    if np.isnan(loss[-1]):  # stopped by the callback between two loss evaluations
+        loss[-1] = _divergence(V, np.maximum(W @ H, EPS) if beta < 2 else W @ H, beta) + penalty()
 
     if learn_W:
         normalise()
@@ -512,6 +513,22 @@ def _mu_terms(V: np.ndarray, WH: np.ndarray, beta: float) -> tuple[np.ndarray, n
         return V * inv * inv, inv
     WHb1 = WH ** np.float32(beta - 1.0)
     return V * WHb1 / WH, WHb1
+
+
+def _loss_from_terms(V: np.ndarray, WH: np.ndarray, terms: tuple, beta: float,
+                     v_beta: float) -> float:
+    """D_β(V | WH) reusing the update terms of :func:`_mu_terms` (one fewer power or log)."""
+    num, den = terms
+    if beta == 1.0:  # num = V / WH
+        logs = np.log(np.maximum(num, np.float32(1e-30)))
+        return float(np.sum(V * logs, dtype=np.float64) - np.sum(V, dtype=np.float64)
+                     + np.sum(WH, dtype=np.float64))
+    if beta == 0.0:  # den = 1 / WH
+        ratio = V * den
+        return float(np.sum(ratio - np.log(ratio) - 1.0, dtype=np.float64))
+    total = (v_beta + (beta - 1.0) * np.sum(WH * den, dtype=np.float64)
+             - beta * np.sum(V * den, dtype=np.float64))
+    return float(total / (beta * (beta - 1.0)))
 
 
 def reconstruct(result: NMFResult) -> np.ndarray:
@@ -596,6 +613,22 @@ def resynthesise_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
     Source: Liutkus & Badeau, "Generalized Wiener filtering with fractional power
     spectrograms", ICASSP 2015, eq. (7)-(9).
     """
+    outputs = list(iter_components(audio, W, H, groups, which=which, power=power, spec=spec,
+                                   hop_length=hop_length, eps=eps))
+    return np.stack(outputs).astype(np.float32, copy=False)
+
+
+def iter_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
+                    groups: Sequence[Sequence[int]] | None = None, *,
+                    which: Sequence[int] | None = None, power: float = 2.0,
+                    spec: np.ndarray | None = None, hop_length: int | None = None,
+                    eps: float = 1e-12) -> Iterator[np.ndarray]:
+    """:func:`resynthesise_components` one output at a time.
+
+    Same parameters; yields np.ndarray, float32, shape=(channels, samples) per output, so a
+    caller can encode or write each one before the next is made. The inputs are checked
+    before the first output is yielded (raises UnmixerError as there).
+    """
     from unmixer import spectrum
 
     hop = spectrum.HOP_LENGTH if hop_length is None else int(hop_length)
@@ -625,7 +658,16 @@ def resynthesise_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
     outputs = list(range(len(groups))) if which is None else [int(i) for i in which]
     if any(not 0 <= i < len(groups) for i in outputs):
         raise UnmixerError(f"which must index the {len(groups)} outputs, got {list(outputs)}")
+    return _masked_outputs(audio.shape[-1], W, H, groups, outputs, power, spec, hop, eps)
+
+
+def _masked_outputs(length: int, W: np.ndarray, H: np.ndarray, groups: list[list[int]],
+                    outputs: list[int], power: float, spec: np.ndarray, hop: int,
+                    eps: float) -> Iterator[np.ndarray]:
+    from unmixer import spectrum
+
     scale = np.float32(max(float((W @ H).max()), 1e-30))
+    p = np.float32(power)
 
     def model(members: list[int]) -> np.ndarray:
         return (W[:, members] / scale) @ H[members]
@@ -633,13 +675,103 @@ def resynthesise_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
     floor = np.float32(eps)
     denom = np.full(spec.shape[1:], floor, dtype=np.float32)
     for members in groups:  # one F x N model at a time
-        denom += model(members) ** np.float32(power)
-    out = np.empty((len(outputs), audio.shape[0], audio.shape[-1]), dtype=np.float32)
-    for j, g in enumerate(outputs):
-        mask = (model(groups[g]) ** np.float32(power) + floor / len(groups)) / denom
-        out[j] = spectrum.istft(spec * mask[None], audio.shape[-1], hop)
-    return out
+        denom += model(members) ** p
+    for g in outputs:
+        mask = (model(groups[g]) ** p + floor / len(groups)) / denom
+        yield spectrum.istft(spec * mask[None], length, hop)
+
+
+@dataclass
+class LossCurve:
+    """Loss of a solver against iterations and time (see :func:`sklearn_nmf_curve`).
+
+    Attributes
+    ----------
+    iterations : np.ndarray, int, shape=(n_points,)
+    loss : np.ndarray, float64, shape=(n_points,), D_β(V | W H)
+    times_s : np.ndarray, float64, shape=(n_points,), cumulative seconds of the solver alone
+    W, H : np.ndarray, float32, the final factors
+    """
+
+    iterations: np.ndarray
+    loss: np.ndarray
+    times_s: np.ndarray
+    W: np.ndarray
+    H: np.ndarray
+
+
+def sklearn_nmf_curve(V: np.ndarray, W: np.ndarray, H: np.ndarray, *, beta: float = 2.0,
+                      solver: str = "mu", n_iter: int = 200,
+                      checkpoints: Sequence[int] | None = None) -> LossCurve:
+    """Run scikit-learn's ``NMF`` from the given factors and record its loss curve.
+
+    scikit-learn reports no per-iteration loss, but both of its solvers keep no state besides
+    W and H (``cd`` with ``shuffle=False``), so ``max_iter = a`` followed by a warm restart
+    (``init="custom"``) for ``b`` more iterations is exactly ``a + b`` iterations. The run is
+    cut at the checkpoints; only the solver's own time is counted (the loss is computed
+    outside the clock with :func:`beta_divergence`).
+
+    Parameters
+    ----------
+    V : np.ndarray, shape=(n_features, n_frames), nonnegative
+    W, H : np.ndarray, shapes (n_features, K) and (K, n_frames)
+        Initial factors (e.g. ``beta_nmf(V, K, n_iter=0)``'s W, H for the same init as ours).
+    beta : float
+        β of the loss; ``cd`` supports only 2 (Frobenius).
+    solver : {"mu", "cd"}
+    n_iter : int
+        Total iterations.
+    checkpoints : sequence of int, optional
+        Iteration counts at which to record the loss (default: about 25 log-spaced ones).
+
+    Returns
+    -------
+    LossCurve, starting at iteration 0 (the initial factors, time 0).
+
+    Raises
+    ------
+    UnmixerError
+        If ``solver`` is unknown or ``cd`` is asked for a β other than 2.
+
+    Source: scikit-learn's ``sklearn.decomposition.NMF`` (Févotte & Idier 2011 for ``mu``;
+    Cichocki & Phan 2009, Hsieh & Dhillon 2011 for ``cd``).
+    """
+    import warnings
+
+    from sklearn.decomposition import NMF
+    from sklearn.exceptions import ConvergenceWarning
+
+    if solver not in ("mu", "cd"):
+        raise UnmixerError(f"solver must be 'mu' or 'cd', got {solver!r}")
+    beta = _check_beta(beta)
+    if solver == "cd" and beta != 2.0:
+        raise UnmixerError("scikit-learn's 'cd' solver handles only beta = 2 (Frobenius)")
+    V = _check_nonneg("V", V)
+    W = _check_nonneg("W", W).copy()
+    H = _check_nonneg("H", H).copy()
+    if checkpoints is None:
+        checkpoints = np.unique(np.geomspace(1, max(n_iter, 1), 25).astype(int))
+    points = sorted({int(c) for c in checkpoints if 0 < c <= n_iter} | {n_iter})
+    iters, losses, times = [0], [beta_divergence(V, W @ H, beta)], [0.0]
+    elapsed, done = 0.0, 0
+    for target in points:
+        if target <= done:
+            continue
+        model = NMF(W.shape[1], init="custom", solver=solver, beta_loss=beta,
+                    max_iter=target - done, tol=0.0, shuffle=False, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            t0 = time.perf_counter()
+            W = model.fit_transform(V, W=W, H=H).astype(np.float32, copy=False)
+            elapsed += time.perf_counter() - t0
+        H = model.components_.astype(np.float32, copy=False)
+        done = target
+        iters.append(done)
+        losses.append(beta_divergence(V, W @ H, beta))
+        times.append(elapsed)
+    return LossCurve(np.asarray(iters), np.asarray(losses, dtype=np.float64),
+                     np.asarray(times, dtype=np.float64), W, H)
 
 
 __all__ = ["NMFResult", "beta_nmf", "beta_divergence", "reconstruct", "component_models",
-           "resynthesise_components", "EPS"]
+           "resynthesise_components", "iter_components", "sklearn_nmf_curve", "LossCurve", "EPS"]

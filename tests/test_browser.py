@@ -94,6 +94,8 @@ def test_upload_mix_two_loops_change_tempo_and_download(app_url, page, tmp_path)
     expect = pytest.importorskip("playwright.sync_api").expect
     broken = tmp_path / "broken.mp3"
     broken.write_bytes(b"this is not audio at all " * 400)
+    js_errors: list[str] = []
+    page.on("pageerror", lambda err: js_errors.append(str(err)))
     page.goto(app_url)
     page.get_by_role("button", name="Try the demo song").wait_for(timeout=60_000)
 
@@ -109,6 +111,8 @@ def test_upload_mix_two_loops_change_tempo_and_download(app_url, page, tmp_path)
     tiles.nth(0).click()
     tiles.nth(1).click()
     expect(page.get_by_text("Your mix · 2 loops")).to_be_visible(timeout=60_000)
+    deck = page.locator(".deck")
+    expect(deck).to_have_attribute("data-voices", "2", timeout=20_000)  # both decoded, playing
     expect(tiles.nth(0)).to_have_attribute("aria-pressed", "true")
     expect(page.get_by_label("In the mix").nth(0)).to_be_checked()
     expect(page.get_by_label("In the mix").nth(1)).to_be_checked()
@@ -120,6 +124,17 @@ def test_upload_mix_two_loops_change_tempo_and_download(app_url, page, tmp_path)
     tempo.press("Enter")
     expect(page.locator(".deck-tempo")).to_have_text("120.0 BPM · 4/4", timeout=60_000)
     expect(page.get_by_text("8 bars at 120.0 BPM")).to_be_visible(timeout=60_000)
+    expect(deck).to_have_attribute("data-grid-bar", "2", timeout=20_000)  # 4 beats x 0.5 s
+    expect(deck).to_have_attribute("data-voices", "2")  # still playing, now at 120 BPM
+
+    # A loop out and back in while playing.
+    tiles.nth(0).click()
+    expect(page.get_by_text("Your mix · 1 loop,")).to_be_visible(timeout=60_000)
+    expect(deck).to_have_attribute("data-voices", "1", timeout=20_000)
+    expect(page.get_by_label("In the mix").nth(0)).not_to_be_checked()
+    tiles.nth(0).click()
+    expect(page.get_by_text("Your mix · 2 loops")).to_be_visible(timeout=60_000)
+    expect(deck).to_have_attribute("data-voices", "2", timeout=20_000)
     mix_player = page.locator("[data-testid='stAudio']").first
     expect(mix_player).to_be_visible()
 
@@ -147,6 +162,7 @@ def test_upload_mix_two_loops_change_tempo_and_download(app_url, page, tmp_path)
     # The corrupt file's error sits beside it only; the good song's loops are all there.
     expect(page.get_by_text("broken.mp3 is not a readable audio file")).to_have_count(1)
     expect(tiles).to_have_count(5)
+    assert js_errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
 

@@ -152,3 +152,40 @@ def test_file_names_and_zip():
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.namelist() == ["a.wav", "b/c.wav"]
         assert archive.read("b/c.wav") == b"45"
+
+
+class _Loop:
+    def __init__(self, index, label, clip):
+        self.index, self.label, self.clip = index, label, clip
+
+
+class _Extraction:
+    """What loops_archive reads of an Extraction."""
+
+    bpm, meter, loop_bars = 100.0, 4, 2
+
+    def __init__(self):
+        self.loops = [_Loop(1, "drums", _click_clip(2, 100.0)),
+                      _Loop(2, "bass", _click_clip(2, 100.0, tone_hz=110.0))]
+
+    def summary(self):
+        return {"bpm": self.bpm, "labels": [loop.label for loop in self.loops]}
+
+
+def test_loops_archive_holds_every_loop_at_both_tempos_and_the_map():
+    data = mashup.loops_archive("My Song.mp3", _Extraction(), bpm=120.0)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = sorted(archive.namelist())
+        assert names == sorted([
+            "at-song-tempo_100bpm/My-Song_loop01_drums_100bpm.wav",
+            "at-song-tempo_100bpm/My-Song_loop02_bass_100bpm.wav",
+            "at-120bpm/My-Song_loop01_drums_120bpm.wav",
+            "at-120bpm/My-Song_loop02_bass_120bpm.wav",
+            "loop_map.json"])
+        original, sr = sf.read(io.BytesIO(archive.read(names[-2])))
+        fast, _ = sf.read(io.BytesIO(archive.read("at-120bpm/My-Song_loop02_bass_120bpm.wav")))
+        assert sr == SR and original.shape == (211680, 2) and fast.shape == (176400, 2)
+        assert b'"drums"' in archive.read("loop_map.json")
+    without = mashup.loops_archive("My Song.mp3", _Extraction())
+    with zipfile.ZipFile(io.BytesIO(without)) as archive:
+        assert not [n for n in archive.namelist() if n.startswith("at-120")]

@@ -214,6 +214,7 @@ class Deck {
     await this.decodeAll();
     this.playing = true;
     this.t0 = this.ctx.currentTime + 0.12;
+    this.gridBar = this.data.barSeconds;
     for (const id of this.selected) this.startVoice(id, this.t0);
     this.tick();
     this.paint();
@@ -227,6 +228,7 @@ class Deck {
     const k = Math.ceil((this.ctx.currentTime + LOOKAHEAD_S - this.t0) / prevBar);
     const when = this.t0 + k * prevBar;
     this.t0 = when;
+    this.gridBar = this.data.barSeconds;
     for (const id of [...this.voices.keys()]) this.stopVoice(id, when);
     for (const id of this.selected) this.startVoice(id, when);
   }
@@ -303,6 +305,8 @@ class Deck {
         ? on ? "next bar…" : "leaving…"
         : on ? "in the mix" : "";
     }
+    // For tests and assistive tools: how many loops are sounding now.
+    this.root.dataset.voices = String(this.playing ? this.voices.size : 0);
     const n = this.selected.size;
     this.els.count.textContent = n === 0 ? "No loop in the mix yet" : `${n} loop${n > 1 ? "s" : ""} in the mix`;
     this.els.play.textContent = this.playing ? "■  Stop" : "▶  Play";
@@ -324,6 +328,9 @@ class Deck {
     const dots = this.els.beats.children;
     for (let b = 0; b < dots.length; b++) dots[b].classList.toggle("now", b === beat);
     this.els.status.textContent = `Bar ${barNo} · changes land on the next bar line`;
+    this.root.dataset.voices = String(this.voices.size);
+    this.root.dataset.bar = String(barNo);
+    this.root.dataset.gridBar = String(this.gridBar); // bar length (s) of the grid playing
     for (const [id, tile] of this.tiles || []) {
       const loop = this.loopById.get(id);
       const v = this.voices.get(id);

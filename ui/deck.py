@@ -20,6 +20,7 @@ from ui import engine, state
 from ui.loop_map import loop_color
 from unmixer import mashup
 from unmixer.audio import wav_bytes
+from unmixer.errors import UnmixerError
 
 _HERE = Path(__file__).resolve().parent
 
@@ -106,9 +107,14 @@ def deck_section(ready: list[ReadySong]) -> None:
         + f". Bars of {meter} beats. Click loops on the deck, or tick "
           "“In the mix” under a song.")
 
-    loops, selection = [], set(state.selection())
+    loops, selection, playable = [], set(state.selection()), []
     for r in ready:
-        previews = engine.deck_previews(r.key, bpm, r.extraction)
+        try:
+            previews = engine.deck_previews(r.key, bpm, r.extraction)
+        except UnmixerError as err:  # e.g. a tempo too far from this song's
+            st.warning(f"{r.song.title} is left out of the deck: {err}", icon=":material/warning:")
+            continue
+        playable.append(r)
         for loop, (wav, seconds) in zip(r.extraction.loops, previews):
             lid = state.loop_id(r.key, loop.index)
             loops.append({
@@ -126,7 +132,7 @@ def deck_section(ready: list[ReadySong]) -> None:
         "bpm": bpm, "meter": meter, "barSeconds": bar_seconds, "loops": loops,
         "selection": live, "seq": int(st.session_state.get(state.DECK_SEQ, 0)),
     })
-    mix_section(ready, bpm, meter, n_bars, live)
+    mix_section(playable, bpm, meter, n_bars, live)
 
 
 def mix_section(ready: list[ReadySong], bpm: float, meter: int, n_bars: int,

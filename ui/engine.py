@@ -69,13 +69,14 @@ def slim(extraction):
 
 
 def _key(song: Song, n_loops: int, loop_bars: int) -> str:
+    engine = engine_version() if EXTRACT_LOOPS is None else f"test:{EXTRACT_LOOPS.__qualname__}"
     return cache_key(song.data, {"n_loops": int(n_loops), "loop_bars": int(loop_bars),
-                                 "seed": SEED, "engine": engine_version(), "tracks": False})
+                                 "seed": SEED, "engine": engine, "tracks": False})
 
 
 def is_cached(song: Song, n_loops: int, loop_bars: int) -> bool:
     """Whether the disk cache holds this analysis (so it will come back at once)."""
-    return EXTRACT_LOOPS is None and ResultCache().path(_key(song, n_loops, loop_bars)).is_dir()
+    return ResultCache().path(_key(song, n_loops, loop_bars)).is_dir()
 
 
 def analyse(song: Song, n_loops: int, loop_bars: int,
@@ -91,7 +92,7 @@ def analyse(song: Song, n_loops: int, loop_bars: int,
     key = _key(song, n_loops, loop_bars)
     start = time.perf_counter()
     try:
-        hit = cache.get(key, _load) if EXTRACT_LOOPS is None else None
+        hit = cache.get(key, _load)
         if hit is not None:
             return SongResult(n_loops, loop_bars, hit, seconds=time.perf_counter() - start,
                               from_cache=True)
@@ -102,8 +103,7 @@ def analyse(song: Song, n_loops: int, loop_bars: int,
             progress("decoding", 1.0)
         extraction = slim(_extract_fn()(audio, int(n_loops), loop_bars=int(loop_bars),
                                         seed=SEED, progress=progress))
-        if EXTRACT_LOOPS is None:
-            cache.put(key, extraction.save)
+        cache.put(key, extraction.save)
         return SongResult(n_loops, loop_bars, extraction, seconds=time.perf_counter() - start)
     except UnmixerError as err:
         return SongResult(n_loops, loop_bars, error=str(err))

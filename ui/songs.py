@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
 from ui import engine, state
@@ -175,7 +173,7 @@ def _loop_tile(song: state.Song, rkey: str, ext, loop, deck_bpm: float | None) -
             f"At the song's tempo ({ext.bpm:.0f} BPM)", data=lambda c=loop.clip: wav_bytes(c),
             file_name=original, mime="audio/wav", on_click="ignore",
             key=f"dl_{lid}_orig", use_container_width=True)
-        if deck_bpm:
+        if _deck_tempo_ok(ext, loop.clip, deck_bpm):
             st.download_button(
                 f"At the deck's tempo ({deck_bpm:.0f} BPM)",
                 data=lambda i=loop.index: wav_bytes(
@@ -185,26 +183,19 @@ def _loop_tile(song: state.Song, rkey: str, ext, loop, deck_bpm: float | None) -
                 use_container_width=True)
 
 
-def _song_zip(song: state.Song, rkey: str, ext, deck_bpm: float | None) -> None:
-    def build() -> bytes:
-        files = {}
-        folder = f"at-song-tempo_{int(round(ext.bpm))}bpm"
-        for loop in ext.loops:
-            name = mashup.loop_filename(song.title, loop.index, loop.label, ext.bpm)
-            files[f"{folder}/{name}"] = wav_bytes(loop.clip)
-        if deck_bpm:
-            folder = f"at-deck-tempo_{int(round(deck_bpm))}bpm"
-            n = mashup.loop_samples(ext.loop_bars, deck_bpm, ext.meter)
-            stretched = mashup.stretch_clips([loop.clip for loop in ext.loops],
-                                             [n] * len(ext.loops))
-            for loop, clip in zip(ext.loops, stretched):
-                name = mashup.loop_filename(song.title, loop.index, loop.label, deck_bpm)
-                files[f"{folder}/{name}"] = wav_bytes(clip)
-        files["loop_map.json"] = json.dumps(ext.summary(), indent=1).encode()
-        return mashup.zip_bytes(files)
+def _deck_tempo_ok(ext, clip, deck_bpm: float | None) -> bool:
+    """Whether a clip of this song can be stretched to the deck's tempo."""
+    if not deck_bpm:
+        return False
+    return mashup.can_stretch(clip.shape[-1], mashup.loop_samples(ext.loop_bars, deck_bpm,
+                                                                  ext.meter))
 
+
+def _song_zip(song: state.Song, rkey: str, ext, deck_bpm: float | None) -> None:
+    bpm = deck_bpm if _deck_tempo_ok(ext, ext.loops[0].clip, deck_bpm) else None
     st.download_button(
-        f"Download all {len(ext.loops)} loops (ZIP)", data=build,
+        f"Download all {len(ext.loops)} loops (ZIP)",
+        data=lambda: mashup.loops_archive(song.title, ext, bpm),
         file_name=f"{mashup.slug(song.title)}_loops.zip", mime="application/zip",
         icon=":material/folder_zip:", on_click="ignore", key=f"zip_{rkey}",
         help="Every loop as WAV, at the song's tempo and at the deck's tempo, "

@@ -15,6 +15,7 @@ browser's Web Audio player, Ogg Vorbis for page players, loop file names and ZIP
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import zipfile
@@ -95,6 +96,14 @@ def loop_samples(loop_bars: int, bpm: float, meter: int, sr: int = SAMPLE_RATE) 
     return int(loop_bars) * bar_samples(bpm, meter, sr)
 
 
+def can_stretch(n_in: int, n_samples: int) -> bool:
+    """Whether :func:`stretch_loop` accepts stretching ``n_in`` samples to ``n_samples``
+    (both > 0, factor within ``MAX_STRETCH`` either way)."""
+    if n_in <= 0 or n_samples <= 0:
+        return False
+    return 1 / MAX_STRETCH <= n_in / n_samples <= MAX_STRETCH
+
+
 def stretch_loop(clip: np.ndarray, n_samples: int, sr: int = SAMPLE_RATE, *,
                  context: float = 0.25) -> np.ndarray:
     """Time-stretch a loopable clip to exactly ``n_samples``, pitch unchanged, seam kept.
@@ -141,7 +150,7 @@ def stretch_loop(clip: np.ndarray, n_samples: int, sr: int = SAMPLE_RATE, *,
         raise UnmixerError("Cannot stretch a loop holding non-finite samples.")
     n_samples = int(n_samples)
     rate = n_in / n_samples
-    if not (1 / MAX_STRETCH <= rate <= MAX_STRETCH):
+    if not can_stretch(n_in, n_samples):
         raise UnmixerError(f"The tempo change is too large (x{rate:.2f}); stay within "
                            f"x{1 / MAX_STRETCH:.2f} to x{MAX_STRETCH:.2f} of the song's tempo.")
     if n_in == n_samples:
@@ -304,6 +313,46 @@ def zip_bytes(files: Mapping[str, bytes]) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return buf.getvalue()
+
+
+def loops_archive(title: str, extraction, bpm: float | None = None) -> bytes:
+    """A ZIP of every loop of a song as 16-bit WAV, plus its loop map.
+
+    Parameters
+    ----------
+    title : str
+        The song's title, used in the file names (:func:`loop_filename`).
+    extraction : unmixer.pipeline.Extraction
+        Uses ``loops`` (``index``, ``label``, ``clip`` (2, samples) at 44.1 kHz),
+        ``bpm``, ``meter``, ``loop_bars`` and ``summary()``.
+    bpm : float, optional
+        Also include every loop stretched to this tempo (beats per minute).
+
+    Returns
+    -------
+    bytes: a ZIP holding ``at-song-tempo_<BPM>bpm/<loop files>``, with ``bpm`` also
+    ``at-<BPM>bpm/<loop files>``, and ``loop_map.json`` (``extraction.summary()``).
+
+    Raises
+    ------
+    UnmixerError
+        If ``bpm`` is out of range or too far from the song's tempo (see
+        :func:`stretch_loop`).
+    """
+    loops = extraction.loops
+    files = {}
+    folder = f"at-song-tempo_{int(round(extraction.bpm))}bpm"
+    for loop in loops:
+        name = loop_filename(title, loop.index, loop.label, extraction.bpm)
+        files[f"{folder}/{name}"] = wav_bytes(loop.clip)
+    if bpm:
+        n = loop_samples(extraction.loop_bars, bpm, extraction.meter)
+        stretched = stretch_clips([loop.clip for loop in loops], [n] * len(loops))
+        for loop, clip in zip(loops, stretched):
+            name = loop_filename(title, loop.index, loop.label, bpm)
+            files[f"at-{int(round(bpm))}bpm/{name}"] = wav_bytes(clip)
+    files["loop_map.json"] = json.dumps(extraction.summary(), indent=1).encode()
+    return zip_bytes(files)
 
 
 def stretch_clips(clips: Sequence[np.ndarray], n_samples: Sequence[int], sr: int = SAMPLE_RATE,

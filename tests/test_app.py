@@ -1,0 +1,265 @@
+"""The Unmixer page's logic, driven by Streamlit's AppTest (no browser).
+
+The engine is replaced by a fast fake that returns a real ``Extraction`` (so the disk cache,
+the deck, the mix and the downloads all run for real); audio decoding is real, so a corrupt
+upload fails as it would in the app. The real engine runs in ``test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from streamlit.testing.v1 import AppTest
+
+import ui.engine
+from unmixer.pipeline import STAGES, Extraction, LoopResult
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+SR = 44100
+BPM = 120.0
+BAR = 2 * SR                    # one 4/4 bar at 120 BPM, samples
+LABELS = ("drums", "bass", "chords", "lead", "vocal-like")
+CALLS: list[tuple[int, int]] = []
+
+
+def fake_extract_loops(audio, n_loops=5, *, loop_bars=2, seed=0, progress=None, **_):
+    """Loops of a song at 120 BPM, 4/4: loop k starts at bar 2k (modulo the song's length)."""
+    CALLS.append((int(n_loops), int(loop_bars)))
+    for stage in STAGES[1:]:
+        if progress:
+            progress(stage, 0.0)
+            progress(stage, 1.0)
+    n_bars = audio.shape[-1] // BAR
+    activations = np.random.default_rng(seed).random((n_loops, n_bars)).astype(np.float32)
+    starts = [(2 * k) % (n_bars - loop_bars + 1) for k in range(n_loops)]
+    loops = [LoopResult(k + 1, LABELS[k % 5], audio[:, s * BAR:(s + loop_bars) * BAR].copy(),
+                        np.zeros((2, 0), np.float32), activations[k], s, float(n_loops - k))
+             for k, s in enumerate(starts)]
+    return Extraction(SR, audio.shape[-1] / SR, BPM, 4, np.arange(4 * n_bars) * 0.5,
+                      np.arange(n_bars + 1) * 2.0, loop_bars, loops, {})
+
+
+def _wav(seconds: float, freq: float) -> bytes:
+    t = np.arange(int(seconds * SR)) / SR
+    tone = (0.3 * np.sin(2 * np.pi * freq * t) * (1 + np.sign(np.sin(2 * np.pi * 2 * t))) / 2)
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([tone, tone]).T.astype(np.float32), SR, format="WAV")
+    return buf.getvalue()
+
+
+GOOD = _wav(24.0, 220.0)
+OTHER = _wav(20.0, 330.0)
+CORRUPT = b"ID3 this is not an mp3 " * 200
+
+
+@pytest.fixture(autouse=True)
+def fake_engine(monkeypatch, tmp_path):
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", fake_extract_loops)
+    monkeypatch.setenv("UNMIXER_CACHE_DIR", str(tmp_path / "cache"))
+    CALLS.clear()
+    yield
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _checkboxes(at: AppTest, song_id: str | None = None):
+    return [c for c in at.checkbox if c.key.startswith("in_mix:")
+            and (song_id is None or c.key.startswith(f"in_mix:{song_id}"))]
+
+
+def _has(elements, predicate) -> bool:
+    return any(predicate(e.value) for e in elements)
+
+
+def _add_upload(at: AppTest, name: str, data: bytes, mime: str) -> AppTest:
+    """Add a file beside those already in the uploader, keeping their file ids, as a browser
+    does (AppTest's set_value/upload would give every file a new id)."""
+    uploader = at.file_uploader[0]
+    kept = [(f.file_id, f.name, f.getvalue(), f.type)
+            for f in (at.session_state["uploader"] or [])]
+    uploader.set_value((name, data, mime))
+    uploader._files = kept + uploader._files
+    return at
+
+
+def _deck_data(at: AppTest) -> dict:
+    (deck,) = at.get("bidi_component")
+    return json.loads(deck.proto.json)
+
+
+def _song_ids(at: AppTest) -> list[str]:
+    return list(at.session_state["songs"].keys())
+
+
+def test_empty_page_offers_upload_and_demo():
+    at = _app()
+    assert at.title[0].value == "Unmixer"
+    assert at.file_uploader[0].accept_multiple_files
+    assert any(b.label == "Try the demo song" for b in at.button)
+    assert any("Kevin MacLeod" in c.value and "CC BY 3.0" in c.value for c in at.caption)
+    assert "Your loops will appear here" in at.info[0].value
+    assert not at.get("bidi_component")
+
+
+def test_demo_button_works_without_upload():
+    at = _app()
+    next(b for b in at.button if b.label == "Try the demo song").click().run()
+    assert not at.exception and not at.error
+    (song,) = at.session_state["songs"].values()
+    assert song.source == "demo" and song.title == "Vibe Ace (demo)"
+    assert len(_checkboxes(at)) == 5
+    assert _has(at.markdown, lambda v: "**120.0 BPM** · **4/4**" in v)  # tempo and meter
+    deck = _deck_data(at)
+    assert deck["bpm"] == 120.0 and deck["meter"] == 4 and len(deck["loops"]) == 5
+
+
+def test_upload_shows_stages_tempo_meter_map_and_tiles():
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    assert not at.exception and not at.error
+    (status,) = at.status
+    assert status.state == "complete" and status.label.startswith("groove: 5 loops")
+    lines = " ".join(m.value for m in status.markdown)
+    for stage in ("Decoding", "beats and downbeats", "spectral cube", "Decomposing", "loops"):
+        assert stage in lines
+    assert _has(at.markdown, lambda v: "**120.0 BPM** · **4/4** · 12 bars" in v)
+    assert len(at.get("plotly_chart")) == 1
+    assert len(_checkboxes(at)) == 5
+    assert len([s for s in at.slider if s.key.startswith("gain:")]) == 5
+    names = [d.label for d in at.get("download_button")]
+    assert names.count("At the song's tempo (120 BPM)") == 5
+    assert "Download all 5 loops (ZIP)" in names
+
+
+def test_loop_count_and_length_per_song():
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    sid = _song_ids(at)[0]
+    at.selectbox(key=f"n_loops:{sid}").set_value(7).run()
+    assert CALLS[-1] == (7, 2) and len(_checkboxes(at)) == 7
+    at.button_group(key=f"loop_bars:{sid}").set_value(1).run()
+    assert not at.exception
+    assert CALLS[-1] == (7, 1) and len(_checkboxes(at)) == 7
+    assert at.session_state["results"][sid].extraction.loops[0].clip.shape == (2, BAR)
+    # Back to 5 loops of 2 bars: the disk cache answers, the engine is not called again.
+    n_calls = len(CALLS)
+    at.selectbox(key=f"n_loops:{sid}").set_value(5)
+    at.button_group(key=f"loop_bars:{sid}").set_value(2).run()
+    assert len(CALLS) == n_calls and at.session_state["results"][sid].from_cache
+
+
+def test_corrupt_upload_beside_a_good_one_keeps_the_good_loops_and_choices():
+    at = _app()
+    at.file_uploader[0].set_value([("good.wav", GOOD, "audio/wav")]).run()
+    boxes = _checkboxes(at)
+    boxes[0].check()
+    boxes[2].check()
+    at.run()
+    _add_upload(at, "broken.mp3", CORRUPT, "audio/mpeg").run()
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith("broken.mp3 is not a readable audio file")
+    assert "\n" not in error.value
+    boxes = _checkboxes(at)
+    assert len(boxes) == 5 and [b.value for b in boxes] == [True, False, True, False, False]
+    assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 2 loops"))
+    assert len(_deck_data(at)["loops"]) == 5
+
+
+def test_mix_follows_the_selection_the_tempo_and_the_length():
+    at = _app()
+    at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
+                                   ("b.wav", OTHER, "audio/wav")]).run()
+    a, b = _song_ids(at)
+    assert _has(at.caption, lambda v: "The mix is empty" in v)
+    _checkboxes(at, a)[0].check()
+    _checkboxes(at, b)[1].check()
+    at.number_input(key="deck_bpm").set_value(100.0)
+    at.selectbox(key="deck_bars").set_value(4).run()
+    assert not at.exception
+    assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 2 loops, 4 bars at 100.0 BPM"))
+    deck = _deck_data(at)
+    assert deck["bpm"] == 100.0 and len(deck["loops"]) == 10
+    assert sorted(deck["selection"]) == sorted([f"{a}-5x2:1", f"{b}-5x2:2"])
+    assert deck["barSeconds"] == pytest.approx(2.4, abs=1e-4)   # 4 beats at 100 BPM
+    # Each deck clip is 2 bars at 100 BPM: 4.8 s, as a mono 22.05 kHz WAV.
+    clip = deck["loops"][0]
+    assert clip["seconds"] == pytest.approx(4.8, abs=1e-4)
+    import base64
+
+    audio, sr = sf.read(io.BytesIO(base64.b64decode(clip["wav"])))
+    assert sr == 22050 and audio.ndim == 1 and len(audio) == int(4.8 * 22050)
+    names = [d.label for d in at.get("download_button")]
+    assert names.count("At the deck's tempo (100 BPM)") == 10
+
+
+def test_a_song_removed_from_the_uploader_leaves_and_others_stay():
+    at = _app()
+    at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
+                                   ("b.wav", OTHER, "audio/wav")]).run()
+    assert len(_song_ids(at)) == 2
+    at.file_uploader[0].set_value([("b.wav", OTHER, "audio/wav")]).run()
+    # set_value gives new file ids: the uploader now holds one file; both were seen, so
+    # "b" stays (re-added content is the same song) and "a" is gone.
+    titles = [s.title for s in at.session_state["songs"].values()]
+    assert "a" not in titles and "b" in titles
+
+
+def test_remove_button_forgets_the_song_and_its_choices():
+    at = _app()
+    next(b for b in at.button if b.label == "Try the demo song").click().run()
+    sid = _song_ids(at)[0]
+    _checkboxes(at)[0].check().run()
+    at.button(key=f"remove_{sid}").click().run()
+    assert not at.exception
+    assert _song_ids(at) == [] and not _checkboxes(at)
+    assert not [k for k in at.session_state.keys() if sid in str(k)]
+
+
+def test_deck_selection_is_applied_to_the_checkboxes():
+    def script():
+        import streamlit as st
+
+        from ui import state
+
+        state.init()
+        if "primed" not in st.session_state:
+            st.session_state["primed"] = True
+            st.session_state["in_mix:s-5x2:1"] = True
+            st.session_state["in_mix:s-5x2:2"] = True
+            state.set_selection(["s-5x2:2", "s-5x2:3"], seq=4)
+        st.write(sorted(state.selection()), st.session_state["deck_seq"])
+
+    at = AppTest.from_function(script)
+    at.run()
+    assert not at.exception
+    assert at.session_state["in_mix:s-5x2:1"] is False
+    assert at.session_state["in_mix:s-5x2:3"] is True
+    assert at.session_state["deck_seq"] == 4
+
+
+def test_a_tempo_too_far_for_one_song_leaves_only_that_song_out(monkeypatch):
+    import unmixer.mashup
+
+    monkeypatch.setattr(unmixer.mashup, "MAX_STRETCH", 1.5)  # 120 -> 70 BPM is x1.7
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    _checkboxes(at)[0].check().run()
+    at.number_input(key="deck_bpm").set_value(70.0).run()
+    assert not at.exception
+    (warning,) = at.warning
+    assert warning.value.startswith("groove is left out of the deck: The tempo change is too large")
+    assert _deck_data(at)["loops"] == []
+    assert _has(at.caption, lambda v: "The mix is empty" in v)
+    assert len(_checkboxes(at)) == 5 and _checkboxes(at)[0].value   # the choice is kept
+    assert not [d for d in at.get("download_button") if "deck's tempo" in d.label]

@@ -21,6 +21,7 @@ optional L1 penalty λ‖G‖₁ on the core):
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -189,7 +190,7 @@ def _core_update(G, P, grams, l1: float, n_steps: int):
     """Monotone FISTA on ½⟨G ×grams, G⟩ − ⟨P, G⟩ + λ‖G‖₁ over G ≥ 0 (Beck & Teboulle 2009)."""
     lipschitz = 1.0
     for g in grams:  # λ_max of a Kronecker product is the product of the λ_max
-        lipschitz *= float(np.max(np.linalg.eigvalsh(tl.to_numpy(g).astype(np.float64))))
+        lipschitz *= float(np.max(np.linalg.eigvalsh(tl.to_numpy(g).astype(np.float64))))  # python float keeps float32
     if lipschitz <= 0:
         return G
     x, y, t = G, G, 1.0
@@ -198,7 +199,7 @@ def _core_update(G, P, grams, l1: float, n_steps: int):
         grad = _multi_gram(y, grams) - P + l1
         z = tl.clip(y - grad / lipschitz, 0, None)
         fz = _core_objective(z, P, grams, l1)
-        t_next = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
+        t_next = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
         if fz <= fx:
             y = z + ((t - 1) / t_next) * (z - x)
             x, fx = z, fz
@@ -344,7 +345,7 @@ def ntd_hals(
     norm_x2 = float(tl.sum(X * X))
     if norm_x2 <= 0:
         raise UnmixerError("The spectral cube is all zeros (silent audio).")
-    l1 = core_l1 * np.sqrt(norm_x2) / float(np.prod(ranks))
+    l1 = float(core_l1 * math.sqrt(norm_x2) / np.prod(ranks))
     A, B, C = state.factors
     G = state.core
 

@@ -1,0 +1,105 @@
+"""Nonnegative Tucker decomposition: planted structure, monotonicity, the TensorLy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+from unmixer.errors import UnmixerError
+from unmixer.ntd import (NTDResult, default_ranks, initialise, ntd_hals, ntd_tensorly,
+                         purify_core)
+
+RANKS = (6, 5, 4)
+
+
+def planted(seed=1, shape=(120, 48, 32), ranks=RANKS, dtype=np.float32):
+    """An exactly nonnegative-Tucker tensor with sparse factors and core."""
+    rng = np.random.default_rng(seed)
+
+    def sparse(s):
+        return (rng.random(s) * (rng.random(s) < 0.4)).astype(dtype)
+
+    core = sparse(ranks)
+    factors = [sparse((n, r)) for n, r in zip(shape, ranks)]
+    return tl.tucker_to_tensor((core, factors)).astype(dtype)
+
+
+def rel_error(X, result):
+    return float(np.linalg.norm(result.reconstruct() - X) / np.linalg.norm(X))
+
+
+def test_recovers_planted_tucker_data():
+    X = planted(dtype=np.float64)
+    result = ntd_hals(X, RANKS, n_iter=150, tol=1e-12)
+    assert rel_error(X, result) < 1e-3
+    assert result.errors[-1] < 1e-3
+    assert np.isclose(result.errors[-1], rel_error(X, result), atol=1e-6)  # Gram-based loss is exact
+
+
+def test_loss_never_increases():
+    X = planted(seed=2, dtype=np.float64)
+    result = ntd_hals(X, RANKS, n_iter=60, tol=0, init="random", core_l1=0.0)
+    errors = np.asarray(result.errors)
+    assert len(errors) == 61
+    assert np.all(np.diff(errors) <= 1e-12)
+    # float32 too, up to float32 round-off of the Gram-based loss
+    X32 = X.astype(np.float32)
+    errors32 = np.asarray(ntd_hals(X32, RANKS, n_iter=40, tol=0, init="random").errors)
+    assert np.all(np.diff(errors32**2) <= 1e-6)
+
+
+def test_factors_are_nonnegative_float32_and_deterministic():
+    X = planted(seed=3)
+    a = ntd_hals(X, RANKS, n_iter=10, init="random", seed=5)
+    b = ntd_hals(X, RANKS, n_iter=10, init="random", seed=5)
+    for f, g in zip(a.factors + [a.core], b.factors + [b.core]):
+        assert f.dtype == np.float32 and f.min() >= 0
+        assert np.array_equal(f, g)
+
+
+def test_no_worse_than_tensorly_at_the_same_budget():
+    X = planted(seed=4)
+    init = initialise(X, RANKS, "random", seed=0)
+    ours = ntd_hals(X, RANKS, n_iter=20, tol=0, init=init)
+    theirs = ntd_tensorly(X, RANKS, n_iter=20, init=init)
+    assert rel_error(X, ours) <= rel_error(X, theirs) * 1.001
+
+
+def test_continuing_a_quick_result_equals_one_long_run():
+    X = planted(seed=5, dtype=np.float64)
+    quick = ntd_hals(X, RANKS, n_iter=5, tol=0)
+    refined = ntd_hals(X, init=quick, n_iter=25, tol=0)
+    straight = ntd_hals(X, RANKS, n_iter=30, tol=0)
+    assert refined.n_iter == 30 and len(refined.errors) == 31
+    assert np.allclose(refined.errors, straight.errors, rtol=1e-9)
+    assert quick.n_iter == 5  # the quick result is not modified
+
+
+def test_core_sparsity_makes_the_core_sparser():
+    X = planted(seed=6)
+    dense = ntd_hals(X, RANKS, n_iter=40, tol=0, core_l1=0.0)
+    sparse = ntd_hals(X, RANKS, n_iter=40, tol=0, core_l1=0.5)
+    frac = lambda r: float(np.mean(r.core > 1e-6 * r.core.max()))
+    assert frac(sparse) < frac(dense)
+
+
+def test_purified_core_keeps_the_model():
+    X = planted(seed=7)
+    result = ntd_hals(X, RANKS, n_iter=100)
+    core, loops = purify_core(result, 3, sparsity=0.0, n_iter=500)
+    assert core.shape == (RANKS[0], RANKS[1], 3) and loops.shape == (X.shape[2], 3)
+    assert core.min() >= 0 and loops.min() >= 0
+    approx = tl.tucker_to_tensor((core, [result.factors[0], result.factors[1], loops]))
+    # 3 purified loops out of 4 loop templates still explain most of the cube
+    assert np.linalg.norm(approx - X) / np.linalg.norm(X) < 0.35
+
+
+def test_ranks_are_clipped_and_bad_input_rejected():
+    assert default_ranks((1025, 30, 8)) == (50, 30, 8)
+    with pytest.raises(UnmixerError):
+        ntd_hals(-planted(), RANKS, n_iter=1)
+    with pytest.raises(UnmixerError):
+        ntd_hals(np.zeros((5, 5)), (2, 2, 2))
+    with pytest.raises(UnmixerError):
+        purify_core(NTDResult(np.ones(RANKS, np.float32), [np.ones((4, r), np.float32) for r in RANKS]), 0)

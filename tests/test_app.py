@@ -60,6 +60,7 @@ CORRUPT = b"ID3 this is not an mp3 " * 200
 @pytest.fixture(autouse=True)
 def fake_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", fake_extract_loops)
+    monkeypatch.setattr(ui.engine, "_JOBS", {})  # no finished job from another test
     monkeypatch.setenv("UNMIXER_CACHE_DIR", str(tmp_path / "cache"))
     CALLS.clear()
     yield
@@ -263,3 +264,17 @@ def test_a_tempo_too_far_for_one_song_leaves_only_that_song_out(monkeypatch):
     assert _has(at.caption, lambda v: "The mix is empty" in v)
     assert len(_checkboxes(at)) == 5 and _checkboxes(at)[0].value   # the choice is kept
     assert not [d for d in at.get("download_button") if "deck's tempo" in d.label]
+
+
+def test_the_same_analysis_is_one_background_job_with_named_stages():
+    from ui.state import Song, song_id
+
+    song = Song(song_id(GOOD), "groove.wav", GOOD)
+    first = ui.engine.submit(song, 5, 2)
+    assert ui.engine.submit(song, 5, 2) is first          # a rerun re-attaches to it
+    result = first.future.result(timeout=60)
+    assert result.error is None and len(result.extraction.loops) == 5
+    assert first.stages == list(STAGES) and first.fraction == 1.0
+    assert CALLS == [(5, 2)]
+    other = ui.engine.submit(song, 6, 2)                   # other parameters, other job
+    assert other is not first and other.future.result(timeout=60).params == (6, 2)

@@ -6,6 +6,11 @@ version) before decoding and running :func:`unmixer.pipeline.extract_loops`. Wha
 (on disk and in the session) is the Extraction without its full-length tracks: the page
 only plays and downloads loop clips, and a 4-minute song's tracks weigh ~400 MB.
 
+Analyses run in a small background pool (:func:`submit`), one job per cache key: a rerun
+(the user clicks something while a song is being analysed) re-attaches to the running job
+instead of killing and restarting it, and a second user adding the same song waits for the
+same job. The page polls the job and draws its progress.
+
 Time-stretched clips are cached in memory per (analysis, loop, tempo) with
 ``st.cache_data``, shared by every session.
 """
@@ -14,7 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +53,44 @@ def engine_version() -> str:
     root = Path(unmixer.__file__).parent
     files = sorted(p for p in root.glob("*.py") if p.name not in _APP_SIDE)
     return f"{unmixer.__version__}-{code_version(*files)}"
+
+
+@dataclasses.dataclass
+class Job:
+    """One analysis running (or queued) in the background, with its latest progress."""
+
+    future: Future
+    stages: list[str] = dataclasses.field(default_factory=list)  # stages started, in order
+    fraction: float = 0.0  # of the current (last) stage
+    created: float = dataclasses.field(default_factory=time.time)
+
+    def progress(self, stage: str, fraction: float) -> None:
+        if not self.stages or self.stages[-1] != stage:
+            self.stages.append(stage)
+        self.fraction = float(fraction)
+
+
+_JOBS: dict[str, Job] = {}
+_JOBS_LOCK = threading.Lock()
+_POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 4),
+                           thread_name_prefix="unmixer-analysis")
+_FINISHED_JOB_TTL_S = 600.0
+
+
+def submit(song: Song, n_loops: int, loop_bars: int) -> Job:
+    """The background job analysing this song with these parameters (started if needed)."""
+    key = _key(song, n_loops, loop_bars)
+    with _JOBS_LOCK:
+        now = time.time()
+        for old in [k for k, j in _JOBS.items()
+                    if j.future.done() and now - j.created > _FINISHED_JOB_TTL_S]:
+            del _JOBS[old]
+        job = _JOBS.get(key)
+        if job is None or (job.future.done() and job.future.result().error):
+            job = Job(Future())
+            job.future = _POOL.submit(analyse, song, n_loops, loop_bars, job.progress)
+            _JOBS[key] = job
+    return job
 
 
 def _extract_fn() -> Callable:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from ui import engine, state
@@ -58,28 +60,31 @@ def song_inputs() -> None:
 
 # ---------------------------------------------------------------------------- analysis
 def _run_analysis(song: state.Song, n_loops: int, loop_bars: int) -> state.SongResult:
-    """Analyse with a live ``st.status``: one line per stage, the label says where it is."""
+    """Analyse in the background and draw its progress in a ``st.status``, one line per
+    stage, until it ends (a rerun meanwhile re-attaches to the same job)."""
+    job = engine.submit(song, n_loops, loop_bars)
     with st.status(f"Unmixing {song.title}…", expanded=True) as status:
         lines: dict[str, object] = {}  # stage -> its st.empty line
-
-        def show(stage: str, done: bool, fraction: float = 0.0) -> None:
-            mark = ":white_check_mark:" if done else ":hourglass_flowing_sand:"
-            pct = f" ({fraction:.0%})" if not done and 0 < fraction < 1 else ""
-            lines[stage].markdown(f"{mark} {STAGE_LABELS.get(stage, stage)}{pct}")
-
-        def progress(stage: str, fraction: float) -> None:
-            try:
-                if stage not in lines:
-                    for earlier in lines:
-                        show(earlier, True)
-                    lines[stage] = st.empty()
-                show(stage, fraction >= 1.0, fraction)
-                status.update(label=f"Unmixing {song.title}: "
-                                    f"{STAGE_LABELS.get(stage, stage).lower()}…")
-            except Exception:  # called from a worker thread: nothing to draw from there
-                pass
-
-        result = engine.analyse(song, n_loops, loop_bars, progress)
+        drawn: tuple = ()
+        while True:
+            done = job.future.done()
+            stages, fraction = list(job.stages), job.fraction
+            if (stages, fraction, done) != drawn:
+                drawn = (stages, fraction, done)
+                for i, stage in enumerate(stages):
+                    finished = i < len(stages) - 1 or fraction >= 1.0 or done
+                    mark = ":white_check_mark:" if finished else ":hourglass_flowing_sand:"
+                    pct = "" if finished or not 0 < fraction < 1 else f" ({fraction:.0%})"
+                    if stage not in lines:
+                        lines[stage] = st.empty()
+                    lines[stage].markdown(f"{mark} {STAGE_LABELS.get(stage, stage)}{pct}")
+                what = STAGE_LABELS.get(stages[-1], stages[-1]).lower() if stages \
+                    else "waiting for another analysis to finish"
+                status.update(label=f"Unmixing {song.title}: {what}…")
+            if done:
+                break
+            time.sleep(0.25)
+        result = job.future.result()
         if result.error:
             status.update(label=f"{song.title}: could not be unmixed", state="error",
                           expanded=False)

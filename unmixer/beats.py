@@ -22,6 +22,12 @@ FPS = 100
 MIN_BARS = 4
 """A song needs at least this many full bars."""
 
+MIN_BEAT_STRENGTH = 0.12
+"""Median beat activation at the tracked beats below which there is no usable beat.
+
+Measured: real songs 0.5-0.7, generated loop songs 0.7-0.9, a pad with no drums 0.15,
+white noise 0.05, a steady sine 0.01 (madmom's DBN returns a grid even for those)."""
+
 
 @dataclass
 class BeatGrid:
@@ -150,9 +156,29 @@ def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...
         result = DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), fps=FPS)(act)
     except Exception:
         raise UnmixerError("No steady beat found: Unmixer needs music with a steady beat.") from None
-    if len(result) == 0:
+    if len(result) == 0 or beat_strength(act, result[:, 0]) < MIN_BEAT_STRENGTH:
         raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
     return grid_from_beats(result[:, 0], result[:, 1], duration)
+
+
+def beat_strength(activations: np.ndarray, beats_s: np.ndarray, radius: int = 3) -> float:
+    """Median over the beats of the largest beat+downbeat activation within ±``radius`` frames.
+
+    Parameters
+    ----------
+    activations : np.ndarray, shape=(n_frames, 2), 100 frames/s
+    beats_s : np.ndarray, shape=(n_beats,), s
+
+    Returns
+    -------
+    float in [0, 1]; 0 when there are no beats
+    """
+    if len(beats_s) == 0:
+        return 0.0
+    strength = activations.sum(axis=1)
+    idx = np.round(np.asarray(beats_s) * FPS).astype(int)
+    window = np.clip(idx[:, None] + np.arange(-radius, radius + 1)[None, :], 0, len(strength) - 1)
+    return float(np.median(strength[window].max(axis=1)))
 
 
 def grid_from_downbeats(downbeats_s: np.ndarray, meter: int) -> BeatGrid:

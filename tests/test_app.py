@@ -94,8 +94,13 @@ def _add_upload(at: AppTest, name: str, data: bytes, mime: str) -> AppTest:
 
 
 def _deck_data(at: AppTest) -> dict:
-    (deck,) = at.get("bidi_component")
-    return json.loads(deck.proto.json)
+    """What the live deck gets, its clips (from the hidden clip store) put back in."""
+    parts = {e.key: json.loads(e.proto.json) for e in at.get("bidi_component")}
+    deck, clips = parts["deck"], parts["deck_clips"]["clips"]
+    assert sorted(clips) == sorted(loop["clipKey"] for loop in deck["loops"])
+    for loop in deck["loops"]:
+        loop["wav"] = clips[loop["clipKey"]]
+    return deck
 
 
 def _song_ids(at: AppTest) -> list[str]:
@@ -278,3 +283,19 @@ def test_the_same_analysis_is_one_background_job_with_named_stages():
     assert CALLS == [(5, 2)]
     other = ui.engine.submit(song, 6, 2)                   # other parameters, other job
     assert other is not first and other.future.result(timeout=60).params == (6, 2)
+
+
+def test_toggling_loops_does_not_resend_the_clips():
+    def store(at):
+        (clips,) = [e for e in at.get("bidi_component") if e.key == "deck_clips"]
+        return clips.proto.json
+
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    before = store(at)
+    _checkboxes(at)[3].check()
+    at.slider(key=[s.key for s in at.slider if s.key.startswith("gain:")][3]).set_value(-6.0)
+    at.run()
+    deck = _deck_data(at)
+    assert deck["selection"] == [deck["loops"][3]["id"]] and deck["loops"][3]["gainDb"] == -6.0
+    assert store(at) == before  # same message: Streamlit sends a reference to it, not 1 MB

@@ -1,7 +1,8 @@
 // Unmixer live deck: a Streamlit custom component (components v2, no build step).
 //
 // Python sends, in `data`: the tempo grid (bpm, meter, barSeconds), every loop of every song
-// as a short mono WAV already time-stretched to that tempo (base64), the gain of each loop,
+// (its clip, a short mono WAV already time-stretched to that tempo, comes separately, see
+// clipStore), the gain of each loop,
 // the loops currently in the mix (`selection`) and `seq`, the number of the last selection
 // Python has applied. The deck plays the selected loops with the Web Audio API, all locked to
 // one bar grid; a click on a tile brings the loop in or out on the next bar line without
@@ -12,6 +13,35 @@
 // parentElement; the deck (audio graph, buffers, DOM) lives in a WeakMap keyed by it.
 
 const decks = new WeakMap();
+
+// The clips arrive through a second component with this same code and no HTML, the clip
+// store (data.kind === "clips"). Its data does not change when the selection or a gain
+// does, so Streamlit sends those megabytes once and afterwards only a reference to the
+// browser's cached copy. The two components are two modules: they share the store through
+// one global object.
+const shared = (globalThis.__unmixerDeckClips ||= { store: new Map(), waiters: new Map() });
+const clipStore = shared.store; // clipKey -> base64 WAV
+const clipWaiters = shared.waiters; // clipKey -> [resolve]
+
+function clipData(key) {
+  if (clipStore.has(key)) return Promise.resolve(clipStore.get(key));
+  return new Promise((resolve) => {
+    if (!clipWaiters.has(key)) clipWaiters.set(key, []);
+    clipWaiters.get(key).push(resolve);
+  });
+}
+
+function storeClips(clips) {
+  for (const key of [...clipStore.keys()]) if (!(key in clips)) clipStore.delete(key);
+  for (const [key, b64] of Object.entries(clips)) {
+    clipStore.set(key, b64);
+    const waiting = clipWaiters.get(key);
+    if (waiting) {
+      clipWaiters.delete(key);
+      for (const resolve of waiting) resolve(b64);
+    }
+  }
+}
 const LOOKAHEAD_S = 0.06; // schedule this far ahead at least, so nothing starts late
 
 function b64ToArrayBuffer(b64) {
@@ -87,8 +117,8 @@ class Deck {
       return this.decoding.get(loop.clipKey) || Promise.resolve(this.buffers.get(loop.clipKey));
     }
     if (!this.ctx || this.failed.has(loop.clipKey)) return Promise.resolve(null);
-    const p = this.ctx
-      .decodeAudioData(b64ToArrayBuffer(loop.wav))
+    const p = clipData(loop.clipKey)
+      .then((b64) => this.ctx.decodeAudioData(b64ToArrayBuffer(b64)))
       .then((buf) => {
         this.buffers.set(loop.clipKey, buf);
         this.decoding.delete(loop.clipKey);
@@ -355,6 +385,10 @@ class Deck {
 
 export default function (component) {
   const { parentElement, data, setTriggerValue } = component;
+  if (data && data.kind === "clips") {
+    storeClips(data.clips || {});
+    return;
+  }
   const root = parentElement.querySelector(".deck");
   if (!root || !data) return;
   let deck = decks.get(parentElement);

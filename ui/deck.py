@@ -1,8 +1,7 @@
 """The mashup deck: a target tempo, the live Web Audio deck, and the rendered mix.
 
-The live deck is a custom component (``st.components.v2.component``, inline HTML/CSS/JS from
-``deck.html``-less strings and the files ``deck.css`` / ``deck.js`` next to this module, no
-build step). It gets every loop of every song already time-stretched to the deck's tempo by
+The live deck is a custom component (``st.components.v2.component``: inline HTML, and the
+CSS and JS read from ``deck.css`` / ``deck.js`` next to this module; no build step). It gets every loop of every song already time-stretched to the deck's tempo by
 :mod:`unmixer.mashup` and plays the selected ones in sync; each click on a tile is sent back
 as a trigger, applied to the "in the mix" checkboxes by :func:`ui.state.set_selection`, so
 the mix rendered below (and downloaded) holds exactly the loops that were heard.
@@ -37,12 +36,12 @@ _HTML = """
 </div>
 """
 
+_JS = (_HERE / "deck.js").read_text(encoding="utf-8")
 _DECK = st.components.v2.component(
-    "unmixer_live_deck",
-    html=_HTML,
-    css=(_HERE / "deck.css").read_text(encoding="utf-8"),
-    js=(_HERE / "deck.js").read_text(encoding="utf-8"),
-)
+    "unmixer_live_deck", html=_HTML, css=(_HERE / "deck.css").read_text(encoding="utf-8"),
+    js=_JS)
+_CLIP_STORE = st.components.v2.component("unmixer_clip_store", js=_JS)
+"""Same code, no HTML: hands the (big, rarely changing) clips to the deck in the browser."""
 
 
 @dataclass
@@ -107,7 +106,7 @@ def deck_section(ready: list[ReadySong]) -> None:
         + f". Bars of {meter} beats. Click loops on the deck, or tick "
           "“In the mix” under a song.")
 
-    loops, selection, playable = [], set(state.selection()), []
+    loops, clips, selection, playable = [], {}, set(state.selection()), []
     for r in ready:
         try:
             previews = engine.deck_previews(r.key, bpm, r.extraction)
@@ -123,8 +122,8 @@ def deck_section(ready: list[ReadySong]) -> None:
                 "label": loop.label, "color": loop_color(loop.index),
                 "gainDb": state.gain_db(lid), "seconds": seconds,
                 "clipKey": f"{lid}@{bpm:.2f}",
-                "wav": base64.b64encode(wav).decode("ascii"),
             })
+            clips[f"{lid}@{bpm:.2f}"] = base64.b64encode(wav).decode("ascii")
     live = [lp["id"] for lp in loops if lp["id"] in selection]
     bar_seconds = mashup.bar_samples(bpm, meter, mashup.PREVIEW_SAMPLE_RATE) \
         / mashup.PREVIEW_SAMPLE_RATE
@@ -133,6 +132,9 @@ def deck_section(ready: list[ReadySong]) -> None:
         "selection": live, "seq": int(st.session_state.get(state.DECK_SEQ, 0)),
     })
     mix_section(playable, bpm, meter, n_bars, live)
+    # The clips themselves, in a hidden instance whose data only changes with the songs or
+    # the tempo (so a click on the deck does not send them again).
+    _CLIP_STORE(key=state.DECK_CLIPS, data={"kind": "clips", "clips": clips})
 
 
 def mix_section(ready: list[ReadySong], bpm: float, meter: int, n_bars: int,

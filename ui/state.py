@@ -16,7 +16,7 @@ Keys
 ``gain:<loop>``      the loop's gain in the mix (dB)
 ``deck_bpm``         the deck's tempo (BPM); ``deck_bars``: length of the rendered mix (bars)
 ``deck_seq``         number of the last selection received from the live deck
-``deck``             the live deck component's own state
+``deck``             the live deck component's own state (``deck_clips``: its clip store)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ UPLOAD_IDS_SEEN = "upload_ids_seen"
 UPLOAD_IDS_LAST = "upload_ids_last"
 UPLOADER = "uploader"
 DECK = "deck"
+DECK_CLIPS = "deck_clips"
 DECK_BPM = "deck_bpm"
 DECK_BARS = "deck_bars"
 DECK_SEQ = "deck_seq"

@@ -74,8 +74,8 @@ def _app() -> AppTest:
 
 
 def _checkboxes(at: AppTest, song_id: str | None = None):
-    return [c for c in at.checkbox if c.key.startswith("in_mix:")
-            and (song_id is None or c.key.startswith(f"in_mix:{song_id}"))]
+    return [c for c in at.checkbox if c.key.startswith("w:in_mix:")
+            and (song_id is None or c.key.startswith(f"w:in_mix:{song_id}"))]
 
 
 def _has(elements, predicate) -> bool:
@@ -141,7 +141,7 @@ def test_upload_shows_stages_tempo_meter_map_and_tiles():
     assert _has(at.markdown, lambda v: "**120.0 BPM** · **4/4** · 12 bars" in v)
     assert len(at.get("plotly_chart")) == 1
     assert len(_checkboxes(at)) == 5
-    assert len([s for s in at.slider if s.key.startswith("gain:")]) == 5
+    assert len([s for s in at.slider if s.key.startswith("w:gain:")]) == 5
     names = [d.label for d in at.get("download_button")]
     assert names.count("At the song's tempo (120 BPM)") == 5
     assert "Download all 5 loops (ZIP)" in names
@@ -151,16 +151,16 @@ def test_loop_count_and_length_per_song():
     at = _app()
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
     sid = _song_ids(at)[0]
-    at.selectbox(key=f"n_loops:{sid}").set_value(7).run()
+    at.selectbox(key=f"w:n_loops:{sid}").set_value(7).run()
     assert CALLS[-1] == (7, 2) and len(_checkboxes(at)) == 7
-    at.button_group(key=f"loop_bars:{sid}").set_value(1).run()
+    at.button_group(key=f"w:loop_bars:{sid}").set_value(1).run()
     assert not at.exception
     assert CALLS[-1] == (7, 1) and len(_checkboxes(at)) == 7
     assert at.session_state["results"][sid].extraction.loops[0].clip.shape == (2, BAR)
     # Back to 5 loops of 2 bars: the disk cache answers, the engine is not called again.
     n_calls = len(CALLS)
-    at.selectbox(key=f"n_loops:{sid}").set_value(5)
-    at.button_group(key=f"loop_bars:{sid}").set_value(2).run()
+    at.selectbox(key=f"w:n_loops:{sid}").set_value(5)
+    at.button_group(key=f"w:loop_bars:{sid}").set_value(2).run()
     assert len(CALLS) == n_calls and at.session_state["results"][sid].from_cache
 
 
@@ -190,8 +190,8 @@ def test_mix_follows_the_selection_the_tempo_and_the_length():
     assert _has(at.caption, lambda v: "The mix is empty" in v)
     _checkboxes(at, a)[0].check()
     _checkboxes(at, b)[1].check()
-    at.number_input(key="deck_bpm").set_value(100.0)
-    at.selectbox(key="deck_bars").set_value(4).run()
+    at.number_input(key="w:deck_bpm").set_value(100.0)
+    at.selectbox(key="w:deck_bars").set_value(4).run()
     assert not at.exception
     assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 2 loops, 4 bars at 100.0 BPM"))
     deck = _deck_data(at)
@@ -261,7 +261,7 @@ def test_a_tempo_too_far_for_one_song_leaves_only_that_song_out(monkeypatch):
     at = _app()
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
     _checkboxes(at)[0].check().run()
-    at.number_input(key="deck_bpm").set_value(70.0).run()
+    at.number_input(key="w:deck_bpm").set_value(70.0).run()
     assert not at.exception
     (warning,) = at.warning
     assert warning.value.startswith("groove is left out of the deck: The tempo change is too large")
@@ -294,8 +294,26 @@ def test_toggling_loops_does_not_resend_the_clips():
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
     before = store(at)
     _checkboxes(at)[3].check()
-    at.slider(key=[s.key for s in at.slider if s.key.startswith("gain:")][3]).set_value(-6.0)
+    at.slider(key=[s.key for s in at.slider if s.key.startswith("w:gain:")][3]).set_value(-6.0)
     at.run()
     deck = _deck_data(at)
     assert deck["selection"] == [deck["loops"][3]["id"]] and deck["loops"][3]["gainDb"] == -6.0
     assert store(at) == before  # same message: Streamlit sends a reference to it, not 1 MB
+
+
+def test_choices_survive_a_visit_to_another_page():
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    sid = _song_ids(at)[0]
+    _checkboxes(at)[1].check()
+    at.selectbox(key="w:deck_bars").set_value(16)
+    at.number_input(key="w:deck_bpm").set_value(110.0).run()
+    n_calls = len(CALLS)
+    at.switch_page("pages/nmf_lab.py").run()
+    assert not at.exception
+    at.switch_page("pages/unmixer_page.py").run()
+    assert not at.exception
+    assert _song_ids(at) == [sid] and len(CALLS) == n_calls
+    assert [b.value for b in _checkboxes(at)] == [False, True, False, False, False]
+    assert at.number_input(key="w:deck_bpm").value == 110.0
+    assert at.selectbox(key="w:deck_bars").value == 16

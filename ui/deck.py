@@ -94,13 +94,16 @@ def deck_section(ready: list[ReadySong]) -> None:
     deck_tempo_default(ready)
     meter = int(ready[0].extraction.meter)
     controls = st.columns([1, 1, 2.2], vertical_alignment="bottom")
-    bpm = float(controls[0].number_input(
-        "Tempo (BPM)", min_value=mashup.MIN_BPM, max_value=mashup.MAX_BPM, step=1.0,
-        format="%.1f", key=state.DECK_BPM,
-        help="Every loop is time-stretched to this tempo (pitch unchanged)."))
-    n_bars = int(controls[1].selectbox(
-        "Mix length", state.DECK_BARS_CHOICES, key=state.DECK_BARS,
-        format_func=lambda n: f"{n} bars", help="Length of the mix you can download."))
+    with controls[0]:
+        bpm = float(state.kept(
+            st.number_input, "Tempo (BPM)", state.DECK_BPM, 120.0, min_value=mashup.MIN_BPM,
+            max_value=mashup.MAX_BPM, step=1.0, format="%.1f",
+            help="Every loop is time-stretched to this tempo (pitch unchanged)."))
+    with controls[1]:
+        n_bars = int(state.kept(
+            st.selectbox, "Mix length", state.DECK_BARS, state.DEFAULT_DECK_BARS,
+            options=state.DECK_BARS_CHOICES, format_func=lambda n: f"{n} bars",
+            help="Length of the mix you can download."))
     controls[2].caption("Song tempos: " + " · ".join(
         f"{r.song.title} {r.extraction.bpm:.1f}" for r in ready)
         + f". Bars of {meter} beats. Click loops on the deck, or tick "

@@ -108,12 +108,6 @@ def ensure_result(song: state.Song) -> state.SongResult:
     return result
 
 
-def _keep_a_loop_length(sid: str) -> None:
-    """A click on the selected segment unselects it: put the default back."""
-    if st.session_state.get(state.loop_bars_key(sid)) is None:
-        st.session_state[state.loop_bars_key(sid)] = state.DEFAULT_LOOP_BARS
-
-
 # ---------------------------------------------------------------------------- one song
 def song_card(song: state.Song, deck_bpm: float | None) -> None:
     """A bordered card: title and choices, progress or error, tempo, loop map, loop tiles."""
@@ -121,13 +115,15 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
         head = st.columns([3.2, 1, 1.1, 0.5], vertical_alignment="bottom")
         with head[0]:
             st.markdown(f"### {song.title}")
-        head[1].selectbox("Loops", state.N_LOOPS_CHOICES, key=state.n_loops_key(song.id),
-                          help="How many loops to pull out of this song (3 to 10).")
-        head[2].segmented_control(
-            "Loop length", state.LOOP_BARS_CHOICES, key=state.loop_bars_key(song.id),
-            format_func=lambda n: f"{n} bar" + ("s" if n > 1 else ""),
-            help="Each loop lasts one or two bars.", on_change=_keep_a_loop_length,
-            args=(song.id,))
+        with head[1]:
+            state.kept(st.selectbox, "Loops", state.n_loops_key(song.id),
+                       state.DEFAULT_N_LOOPS, options=state.N_LOOPS_CHOICES,
+                       help="How many loops to pull out of this song (3 to 10).")
+        with head[2]:
+            state.kept(st.segmented_control, "Loop length", state.loop_bars_key(song.id),
+                       state.DEFAULT_LOOP_BARS, options=state.LOOP_BARS_CHOICES,
+                       format_func=lambda n: f"{n} bar" + ("s" if n > 1 else ""),
+                       help="Each loop lasts one or two bars.")
         head[3].button("", icon=":material/close:", key=f"remove_{song.id}",
                        help=f"Remove {song.title}", on_click=state.remove_song,
                        args=(song.id,))
@@ -168,10 +164,10 @@ def _loop_tile(song: state.Song, rkey: str, ext, loop, deck_bpm: float | None) -
         f"<div class='loop-tile-head'><span class='loop-swatch' style='background:{color}'>"
         f"</span><b>Loop {loop.index}</b> · {loop.label}</div>", unsafe_allow_html=True)
     st.audio(engine.player_ogg(rkey, loop.index, loop.clip), format="audio/ogg")
-    st.checkbox("In the mix", key=state.in_mix_key(lid))
-    st.session_state.setdefault(state.gain_key(lid), 0.0)
-    st.slider("Gain", *state.GAIN_RANGE_DB, step=1.0, key=state.gain_key(lid), format="%+.0f dB",
-              help="Loudness of this loop in the mix (dB).")
+    state.kept(st.checkbox, "In the mix", state.in_mix_key(lid), False)
+    state.kept(st.slider, "Gain", state.gain_key(lid), 0.0, min_value=state.GAIN_RANGE_DB[0],
+               max_value=state.GAIN_RANGE_DB[1], step=1.0, format="%+.0f dB",
+               help="Loudness of this loop in the mix (dB).")
     original = mashup.loop_filename(song.title, loop.index, loop.label, ext.bpm)
     with st.popover("Download", icon=":material/download:", use_container_width=True):
         st.download_button(

@@ -16,12 +16,18 @@ Keys
 ``gain:<loop>``      the loop's gain in the mix (dB)
 ``deck_bpm``         the deck's tempo (BPM); ``deck_bars``: length of the rendered mix (bars)
 ``deck_seq``         number of the last selection received from the live deck
+
+A widget never owns a choice: each choice ``<key>`` above is a plain session-state value,
+and its widget uses the key ``w:<key>`` (see :func:`kept`). Streamlit deletes a widget's
+state when the widget is not drawn in a run (another page is open, the song is being
+analysed), so the widget is re-created from the kept value.
 ``deck``             the live deck component's own state (``deck_clips``: its clip store)
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +52,7 @@ DEFAULT_DECK_BARS = 8
 DECK_BARS_CHOICES = (4, 8, 16, 32)
 GAIN_RANGE_DB = (-24.0, 6.0)
 
-# Widget keys whose values must outlive runs in which their widget is not drawn.
-_KEPT_PREFIXES = ("n_loops:", "loop_bars:", "in_mix:", "gain:", DECK_BPM, DECK_BARS)
+WIDGET_PREFIX = "w:"
 
 
 @dataclass
@@ -116,11 +121,7 @@ def gain_key(loop: str) -> str:
 
 
 def init() -> None:
-    """Create the containers and keep widget values alive across runs and pages.
-
-    Re-assigning a widget's value at the top of the run is Streamlit's documented way to
-    keep it when the widget is not drawn in some run (another page, a song being analysed).
-    """
+    """Create the containers (idempotent; run at the top of every page)."""
     ss = st.session_state
     ss.setdefault(SONGS, {})
     ss.setdefault(RESULTS, {})
@@ -128,9 +129,36 @@ def init() -> None:
     ss.setdefault(UPLOAD_IDS_LAST, [])
     ss.setdefault(DECK_SEQ, 0)
     ss.setdefault(DECK_BARS, DEFAULT_DECK_BARS)
-    for key in list(ss.keys()):
-        if isinstance(key, str) and key.startswith(_KEPT_PREFIXES):
-            ss[key] = ss[key]
+
+
+def widget_key(key: str) -> str:
+    """The key of the widget that edits the kept choice ``key``."""
+    return WIDGET_PREFIX + key
+
+
+def kept(widget: Callable[..., Any], label: str, key: str, default: Any,
+         on_change: Callable[[], None] | None = None, **kwargs: Any) -> Any:
+    """Draw ``widget(label, key=w:<key>, ...)`` editing the kept choice ``key``.
+
+    The choice lives under ``key`` (created with ``default``); the widget starts from it
+    whenever Streamlit has forgotten the widget, and writes back to it on every change. A
+    change to None (a segmented control unselected by a click) is refused.
+    """
+    ss = st.session_state
+    ss.setdefault(key, default)
+    wkey = widget_key(key)
+    if wkey not in ss:
+        ss[wkey] = ss[key]
+
+    def _write_back() -> None:
+        if ss[wkey] is None:
+            ss[wkey] = ss[key]
+        else:
+            ss[key] = ss[wkey]
+        if on_change:
+            on_change()
+
+    return widget(label, key=wkey, on_change=_write_back, **kwargs)
 
 
 def songs() -> dict[str, Song]:
@@ -158,7 +186,7 @@ def remove_song(sid: str) -> None:
     songs().pop(sid, None)
     results().pop(sid, None)
     for key in list(st.session_state.keys()):
-        if isinstance(key, str) and sid in key and key.startswith(_KEPT_PREFIXES):
+        if isinstance(key, str) and sid in key:
             del st.session_state[key]
 
 
@@ -182,9 +210,10 @@ def gain_db(loop: str) -> float:
 def set_selection(ids: list[str], seq: int) -> None:
     """Apply a selection sent by the live deck (inside its callback, before the run)."""
     wanted = set(ids)
-    for key in [k for k in st.session_state.keys()
-                if isinstance(k, str) and k.startswith("in_mix:")]:
-        st.session_state[key] = key[len("in_mix:"):] in wanted
-    for loop in wanted:
-        st.session_state[in_mix_key(loop)] = True
-    st.session_state[DECK_SEQ] = max(int(seq), int(st.session_state.get(DECK_SEQ, 0)))
+    ss = st.session_state
+    keys = {k for k in ss.keys() if isinstance(k, str) and k.startswith("in_mix:")}
+    for key in keys | {in_mix_key(loop) for loop in wanted}:
+        ss[key] = key[len("in_mix:"):] in wanted
+        if widget_key(key) in ss:
+            ss[widget_key(key)] = ss[key]
+    ss[DECK_SEQ] = max(int(seq), int(ss.get(DECK_SEQ, 0)))

@@ -5,10 +5,7 @@ Navigation only; each page lives in ``pages/`` and calls the ``unmixer`` library
 
 import streamlit as st
 
-from ui import state
-
 st.set_page_config(page_title="Unmixer", page_icon=":material/graphic_eq:", layout="wide")
-state.init()  # on every page, so the Unmixer page's songs wait while another page is open
 
 page = st.navigation([
     st.Page("pages/unmixer_page.py", title="Unmixer", icon=":material/graphic_eq:",

@@ -84,6 +84,8 @@ def _check(X, ranks) -> None:
 
 # ----------------------------------------------------------------------------- threads
 _CONTROLLER = None
+_BIG = 8_000_000
+"""Cubes with more cells than this use every core for the passes over the cube."""
 
 
 def _blas_threads(n: int | None):
@@ -113,14 +115,14 @@ def _blas_threads(n: int | None):
 def _x_mode3(X, C):
     """X ×₃ Cᵀ, shape (F, T, R3): one GEMM over the cube."""
     F, T, S = tl.shape(X)
-    with _blas_threads(None):
+    with _blas_threads(None if F * T * S > _BIG else 1):
         return tl.reshape(tl.dot(tl.reshape(X, (F * T, S)), C), (F, T, tl.shape(C)[1]))
 
 
 def _x_mode1(X, A):
     """X ×₁ Aᵀ, shape (R1, T, S): one GEMM over the cube."""
     F, T, S = tl.shape(X)
-    with _blas_threads(None):
+    with _blas_threads(None if F * T * S > _BIG else 1):
         return tl.reshape(tl.dot(tl.transpose(A), tl.reshape(X, (F, T * S))), (tl.shape(A)[1], T, S))
 
 
@@ -212,34 +214,42 @@ def _core_update(G, P, grams, l1: float, n_steps: int):
 
 def _top_eigvecs(gram, rank):
     """|leading eigenvectors| of a symmetric PSD matrix, shape (n, rank)."""
-    if tl.get_backend() == "numpy":  # only the top eigenpairs: much cheaper for n >> rank
-        from scipy.linalg import eigh
-
-        n = gram.shape[0]
-        _, vectors = eigh(gram, subset_by_index=[n - rank, n - 1], driver="evr")
-        return np.abs(vectors[:, ::-1]).astype(gram.dtype)
     values, vectors = tl.eigh(gram)
     order = np.argsort(tl.to_numpy(values))[::-1][:rank].copy()
     return tl.abs(vectors[:, order])
 
 
-def _hosvd_init(X, ranks):
+def _top_left_vectors(M, rank: int, seed: int = 0):
+    """|leading left singular vectors| of M (n, m), shape (n, rank).
+
+    Up to 700 rows, or on other backends: the eigenvectors of the Gram matrix M Mᵀ; more
+    rows: scikit-learn's randomized SVD (Halko, Martinsson & Tropp, SIAM Review 2011), seeded.
+    """
+    if tl.get_backend() == "numpy" and tl.shape(M)[0] > 700:
+        from sklearn.utils.extmath import randomized_svd
+
+        u, _, _ = randomized_svd(M, rank, n_oversamples=10, n_iter=4, random_state=seed)
+        return np.abs(u).astype(M.dtype)
+    return _top_eigvecs(tl.dot(M, tl.transpose(M)), rank)
+
+
+def _hosvd_init(X, ranks, seed: int = 0):
     """Sequentially truncated HOSVD with absolute values (nonnegative), modes 3, 2, 1.
 
-    Each mode's Gram matrix is taken on the cube already projected on the previous modes,
-    so the cost stays one pass over X (Vannieuwenhoven et al., SIAM J. Sci. Comput. 2012).
+    Each mode's singular vectors are taken on the cube already projected on the previous
+    modes, so the cost stays about one pass over X (Vannieuwenhoven, Vandebril & Meerbergen,
+    SIAM J. Sci. Comput. 2012).
     """
     F, T, S = tl.shape(X)
     Xs = tl.reshape(X, (F * T, S))
-    with _blas_threads(None):
+    with _blas_threads(None if F * T * S > _BIG else 1):
         C = _top_eigvecs(tl.dot(tl.transpose(Xs), Xs), ranks[2])
-    Y = _x_mode3(X, C)  # (F, T, R3)
-    Yt = tl.reshape(tl.transpose(Y, (1, 0, 2)), (T, F * ranks[2]))
-    B = _top_eigvecs(tl.dot(Yt, tl.transpose(Yt)), ranks[1])
-    Y = _mode2_t(Y, B)  # (F, R2, R3)
-    Yf = tl.reshape(Y, (F, ranks[1] * ranks[2]))
-    A = _top_eigvecs(tl.dot(Yf, tl.transpose(Yf)), ranks[0])
-    core = _mode1_t(Y, A)  # (R1, R2, R3), nonnegative since X, A, B, C are
+    with _blas_threads(1):
+        Y = _x_mode3(X, C)  # (F, T, R3)
+        B = _top_left_vectors(tl.reshape(tl.transpose(Y, (1, 0, 2)), (T, F * ranks[2])), ranks[1], seed)
+        Y = _mode2_t(Y, B)  # (F, R2, R3)
+        A = _top_left_vectors(tl.reshape(Y, (F, ranks[1] * ranks[2])), ranks[0], seed)
+        core = _mode1_t(Y, A)  # (R1, R2, R3), nonnegative since X, A, B, C are
     return core, [A, B, C]
 
 
@@ -258,7 +268,7 @@ def initialise(X, ranks, init: str = "svd", seed: int = 0) -> NTDResult:
     """
     ctx = tl.context(X)
     if init == "svd":
-        core, factors = _hosvd_init(X, ranks)
+        core, factors = _hosvd_init(X, ranks, seed)
     elif init == "random":
         rng = np.random.default_rng(seed)
         shapes = [(tl.shape(X)[n], ranks[n]) for n in range(3)]

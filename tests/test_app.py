@@ -129,15 +129,39 @@ def test_demo_button_works_without_upload():
     assert deck["bpm"] == 120.0 and deck["meter"] == 4 and len(deck["loops"]) == 5
 
 
-def test_upload_shows_stages_tempo_meter_map_and_tiles():
+def test_upload_shows_named_stages_then_tempo_meter_map_and_tiles(monkeypatch):
+    import threading
+
+    import ui.songs
+
+    release = threading.Event()
+
+    def slow_extract(audio, n_loops=5, *, progress=None, **kw):
+        def held(stage, fraction):
+            progress(stage, fraction)
+            if stage == "decomposition" and fraction == 0.0:
+                progress(stage, 0.5)
+                release.wait(30)
+        return fake_extract_loops(audio, n_loops, progress=held, **kw)
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", slow_extract)
+    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
     at = _app()
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
     assert not at.exception and not at.error
-    (status,) = at.status
-    assert status.state == "complete" and status.label.startswith("groove: 5 loops")
-    lines = " ".join(m.value for m in status.markdown)
-    for stage in ("Decoding", "beats and downbeats", "spectral cube", "Decomposing", "loops"):
-        assert stage in lines
+    (status,) = at.status                      # the analysis runs in the background
+    assert status.label == "Unmixing groove: decomposing the cube (Tucker)…"
+    lines = [m.value for m in status.markdown]
+    assert lines == [":white_check_mark: Decoding the audio",
+                     ":white_check_mark: Finding the beats and downbeats",
+                     ":white_check_mark: Stacking the bars into a spectral cube",
+                     ":hourglass_flowing_sand: Decomposing the cube (Tucker) (50%)"]
+    assert not _checkboxes(at)
+    release.set()
+    (job,) = ui.engine._JOBS.values()
+    job.future.result(timeout=30)
+    at.run()
+    assert not at.exception and not at.error and not at.status
     assert _has(at.markdown, lambda v: "**120.0 BPM** · **4/4** · 12 bars" in v)
     assert len(at.get("plotly_chart")) == 1
     assert len(_checkboxes(at)) == 5
@@ -157,11 +181,24 @@ def test_loop_count_and_length_per_song():
     assert not at.exception
     assert CALLS[-1] == (7, 1) and len(_checkboxes(at)) == 7
     assert at.session_state["results"][sid].extraction.loops[0].clip.shape == (2, BAR)
-    # Back to 5 loops of 2 bars: the disk cache answers, the engine is not called again.
+    # Back to 5 loops of 2 bars: that analysis is kept, the engine is not called again.
     n_calls = len(CALLS)
     at.selectbox(key=f"w:n_loops:{sid}").set_value(5)
     at.button_group(key=f"w:loop_bars:{sid}").set_value(2).run()
-    assert len(CALLS) == n_calls and at.session_state["results"][sid].from_cache
+    assert len(CALLS) == n_calls and len(_checkboxes(at)) == 5
+
+
+def test_a_new_session_gets_the_analysis_from_the_disk_cache(monkeypatch):
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    assert CALLS == [(5, 2)]
+    monkeypatch.setattr(ui.engine, "_JOBS", {})        # as after a server restart
+    other = _app()                                      # another user, same song
+    other.file_uploader[0].set_value(("my copy.wav", GOOD, "audio/wav")).run()
+    assert CALLS == [(5, 2)] and len(_checkboxes(other)) == 5
+    (result,) = other.session_state["results"].values()
+    assert result.from_cache
+    assert _has(other.markdown, lambda v: "analysed earlier (from the cache)" in v)
 
 
 def test_corrupt_upload_beside_a_good_one_keeps_the_good_loops_and_choices():

@@ -77,6 +77,12 @@ _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 4),
 _FINISHED_JOB_TTL_S = 600.0
 
 
+def find_job(song: Song, n_loops: int, loop_bars: int) -> Job | None:
+    """The job of this analysis if one was submitted (running or finished), else None."""
+    with _JOBS_LOCK:
+        return _JOBS.get(_key(song, n_loops, loop_bars))
+
+
 def submit(song: Song, n_loops: int, loop_bars: int) -> Job:
     """The background job analysing this song with these parameters (started if needed)."""
     key = _key(song, n_loops, loop_bars)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import streamlit as st
 
@@ -59,52 +60,52 @@ def song_inputs() -> None:
 
 
 # ---------------------------------------------------------------------------- analysis
-def _run_analysis(song: state.Song, n_loops: int, loop_bars: int) -> state.SongResult:
-    """Analyse in the background and draw its progress in a ``st.status``, one line per
-    stage, until it ends (a rerun meanwhile re-attaches to the same job)."""
-    job = engine.submit(song, n_loops, loop_bars)
-    with st.status(f"Unmixing {song.title}…", expanded=True) as status:
-        lines: dict[str, object] = {}  # stage -> its st.empty line
-        drawn: tuple = ()
-        while True:
-            done = job.future.done()
-            stages, fraction = list(job.stages), job.fraction
-            if (stages, fraction, done) != drawn:
-                drawn = (stages, fraction, done)
-                for i, stage in enumerate(stages):
-                    finished = i < len(stages) - 1 or fraction >= 1.0 or done
-                    mark = ":white_check_mark:" if finished else ":hourglass_flowing_sand:"
-                    pct = "" if finished or not 0 < fraction < 1 else f" ({fraction:.0%})"
-                    if stage not in lines:
-                        lines[stage] = st.empty()
-                    lines[stage].markdown(f"{mark} {STAGE_LABELS.get(stage, stage)}{pct}")
-                what = STAGE_LABELS.get(stages[-1], stages[-1]).lower() if stages \
-                    else "waiting for another analysis to finish"
-                status.update(label=f"Unmixing {song.title}: {what}…")
-            if done:
-                break
-            time.sleep(0.25)
-        result = job.future.result()
-        if result.error:
-            status.update(label=f"{song.title}: could not be unmixed", state="error",
-                          expanded=False)
-        else:
-            status.update(label=f"{song.title}: {len(result.extraction.loops)} loops in "
-                                f"{result.seconds:.0f} s", state="complete", expanded=False)
-    return result
+QUICK_WAIT_S = 1.0
+"""An analysis that ends within this time is shown at once, without a progress box."""
 
 
-def ensure_result(song: state.Song) -> state.SongResult:
-    """The song's result for its current parameters, analysing it when needed (with a
-    progress box, unless the disk cache has it)."""
+@st.fragment(run_every=1.0)
+def _progress(song: state.Song, n_loops: int, loop_bars: int) -> None:
+    """The progress of a song's analysis, one line per stage, redrawn every second on its own
+    (the rest of the page, the playing deck included, is left alone); a full rerun when
+    the analysis ends."""
+    job = engine.submit(song, n_loops, loop_bars)  # the running job, not a new one
+    if job.future.done():
+        st.rerun()
+    stages, fraction = list(job.stages), job.fraction
+    what = STAGE_LABELS.get(stages[-1], stages[-1]) if stages \
+        else "Waiting for another analysis to finish"
+    what = what[0].lower() + what[1:]
+    with st.status(f"Unmixing {song.title}: {what}…", expanded=True):
+        for i, stage in enumerate(stages):
+            finished = i < len(stages) - 1 or fraction >= 1.0
+            mark = ":white_check_mark:" if finished else ":hourglass_flowing_sand:"
+            pct = "" if finished or not 0 < fraction < 1 else f" ({fraction:.0%})"
+            st.markdown(f"{mark} {STAGE_LABELS.get(stage, stage)}{pct}")
+        st.caption(f"Started {time.time() - job.created:.0f} s ago. You can keep playing "
+                   "with the deck meanwhile.")
+
+
+def ensure_result(song: state.Song) -> state.SongResult | None:
+    """The song's result for its current parameters, or None while it is being analysed
+    in the background (a progress box is drawn, and the page reruns when it ends)."""
     n_loops, loop_bars = state.params(song.id)
     result = state.results().get(song.id)
-    if result is None or result.params != (n_loops, loop_bars):
-        if engine.is_cached(song, n_loops, loop_bars):
-            result = engine.analyse(song, n_loops, loop_bars)
-        else:
-            result = _run_analysis(song, n_loops, loop_bars)
-        state.results()[song.id] = result
+    if result is not None and result.params == (n_loops, loop_bars):
+        return result
+    job = engine.find_job(song, n_loops, loop_bars)
+    if job is not None and job.future.done():  # just analysed (and now also on disk)
+        result = job.future.result()
+    elif job is None and engine.is_cached(song, n_loops, loop_bars):
+        result = engine.analyse(song, n_loops, loop_bars)
+    else:
+        job = engine.submit(song, n_loops, loop_bars)
+        try:
+            result = job.future.result(timeout=QUICK_WAIT_S)
+        except FutureTimeout:
+            _progress(song, n_loops, loop_bars)
+            return None
+    state.results()[song.id] = result
     return result
 
 
@@ -128,6 +129,8 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
                        help=f"Remove {song.title}", on_click=state.remove_song,
                        args=(song.id,))
         result = ensure_result(song)
+        if result is None:
+            return
         if result.error:
             st.error(result.error, icon=":material/error:")
             return

@@ -49,7 +49,7 @@ def song_inputs() -> None:
     with cols[1]:
         st.markdown("**No song at hand?**")
         st.button("Try the demo song", icon=":material/music_note:", on_click=_add_demo,
-                  key="demo_button", use_container_width=True)
+                  key="demo_button", width="stretch")
         st.caption(DEMO_ATTRIBUTION)
     seen = st.session_state[state.UPLOAD_IDS_SEEN]
     for f in files or []:
@@ -113,7 +113,7 @@ def ensure_result(song: state.Song) -> state.SongResult | None:
 def song_card(song: state.Song, deck_bpm: float | None) -> None:
     """A bordered card: title and choices, progress or error, tempo, loop map, loop tiles."""
     with st.container(border=True, key=f"song_{song.id}"):
-        head = st.columns([3.2, 1, 1.1, 0.5], vertical_alignment="bottom")
+        head = st.columns([3, 1, 1.1, 0.8], vertical_alignment="bottom")
         with head[0]:
             st.markdown(f"### {song.title}")
         with head[1]:
@@ -125,9 +125,9 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
                        state.DEFAULT_LOOP_BARS, options=state.LOOP_BARS_CHOICES,
                        format_func=lambda n: f"{n} bar" + ("s" if n > 1 else ""),
                        help="Each loop lasts one or two bars.")
-        head[3].button("", icon=":material/close:", key=f"remove_{song.id}",
-                       help=f"Remove {song.title}", on_click=state.remove_song,
-                       args=(song.id,))
+        head[3].button("Remove", icon=":material/close:", key=f"remove_{song.id}",
+                       help=f"Remove {song.title} from the page (and its loops from the mix)",
+                       on_click=state.remove_song, args=(song.id,), width="stretch")
         result = ensure_result(song)
         if result is None:
             return
@@ -172,11 +172,11 @@ def _loop_tile(song: state.Song, rkey: str, ext, loop, deck_bpm: float | None) -
                max_value=state.GAIN_RANGE_DB[1], step=1.0, format="%+.0f dB",
                help="Loudness of this loop in the mix (dB).")
     original = mashup.loop_filename(song.title, loop.index, loop.label, ext.bpm)
-    with st.popover("Download", icon=":material/download:", use_container_width=True):
+    with st.popover("Download", icon=":material/download:", width="stretch"):
         st.download_button(
             f"At the song's tempo ({ext.bpm:.0f} BPM)", data=lambda c=loop.clip: wav_bytes(c),
             file_name=original, mime="audio/wav", on_click="ignore",
-            key=f"dl_{lid}_orig", use_container_width=True)
+            key=f"dl_{lid}_orig", width="stretch")
         if _deck_tempo_ok(ext, loop.clip, deck_bpm):
             st.download_button(
                 f"At the deck's tempo ({deck_bpm:.0f} BPM)",
@@ -184,7 +184,7 @@ def _loop_tile(song: state.Song, rkey: str, ext, loop, deck_bpm: float | None) -
                     engine.stretched_clip(rkey, i, deck_bpm, ext)),
                 file_name=mashup.loop_filename(song.title, loop.index, loop.label, deck_bpm),
                 mime="audio/wav", on_click="ignore", key=f"dl_{lid}_deck",
-                use_container_width=True)
+                width="stretch")
 
 
 def _deck_tempo_ok(ext, clip, deck_bpm: float | None) -> bool:

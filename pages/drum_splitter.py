@@ -116,7 +116,7 @@ if upload is not None and st.session_state.get(SOURCE, ("",))[0] != upload.name:
 with cols[1]:
     st.markdown("**No loop at hand?**")
     st.button("Try a generated drum loop", icon=":material/music_note:", on_click=_use_demo,
-              key="drums_demo", use_container_width=True)
+              key="drums_demo", width="stretch")
 st.radio("The input is", ["Drum loop", "Full song (HPSS first)"], key=MODE, horizontal=True)
 
 source = st.session_state.get(SOURCE)
@@ -138,17 +138,17 @@ st.subheader(name, anchor=False)
 metric_cols = st.columns(len(CLASSES))
 for col, cls in zip(metric_cols, CLASSES):
     col.metric(CLASS_LABELS[cls], f"{tr.onsets[cls].size} hits")
-st.plotly_chart(piano_roll(result["mel"], tr), use_container_width=True, key="drums_roll")
+st.plotly_chart(piano_roll(result["mel"], tr), width="stretch", key="drums_roll")
 
 midi = midi_bytes(tr)
 dl = st.columns(3)
 dl[0].download_button("MIDI (General MIDI drums)", midi, "drums.mid", "audio/midi",
-                      icon=":material/piano:", key="dl_midi", use_container_width=True)
+                      icon=":material/piano:", key="dl_midi", width="stretch")
 dl[1].download_button("Onsets (JSON)", json.dumps(tr.to_json(), indent=1), "onsets.json",
-                      "application/json", key="dl_json", use_container_width=True)
+                      "application/json", key="dl_json", width="stretch")
 dl[2].download_button("Everything (ZIP)", _zip(result, midi), "drum_split.zip",
                       "application/zip", icon=":material/folder_zip:", key="dl_zip",
-                      use_container_width=True)
+                      width="stretch")
 
 st.subheader("Layers", anchor=False)
 st.caption("Each layer is the mix through its Wiener mask, so the five add up to the input.")
@@ -157,7 +157,7 @@ for cls, wav in zip(CLASSES, result["layer_wavs"]):
     row[0].markdown(f"**{CLASS_LABELS[cls]}**")
     row[1].audio(wav, format="audio/wav")
     row[2].download_button("WAV", wav, f"{cls}.wav", "audio/wav", key=f"dl_layer_{cls}",
-                           icon=":material/download:", use_container_width=True)
+                           icon=":material/download:", width="stretch")
 
 st.subheader("One-shots", anchor=False)
 st.caption("The cleanest single hit of each class: loud, and with the least energy from the "
@@ -171,7 +171,7 @@ for col, (cls, hit) in zip(shot_cols, shots.items()):
     col.markdown(f"**{CLASS_LABELS[cls]}**")
     col.audio(wav, format="audio/wav")
     col.download_button("WAV", wav, f"oneshot_{cls}.wav", "audio/wav", key=f"dl_shot_{cls}",
-                        use_container_width=True)
+                        width="stretch")
 
 st.subheader("Sample replacement", anchor=False)
 st.caption("The pattern played again with the nearest one-shots (MFCC statistics) from your "

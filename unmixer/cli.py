@@ -19,6 +19,7 @@ from unmixer.errors import UnmixerError
 COMMAND_MODULES = [
     "unmixer.commands.extract",
     "unmixer.commands.nmf",
+    "unmixer.commands.drums",
 ]
 
 

@@ -20,7 +20,7 @@ from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
 from unmixer.errors import UnmixerError
 from unmixer.loops import (choose_segments, cut_loop, label_loop, loop_templates,
                            segment_map_to_bars, separate_tracks)
-from unmixer.ntd import DEFAULT_RANKS, default_ranks, ntd_hals, ntd_tensorly, purify_core
+from unmixer.ntd import default_ranks, loop_ranks, ntd_hals, ntd_tensorly, purify_core
 from unmixer.spectrum import stft
 
 STAGES = ("decoding", "downbeats", "cube", "decomposition", "loops")
@@ -162,12 +162,13 @@ def extract_loops(
     seed: int = 0,
     downbeats_s: np.ndarray | None = None,
     meter: int | None = None,
-    ranks: tuple[int, int, int] = DEFAULT_RANKS,
+    ranks: tuple[int, int, int] | None = None,
     solver: str = "hals",
     n_iter: int = 100,
     time_budget_s: float | None = None,
     mask_power: float = 2.0,
     core_sparsity: float = 0.1,
+    core_l1: float = 0.3,
     progress: Progress | None = None,
     sr: int = SAMPLE_RATE,
 ) -> Extraction:
@@ -182,12 +183,14 @@ def extract_loops(
     seed : int, seed of every random choice (the result is deterministic)
     downbeats_s : np.ndarray, shape=(n_bars + 1,), s, optional
         Known bar boundaries; skips the downbeat tracker (``meter`` is then required).
-    ranks : (sound, rhythm, loop) NTD ranks, clipped to the cube's size
+    ranks : (sound, rhythm, loop) NTD ranks, clipped to the cube's size; default
+        :func:`unmixer.ntd.loop_ranks` (4K + 8, 4K + 8, K), at most (50, 40, 30)
     solver : "hals" (ours, fast) or "tensorly" (the reference)
     n_iter : int, NTD iterations at most
     time_budget_s : float, optional, NTD time budget
     mask_power : float, exponent of the Wiener masks
     core_sparsity : float, L1 weight of the core purification
+    core_l1 : float, L1 penalty on the NTD core (see :func:`unmixer.ntd.ntd_hals`)
     progress : callable(stage, fraction), optional; stages from :data:`STAGES`
 
     Returns
@@ -231,12 +234,12 @@ def extract_loops(
     cube /= float(cube.max())
 
     stages.start("decomposition")
-    ranks = default_ranks(cube.shape, ranks)
+    ranks = loop_ranks(cube.shape, n_loops) if ranks is None else default_ranks(cube.shape, ranks)
     if solver == "hals":
         model = ntd_hals(cube, ranks, n_iter=n_iter, tol=1e-4, time_budget_s=time_budget_s,
-                         seed=seed, callback=lambda r: stages.update(r.n_iter / n_iter))
+                         seed=seed, core_l1=core_l1, callback=lambda r: stages.update(r.n_iter / n_iter))
     else:
-        model = ntd_tensorly(cube, ranks, n_iter=n_iter, seed=seed)
+        model = ntd_tensorly(cube, ranks, n_iter=n_iter, seed=seed, core_l1=core_l1)
     core, activations = purify_core(model, int(n_loops), sparsity=core_sparsity, seed=seed)
     sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
 

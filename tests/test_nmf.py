@@ -264,3 +264,11 @@ def test_sklearn_curve_is_exactly_chained_iterations():
     np.testing.assert_allclose(curve.W @ curve.H, W1 @ one.components_, rtol=1e-4, atol=1e-5)
     with pytest.raises(UnmixerError, match="beta = 2"):
         nmf_module.sklearn_nmf_curve(V, start.W, start.H, beta=1.0, solver="cd")
+
+
+def test_fixed_activations_learn_the_templates_and_stay_untouched():
+    V, W0, H0 = planted(seed=12)
+    res = beta_nmf(V, 4, beta=2.0, H=H0, update_H=False, n_iter=300, tol=0)
+    np.testing.assert_array_equal(res.H, H0.astype(np.float32))
+    assert np.all(np.diff(res.loss) <= 1e-6 * res.loss[1:])
+    np.testing.assert_allclose(res.W, W0, atol=0.02 * W0.max())  # H is the truth: W follows

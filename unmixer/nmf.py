@@ -53,7 +53,8 @@ class NMFResult:
     Attributes
     ----------
     W : np.ndarray, float32, shape=(n_features, K)
-        Templates. Learned columns have unit L2 norm; fixed columns are returned as given.
+        Templates. Learned columns have unit L2 norm (unless H was fixed, which cannot absorb
+        the scale); fixed columns are returned as given.
     H : np.ndarray, float32, shape=(K, n_frames)
         Activations, in the scale that keeps W @ H unchanged by the normalisation.
     loss : np.ndarray, float64, shape=(n_iter + 1,)
@@ -99,6 +100,10 @@ def _check_nonneg(name: str, X, ndim: int = 2) -> np.ndarray:
     if X.min() < 0:
         raise UnmixerError(f"{name} has negative entries (min {X.min():.3g}); NMF needs nonnegative data")
     return X
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def _gamma(beta: float) -> float:
@@ -349,10 +354,10 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
     beta = _check_beta(beta)
     V = _check_nonneg("V", V)
     F, N = V.shape
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
+    if not _is_count(n_components) or n_components < 1:
         raise UnmixerError(f"n_components must be a positive integer, got {n_components!r}")
     K = int(n_components)
-    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+    if not _is_count(n_iter) or n_iter < 0:
         raise UnmixerError(f"n_iter must be a nonnegative integer, got {n_iter!r}")
     if init not in INITS:
         raise UnmixerError(f"init must be one of {', '.join(INITS)}, got {init!r}")
@@ -362,16 +367,18 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
         raise UnmixerError(f"l1_H must be a finite number >= 0, got {l1_H}")
     if not (np.isfinite(tol) and tol >= 0):
         raise UnmixerError(f"tol must be a finite number >= 0, got {tol}")
-    if isinstance(loss_every, bool) or not isinstance(loss_every, (int, np.integer)) or loss_every < 1:
+    if not _is_count(loss_every) or loss_every < 1:
         raise UnmixerError(f"loss_every must be a positive integer, got {loss_every!r}")
     if W is not None:
         W = _check_nonneg("W", W)
         if W.shape != (F, K):
-            raise UnmixerError(f"W must have shape {(F, K)} (n_features, n_components), got {W.shape}")
+            raise UnmixerError(f"W must have shape {(F, K)} (n_features, n_components), "
+                               f"got {W.shape}")
     if H is not None:
         H = _check_nonneg("H", H)
         if H.shape != (K, N):
-            raise UnmixerError(f"H must have shape {(K, N)} (n_components, n_frames), got {H.shape}")
+            raise UnmixerError(f"H must have shape {(K, N)} (n_components, n_frames), "
+                               f"got {H.shape}")
     if not update_W and W is None:
         raise UnmixerError("update_W=False needs the fixed templates W")
     if not update_H and H is None:
@@ -383,7 +390,8 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
             if W is None:
                 raise UnmixerError("fixed_W_columns needs W (the templates to keep)")
             if not np.issubdtype(idx.dtype, np.integer) or idx.min() < -K or idx.max() >= K:
-                raise UnmixerError(f"fixed_W_columns must be column indices in [0, {K}), got {idx.tolist()}")
+                raise UnmixerError(f"fixed_W_columns must be column indices in [0, {K}), "
+                                   f"got {idx.tolist()}")
             fixed[idx] = True
     if not update_W:
         fixed[:] = True
@@ -392,6 +400,9 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
     all_free = free.size == K
     if normalize_every_iteration is None:
         normalize_every_iteration = l1_H > 0
+    # W can be renormalised only if H may absorb the scale (H fixed: W returned as learned)
+    can_normalise = learn_W and update_H
+    H_given = H
 
     scale = float(V.max())
     if scale <= 0:
@@ -434,13 +445,23 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
     def penalty() -> float:
         return float(lam) * float(np.sum(H, dtype=np.float64)) if lam > 0 else 0.0
 
+    # F x N work arrays allocated once: fresh 10-40 MB temporaries every iteration cost more
+    # (page faults) than the matrix products themselves.
+    scratch = np.empty((F, N), dtype=np.float32)
     if beta == 2.0:
-        loss = [_divergence(V, W @ H, 2.0) + penalty()]
+        loss = [_euclidean(V, W, H, scratch) + penalty()]
     else:
         v_beta = float(np.sum(V ** np.float32(beta), dtype=np.float64)) if beta != 1.0 else 0.0
-        WH = np.maximum(W @ H, EPS)
-        terms = _mu_terms(V, WH, beta)
-        loss = [_loss_from_terms(V, WH, terms, beta, v_beta) + penalty()]
+        WH = np.empty((F, N), dtype=np.float32)
+        bufs = (np.empty((F, N), dtype=np.float32),
+                None if beta == 1.0 else np.empty((F, N), dtype=np.float32))
+
+        def refresh() -> tuple:  # Λ = max(W H, EPS) and the update terms, into the buffers
+            np.maximum(np.matmul(W, H, out=WH), EPS, out=WH)
+            return _mu_terms(V, WH, beta, *bufs)
+
+        terms = refresh()
+        loss = [_loss_from_terms(V, WH, terms, beta, v_beta, scratch) + penalty()]
     times = [time.perf_counter() - t0]
 
     done, last = 0, 0  # iterations done; the last iteration whose loss was computed
@@ -455,7 +476,7 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
                 if lam > 0:
                     den += lam
                 apply(H, W.T @ V, den)
-            if normalize_every_iteration and learn_W:
+            if normalize_every_iteration and can_normalise:
                 normalise()
         else:
             if learn_W:
@@ -464,8 +485,7 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
                 den = (np.broadcast_to(Hf.sum(axis=1), (F, Hf.shape[0])).copy()
                        if terms[1] is None else terms[1] @ Hf.T)
                 apply_W(num, den)
-                WH = np.maximum(W @ H, EPS)
-                terms = _mu_terms(V, WH, beta)
+                terms = refresh()
             if update_H:
                 num = W.T @ terms[0]
                 den = (np.broadcast_to(W.sum(axis=0)[:, None], (K, N)).copy()
@@ -473,16 +493,15 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
                 if lam > 0:
                     den += lam
                 apply(H, num, den)
-            if normalize_every_iteration and learn_W:
+            if normalize_every_iteration and can_normalise:
                 normalise()
-            WH = np.maximum(W @ H, EPS)
-            terms = _mu_terms(V, WH, beta)
+            terms = refresh()
         done = it
         if it % loss_every == 0 or it == n_iter:
             if beta == 2.0:
-                cur = _divergence(V, W @ H, 2.0) + penalty()
+                cur = _euclidean(V, W, H, scratch) + penalty()
             else:
-                cur = _loss_from_terms(V, WH, terms, beta, v_beta) + penalty()
+                cur = _loss_from_terms(V, WH, terms, beta, v_beta, scratch) + penalty()
             prev, gap, last = loss[last], it - last, it
             stop = cur <= 0 or (tol > 0 and (prev - cur) / prev / gap < tol)
         else:
@@ -496,39 +515,60 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
     if np.isnan(loss[-1]):  # stopped by the callback between two loss evaluations
         loss[-1] = _divergence(V, np.maximum(W @ H, EPS) if beta < 2 else W @ H, beta) + penalty()
 
-    if learn_W:
+    if can_normalise:
         normalise()
-    H *= s32
+    H = H_given.copy() if not update_H else H * s32
     return NMFResult(W=W.astype(np.float32, copy=False), H=H.astype(np.float32, copy=False),
                      loss=np.asarray(loss, dtype=np.float64) * loss_scale,
                      times_s=np.asarray(times, dtype=np.float64), n_iter=done)
 
 
-def _mu_terms(V: np.ndarray, WH: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """V ⊙ Λ^(β-2) and Λ^(β-1) (None for β = 1, where it is all ones), Λ = WH ≥ EPS."""
+def _mu_terms(V: np.ndarray, WH: np.ndarray, beta: float, num: np.ndarray | None = None,
+              den: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """V ⊙ Λ^(β-2) and Λ^(β-1) (None for β = 1, where it is all ones), Λ = WH ≥ EPS.
+
+    ``num`` and ``den`` are optional output buffers of V's shape.
+    """
     if beta == 1.0:
-        return V / WH, None
+        return np.divide(V, WH, out=num), None
     if beta == 0.0:
-        inv = np.float32(1.0) / WH
-        return V * inv * inv, inv
-    WHb1 = WH ** np.float32(beta - 1.0)
-    return V * WHb1 / WH, WHb1
+        den = np.divide(np.float32(1.0), WH, out=den)
+        num = np.multiply(V, den, out=num)
+        num *= den
+        return num, den
+    den = np.power(WH, np.float32(beta - 1.0), out=den)
+    num = np.multiply(V, den, out=num)
+    num /= WH
+    return num, den
 
 
-def _loss_from_terms(V: np.ndarray, WH: np.ndarray, terms: tuple, beta: float,
-                     v_beta: float) -> float:
-    """D_β(V | WH) reusing the update terms of :func:`_mu_terms` (one fewer power or log)."""
+def _loss_from_terms(V: np.ndarray, WH: np.ndarray, terms: tuple, beta: float, v_beta: float,
+                     scratch: np.ndarray) -> float:
+    """D_β(V | WH) reusing the update terms of :func:`_mu_terms` (one fewer power or log);
+    ``scratch`` is a work array of V's shape."""
     num, den = terms
     if beta == 1.0:  # num = V / WH
-        logs = np.log(np.maximum(num, np.float32(1e-30)))
-        return float(np.sum(V * logs, dtype=np.float64) - np.sum(V, dtype=np.float64)
+        np.maximum(num, np.float32(1e-30), out=scratch)
+        np.log(scratch, out=scratch)
+        scratch *= V
+        return float(np.sum(scratch, dtype=np.float64) - np.sum(V, dtype=np.float64)
                      + np.sum(WH, dtype=np.float64))
-    if beta == 0.0:  # den = 1 / WH
-        ratio = V * den
-        return float(np.sum(ratio - np.log(ratio) - 1.0, dtype=np.float64))
-    total = (v_beta + (beta - 1.0) * np.sum(WH * den, dtype=np.float64)
-             - beta * np.sum(V * den, dtype=np.float64))
+    if beta == 0.0:  # den = 1 / WH: Σ r - log r - 1 with r = V / WH
+        ratio = np.multiply(V, den, out=scratch)
+        total = float(np.sum(ratio, dtype=np.float64)) - V.size
+        return total - float(np.sum(np.log(ratio, out=ratio), dtype=np.float64))
+    cross = float(np.sum(np.multiply(WH, den, out=scratch), dtype=np.float64))
+    total = v_beta + (beta - 1.0) * cross - beta * np.sum(np.multiply(V, den, out=scratch),
+                                                          dtype=np.float64)
     return float(total / (beta * (beta - 1.0)))
+
+
+def _euclidean(V: np.ndarray, W: np.ndarray, H: np.ndarray, scratch: np.ndarray) -> float:
+    """½‖V - W H‖² from the residual, in the work array ``scratch`` (float64 sum)."""
+    np.matmul(W, H, out=scratch)
+    scratch -= V
+    np.square(scratch, out=scratch)
+    return 0.5 * float(np.sum(scratch, dtype=np.float64))
 
 
 def reconstruct(result: NMFResult) -> np.ndarray:

@@ -112,3 +112,17 @@ def test_bad_parameters_raise():
         extract_loops(song.mix, 3, loop_bars=3, downbeats_s=song.downbeats_s, meter=3)
     with pytest.raises(UnmixerError, match="bars"):
         extract_loops(song.mix, 3, loop_bars=2, downbeats_s=song.downbeats_s[:4], meter=3)
+
+
+def test_quick_first_result_then_the_same_final_result():
+    song = synth_song(**SONGS["3/4, 1-bar loops"])
+    rough = []
+    final = extract_loops(song.mix, 4, loop_bars=1, downbeats_s=song.downbeats_s, meter=3,
+                          preview=rough.append, preview_iter=5)
+    straight = extract_loops(song.mix, 4, loop_bars=1, downbeats_s=song.downbeats_s, meter=3)
+    assert len(rough) == 1 and len(rough[0].loops) == 4
+    assert 0 < rough[0].timings_s["first_result"]
+    assert all(np.array_equal(a.track, b.track) for a, b in zip(final.loops, straight.loops))
+    # the rough loops are already usable: they sum to the mix too
+    total = sum(loop.track for loop in rough[0].loops)
+    assert 10 * np.log10(np.sum(song.mix**2) / np.sum((song.mix - total) ** 2)) >= 30

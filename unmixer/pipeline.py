@@ -135,6 +135,7 @@ class _Stages:
         self.timings: dict[str, float] = {}
         self._stage: str | None = None
         self._t0 = 0.0
+        self.t_start = time.perf_counter()
 
     def start(self, stage: str) -> None:
         self.finish()
@@ -170,6 +171,8 @@ def extract_loops(
     core_sparsity: float = 0.1,
     core_l1: float = 0.3,
     progress: Progress | None = None,
+    preview: Callable[["Extraction"], None] | None = None,
+    preview_iter: int = 10,
     sr: int = SAMPLE_RATE,
 ) -> Extraction:
     """Extract ``n_loops`` loops from a song.
@@ -192,6 +195,12 @@ def extract_loops(
     core_sparsity : float, L1 weight of the core purification
     core_l1 : float, L1 penalty on the NTD core (see :func:`unmixer.ntd.ntd_hals`)
     progress : callable(stage, fraction), optional; stages from :data:`STAGES`
+    preview : callable(Extraction), optional
+        Quick first result: after ``preview_iter`` NTD iterations the loops of the rough
+        model are built and passed to ``preview`` (its ``timings_s["first_result"]`` is the
+        time since the start, s); the decomposition then continues from that state, so the
+        final result is the same as without a preview.
+    preview_iter : int, NTD iterations of the rough pass
 
     Returns
     -------
@@ -235,21 +244,48 @@ def extract_loops(
 
     stages.start("decomposition")
     ranks = loop_ranks(cube.shape, n_loops) if ranks is None else default_ranks(cube.shape, ranks)
-    if solver == "hals":
-        model = ntd_hals(cube, ranks, n_iter=n_iter, tol=1e-4, time_budget_s=time_budget_s,
-                         seed=seed, core_l1=core_l1, callback=lambda r: stages.update(r.n_iter / n_iter))
-    else:
+
+    def finish_loops(model, timings: dict[str, float]) -> Extraction:
+        core, activations = purify_core(model, int(n_loops), sparsity=core_sparsity, seed=seed)
+        sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
+        loops = _build_loops(core, sound, rhythm, activations, cube, mix_spec, grid, boundaries,
+                             grid_beats.n_bars, loop_bars, length, mask_power, sr, stages.update)
+        return Extraction(sr, length / sr, grid_beats.bpm, grid_beats.meter, grid_beats.beats_s,
+                          grid_beats.downbeats_s, loop_bars, loops, timings)
+
+    if solver == "tensorly":
         model = ntd_tensorly(cube, ranks, n_iter=n_iter, seed=seed, core_l1=core_l1)
-    core, activations = purify_core(model, int(n_loops), sparsity=core_sparsity, seed=seed)
-    sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
+    else:
+        def hals(init, iterations):
+            return ntd_hals(cube, ranks, n_iter=iterations, tol=1e-4, time_budget_s=time_budget_s,
+                            init=init, seed=seed, core_l1=core_l1,
+                            callback=lambda r: stages.update(r.n_iter / n_iter))
+
+        if preview is not None and preview_iter < n_iter:
+            model = hals("svd", preview_iter)
+            rough = finish_loops(model, dict(stages.timings))
+            rough.timings_s["first_result"] = time.perf_counter() - stages.t_start
+            preview(rough)
+            if model.n_iter == preview_iter:  # not converged yet: continue from the rough state
+                model = hals(model, n_iter - preview_iter)
+        else:
+            model = hals("svd", n_iter)
 
     stages.start("loops")
+    result = finish_loops(model, stages.timings)
+    stages.finish()
+    return result
+
+
+def _build_loops(core, sound, rhythm, activations, cube, mix_spec, grid, boundaries, n_bars,
+                 loop_bars, length, mask_power, sr, update) -> list[LoopResult]:
+    """Templates, bar choice, Wiener-mask tracks, clips, loop map and labels (loudest first)."""
     templates = loop_templates(core, sound, rhythm)  # (K, F, T)
     chosen = choose_segments(templates, activations, cube, mask_power)
-    stages.update(0.2)
+    update(0.2)
     tracks = separate_tracks(mix_spec, templates, activations, grid, length, mask_power)
-    stages.update(0.7)
-    loop_map = segment_map_to_bars(activations, loop_bars, grid_beats.n_bars)
+    update(0.7)
+    loop_map = segment_map_to_bars(activations, loop_bars, n_bars)
     starts = np.round(boundaries * sr).astype(np.int64)
     energies = np.sum(tracks.astype(np.float64) ** 2, axis=(1, 2))
     loops = []
@@ -258,6 +294,4 @@ def extract_loops(
         clip = cut_loop(tracks[k], int(starts[s]), int(starts[s + 1]))
         loops.append(LoopResult(rank + 1, label_loop(clip, sr), clip, tracks[k], loop_map[k],
                                 s * loop_bars, float(energies[k])))
-    stages.finish()
-    return Extraction(sr, length / sr, grid_beats.bpm, grid_beats.meter, grid_beats.beats_s,
-                      grid_beats.downbeats_s, loop_bars, loops, stages.timings)
+    return loops

@@ -103,3 +103,20 @@ def test_ranks_are_clipped_and_bad_input_rejected():
         ntd_hals(np.zeros((5, 5)), (2, 2, 2))
     with pytest.raises(UnmixerError):
         purify_core(NTDResult(np.ones(RANKS, np.float32), [np.ones((4, r), np.float32) for r in RANKS]), 0)
+
+
+def test_pytorch_backend_runs_the_same_solver():
+    """The GPU path: the same code on TensorLy's PyTorch backend (CPU here) gives the same fit."""
+    torch = pytest.importorskip("torch")
+    X = planted(seed=8)
+    init = initialise(X, RANKS, "random", seed=0)
+    ours = ntd_hals(X, RANKS, n_iter=15, tol=0, init=init)
+    tl.set_backend("pytorch")
+    try:
+        Xt = tl.tensor(X)
+        start = NTDResult(tl.tensor(init.core), [tl.tensor(f) for f in init.factors])
+        theirs = ntd_hals(Xt, RANKS, n_iter=15, tol=0, init=start)
+        assert isinstance(theirs.core, torch.Tensor)
+    finally:
+        tl.set_backend("numpy")
+    assert np.allclose(theirs.errors, ours.errors, rtol=1e-3, atol=1e-5)

@@ -1,0 +1,117 @@
+"""NTD speed: our HALS solver against TensorLy's, side by side in one run.
+
+    .venv/bin/python bench/ntd_speed.py [--tl-iter 20] [--our-iter 200]
+
+The cube is real music: Vibe Ace (Kevin MacLeod, CC BY, ../shared/audio) played four times
+in a row (4 min), cut at madmom's downbeats into 1-bar segments resampled to 173 steps, the
+first 120 segments: 1025 x 173 x 120 = 21.3 M cells, ranks (50, 40, 30), float32, all three
+solvers from the same HOSVD start. The target error is the one TensorLy's HALS reaches after
+``--tl-iter`` iterations; the speed-up is the ratio of the times to reach it. Peak memory is
+the peak of Python's allocation tracer (numpy reports its buffers to it) during each solver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from unmixer.audio import load_audio  # noqa: E402
+from unmixer.beats import track_beats  # noqa: E402
+from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube  # noqa: E402
+from unmixer.ntd import initialise, ntd_hals  # noqa: E402
+from unmixer.spectrum import stft  # noqa: E402
+
+RANKS = (50, 40, 30)
+
+
+def build_cube() -> np.ndarray:
+    one = load_audio(REPO.parent / "shared" / "audio" / "vibe_ace.ogg")
+    audio = np.concatenate([one] * 4, axis=1)
+    grid_beats = track_beats(audio)
+    boundaries = segment_boundaries_s(grid_beats.downbeats_s, 1)[:121]
+    magnitude = np.abs(stft(audio)).mean(axis=0)
+    cube = spectral_cube(magnitude, make_grid(boundaries, n_steps=173))
+    return cube / cube.max()
+
+
+def timed(fn):
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    out = fn()
+    elapsed = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return out, elapsed, peak
+
+
+def time_to(errors: list[float], times: list[float], target: float) -> float | None:
+    """Seconds at which an error curve first reaches ``target`` (None if never)."""
+    for e, t in zip(errors, times):
+        if e <= target:
+            return t
+    return None
+
+
+def main() -> None:
+    import tensorly as tl
+    from tensorly.decomposition import non_negative_tucker, non_negative_tucker_hals
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tl-iter", type=int, default=20)
+    parser.add_argument("--our-iter", type=int, default=200)
+    args = parser.parse_args()
+
+    X = build_cube()
+    print(f"cube {X.shape} = {X.size / 1e6:.1f} M cells, {X.dtype}, {X.nbytes / 2**20:.0f} MiB; ranks {RANKS}")
+    print(f"machine: {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
+          f"tensorly {tl.__version__}, numpy {np.__version__}\n")
+    init, init_s, _ = timed(lambda: initialise(X, RANKS, "svd"))
+    start = tl.tucker_tensor.TuckerTensor((init.core.copy(), [f.copy() for f in init.factors]))
+
+    ours, our_s, our_peak = timed(lambda: ntd_hals(X, RANKS, n_iter=args.our_iter, tol=0, init=init))
+    our_times = [init_s + t for t in ours.times_s]
+
+    def run_tl(fn):
+        (core, factors), errors = fn(X, list(RANKS), n_iter_max=args.tl_iter, init=start, tol=0,
+                                     return_errors=True)
+        return errors
+
+    tl_hals, tl_hals_s, tl_hals_peak = timed(lambda: run_tl(non_negative_tucker_hals))
+    tl_mu, tl_mu_s, tl_mu_peak = timed(lambda: run_tl(non_negative_tucker))
+    # TensorLy's error lists have one entry per iteration; its iterations cost the same each
+    hals_times = [init_s + tl_hals_s * (i + 1) / len(tl_hals) for i in range(len(tl_hals))]
+    mu_times = [init_s + tl_mu_s * (i + 1) / len(tl_mu) for i in range(len(tl_mu))]
+
+    target = float(tl_hals[-1])
+    t_ours = time_to(ours.errors, our_times, target)
+    t_hals = time_to(tl_hals, hals_times, target)
+    t_mu = time_to(tl_mu, mu_times, target)
+    print(f"target: relative error {target:.4f} (TensorLy HALS after {len(tl_hals)} iterations)\n")
+    print("| solver | iterations run | s / iteration | final rel. error | time to target (s) | speed-up vs TensorLy HALS | peak memory (MiB) |")
+    print("|---|---|---|---|---|---|---|")
+
+    def row(name, n, seconds, err, t, peak):
+        ratio = f"{t_hals / t:.0f}x" if t and t_hals else "n/a"
+        reach = f"{t:.1f}" if t else "not reached"
+        print(f"| {name} | {n} | {seconds / max(n, 1):.3f} | {err:.4f} | {reach} | {ratio} | {peak / 2**20:.0f} |")
+
+    row("ours (`ntd_hals`)", ours.n_iter, our_s, ours.errors[-1], t_ours, our_peak)
+    row("TensorLy `non_negative_tucker_hals`", len(tl_hals), tl_hals_s, tl_hals[-1], t_hals, tl_hals_peak)
+    row("TensorLy `non_negative_tucker` (MU)", len(tl_mu), tl_mu_s, tl_mu[-1], t_mu, tl_mu_peak)
+    print(f"\nHOSVD start: {init_s:.2f} s (counted in every solver's time to target)")
+    for it in (5, 10, 20, 50):
+        if it < len(ours.errors):
+            print(f"ours after {it} iterations: error {ours.errors[it]:.4f} at {our_times[it]:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -27,21 +27,35 @@ LABELS = ("drums", "bass", "chords", "lead", "vocal-like")
 CALLS: list[tuple[int, int]] = []
 
 
-def fake_extract_loops(audio, n_loops=5, *, loop_bars=2, seed=0, progress=None, **_):
-    """Loops of a song at 120 BPM, 4/4: loop k starts at bar 2k (modulo the song's length)."""
+def fake_extract_loops(audio, n_loops=5, *, loop_bars=2, seed=0, progress=None, preview=None,
+                       **_):
+    """Loops of a song at 120 BPM, 4/4: loop k starts at bar 2k (modulo the song's length).
+
+    Like the engine, it hands a quick first result to ``preview`` during the decomposition:
+    the rough loop k starts one bar later, at half the level (so it sounds different).
+    """
     CALLS.append((int(n_loops), int(loop_bars)))
     for stage in STAGES[1:]:
         if progress:
             progress(stage, 0.0)
+        if stage == "decomposition" and preview:
+            preview(_fake_extraction(audio, n_loops, loop_bars, seed, rough=True))
+        if progress:
             progress(stage, 1.0)
+    return _fake_extraction(audio, n_loops, loop_bars, seed)
+
+
+def _fake_extraction(audio, n_loops, loop_bars, seed, rough=False) -> Extraction:
     n_bars = audio.shape[-1] // BAR
-    activations = np.random.default_rng(seed).random((n_loops, n_bars)).astype(np.float32)
-    starts = [(2 * k) % (n_bars - loop_bars + 1) for k in range(n_loops)]
-    loops = [LoopResult(k + 1, LABELS[k % 5], audio[:, s * BAR:(s + loop_bars) * BAR].copy(),
+    activations = np.random.default_rng(seed + rough).random((n_loops, n_bars)).astype(np.float32)
+    starts = [(2 * k + rough) % (n_bars - loop_bars + 1) for k in range(n_loops)]
+    level = 0.5 if rough else 1.0
+    loops = [LoopResult(k + 1, LABELS[k % 5], level * audio[:, s * BAR:(s + loop_bars) * BAR],
                         np.zeros((2, 0), np.float32), activations[k], s, float(n_loops - k))
              for k, s in enumerate(starts)]
     return Extraction(SR, audio.shape[-1] / SR, BPM, 4, np.arange(4 * n_bars) * 0.5,
-                      np.arange(n_bars + 1) * 2.0, loop_bars, loops, {})
+                      np.arange(n_bars + 1) * 2.0, loop_bars, loops,
+                      {"first_result": 0.1} if rough else {})
 
 
 def _wav(seconds: float, freq: float) -> bytes:
@@ -151,6 +165,7 @@ def test_upload_shows_named_stages_then_tempo_meter_map_and_tiles(monkeypatch):
     assert not at.exception and not at.error
     (status,) = at.status                      # the analysis runs in the background
     assert status.label == "Unmixing groove: decomposing the cube (Tucker)…"
+    assert status.state == "running"                   # a spinner, not a tick
     lines = [m.value for m in status.markdown]
     assert lines == [":white_check_mark: Decoding the audio",
                      ":white_check_mark: Finding the beats and downbeats",
@@ -354,3 +369,90 @@ def test_choices_survive_a_visit_to_another_page():
     assert [b.value for b in _checkboxes(at)] == [False, True, False, False, False]
     assert at.number_input(key="w:deck_bpm").value == 110.0
     assert at.selectbox(key="w:deck_bars").value == 16
+
+
+def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, tmp_path):
+    """Quick first result: the rough loops show (marked "refining…") and can be put in the
+    mix; the refined loops then replace them under the same loop ids, so the choice stays;
+    only the refined result reaches the disk cache."""
+    import base64
+    import threading
+
+    import ui.songs
+    from ui.songs import REFINING_BADGE
+    from unmixer.cache import ResultCache
+
+    previewed, release = threading.Event(), threading.Event()
+
+    def refining_extract(audio, n_loops=5, *, preview=None, **kw):
+        def held(rough):            # the engine refines for a while after the rough loops
+            preview(rough)
+            previewed.set()
+            release.wait(30)
+        return fake_extract_loops(audio, n_loops, preview=held, **kw)
+
+    def deck_clip(deck, index):
+        (loop,) = [lp for lp in deck["loops"] if lp["index"] == index]
+        return sf.read(io.BytesIO(base64.b64decode(loop["wav"])))[0]
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", refining_extract)
+    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
+    cache = ResultCache(tmp_path / "cache")
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    assert previewed.wait(30)
+    at.run()
+    assert not at.exception and not at.error
+    (sid,) = _song_ids(at)
+    (job,) = ui.engine._JOBS.values()
+    assert not job.future.done()
+
+    # The rough loops, marked as such on the card, in the status box and on the deck.
+    (status,) = at.status
+    assert status.label == "Refining the loops of groove: decomposing the cube (Tucker)…"
+    assert status.state == "running"
+    assert status.markdown[0].value.startswith(f"{REFINING_BADGE} Rough loops ready after")
+    assert _has(at.markdown, lambda v: "**120.0 BPM**" in v and v.endswith(REFINING_BADGE))
+    rough = at.session_state["results"][sid]
+    assert rough.refining and rough.extraction.loops[1].chosen_bar == 3   # the rough one
+    assert len(_checkboxes(at)) == 5
+    zip_button = next(d for d in at.get("download_button") if "(ZIP)" in d.label)
+    assert zip_button.proto.disabled                                  # final loops only
+    deck = _deck_data(at)
+    assert len(deck["loops"]) == 5 and all(lp["refining"] for lp in deck["loops"])
+    assert deck["loops"][1]["clipKey"] == f"{sid}-5x2~rough:2@120.00"
+    assert cache.entries() == []                          # the rough result is not cached
+
+    # Loop 2 into the mix, with a gain, while the song is being refined.
+    _checkboxes(at)[1].check()
+    at.slider(key=f"w:gain:{sid}-5x2:2").set_value(-6.0).run()
+    assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 1 loop"))
+    rough_clip = deck_clip(_deck_data(at), 2)
+
+    release.set()
+    job.future.result(timeout=30)
+    at.run()
+    assert not at.exception and not at.error and not at.status
+    final = at.session_state["results"][sid]
+    assert not final.refining and final.extraction.loops[1].chosen_bar == 2
+    assert not _has(at.markdown, lambda v: REFINING_BADGE in v)
+    assert _has(at.markdown, lambda v: "analysed in" in v)
+    assert [b.value for b in _checkboxes(at)] == [False, True, False, False, False]
+    assert at.slider(key=f"w:gain:{sid}-5x2:2").value == -6.0
+    assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 1 loop"))
+    deck = _deck_data(at)
+    assert deck["selection"] == [f"{sid}-5x2:2"] and deck["loops"][1]["gainDb"] == -6.0
+    assert not any(lp["refining"] for lp in deck["loops"])
+    assert deck["loops"][1]["clipKey"] == f"{sid}-5x2:2@120.00"
+    final_clip = deck_clip(deck, 2)
+    assert final_clip.shape == rough_clip.shape
+    assert np.abs(final_clip - rough_clip).max() > 0.05    # the deck got the refined sound
+    zip_button = next(d for d in at.get("download_button") if "(ZIP)" in d.label)
+    assert not zip_button.proto.disabled
+
+    # The disk cache holds the final result, and only it.
+    ((entry, _used, _size),) = cache.entries()
+    cached = Extraction.load(entry)
+    for mine, kept in zip(final.extraction.loops, cached.loops):
+        np.testing.assert_array_equal(kept.clip, mine.clip)
+    assert not np.array_equal(cached.loops[1].clip, job.rough.extraction.loops[1].clip)

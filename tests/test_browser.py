@@ -2,15 +2,21 @@
 person uses it, on a real song, with the real engine.
 
 Starts ``streamlit run streamlit_app.py`` on a free port with an empty cache, uploads
-``../shared/audio/choice_drum_bass.ogg`` together with a corrupt file, waits for the loops,
-puts two loops in the mix by clicking the live deck, changes the tempo, and checks the mix
-player, the mix download and a loop download (which must decode, at the new tempo's length).
-A screenshot goes to ``test-artifacts/`` (git-ignored).
+``../shared/audio/choice_drum_bass.ogg`` together with a corrupt file, waits for the rough
+loops (the engine's quick first result), puts two of them in the mix by clicking the live
+deck while it plays, lets the refinement finish and checks that the deck went on playing
+the same loops with their refined clips; then changes the tempo, and checks the mix player,
+the mix download and a loop download (which must decode, at the new tempo's length).
+Screenshots go to ``test-artifacts/`` (git-ignored).
+
+The engine is the real one; only its refinement (the NTD run that continues from the rough
+state) is held until the test opens a gate, so the rough state can be seen on any machine.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -39,6 +45,27 @@ pytestmark = [
 ]
 
 
+# Runs `streamlit run ...` in this process after wrapping the pipeline's NTD solver: a run
+# that continues from an earlier state (the refinement after the quick first result) first
+# waits for the file $UNMIXER_TEST_GATE to exist.
+_GATED_STREAMLIT = """
+import os, sys, time
+import unmixer.pipeline as pipeline
+from unmixer.ntd import NTDResult
+solve = pipeline.ntd_hals
+def gated(*args, init="svd", **kwargs):
+    if isinstance(init, NTDResult):
+        deadline = time.time() + 300
+        while not os.path.exists(os.environ["UNMIXER_TEST_GATE"]) and time.time() < deadline:
+            time.sleep(0.1)
+    return solve(*args, init=init, **kwargs)
+pipeline.ntd_hals = gated
+from streamlit.web.cli import main
+sys.argv = ["streamlit", "run", *sys.argv[1:]]
+main(prog_name="streamlit")
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -46,14 +73,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def app(tmp_path_factory):
+    """The app's URL and its refinement gate (a path: the refinement waits until it exists)."""
     port = _free_port()
     cache_dir = tmp_path_factory.mktemp("unmixer-cache")
-    env = dict(os.environ, UNMIXER_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1")
+    gate = tmp_path_factory.mktemp("gate") / "open"
+    env = dict(os.environ, UNMIXER_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1",
+               UNMIXER_TEST_GATE=str(gate))
     log_path = tmp_path_factory.mktemp("logs") / "streamlit.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+            [sys.executable, "-c", _GATED_STREAMLIT, "streamlit_app.py",
              "--server.headless", "true", "--server.port", str(port),
              "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -69,7 +99,7 @@ def app_url(tmp_path_factory):
             if proc.poll() is not None or time.time() > deadline:
                 pytest.fail("the app did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.5)
-        yield url
+        yield url, gate
     finally:
         proc.terminate()
         try:
@@ -90,8 +120,9 @@ def page():
         browser.close()
 
 
-def test_upload_mix_two_loops_change_tempo_and_download(app_url, page, tmp_path):
+def test_upload_mix_two_loops_change_tempo_and_download(app, page, tmp_path):
     expect = pytest.importorskip("playwright.sync_api").expect
+    app_url, gate = app
     broken = tmp_path / "broken.mp3"
     broken.write_bytes(b"this is not audio at all " * 400)
     js_errors: list[str] = []
@@ -99,20 +130,42 @@ def test_upload_mix_two_loops_change_tempo_and_download(app_url, page, tmp_path)
     page.goto(app_url)
     page.get_by_role("button", name="Try the demo song").wait_for(timeout=60_000)
 
-    # A good song and a corrupt file at once.
+    # A good song and a corrupt file at once. The rough loops come first, marked.
     page.locator("input[type=file]").set_input_files([str(SONG), str(broken)])
     tiles = page.locator(".deck-tile")
-    expect(tiles).to_have_count(5, timeout=240_000)  # 5 loops of the good song, live deck
-    expect(page.get_by_text("broken.mp3 is not a readable audio file")).to_be_visible()
+    expect(tiles).to_have_count(5, timeout=240_000)  # 5 rough loops of the good song
+    refining = page.locator(".deck-song-refining")
+    expect(refining).to_have_text("rough loops, refining…")
+    expect(page.get_by_text("Refining the loops of choice drum bass")).to_be_visible()
+    expect(page.locator("[data-testid=stMarkdownContainer]", has_text="rough loops after")
+           .first).to_contain_text("refining…")  # the badge on the card
+    expect(page.get_by_role("button", name="Download all 5 loops (ZIP)")).to_be_disabled()
     expect(page.get_by_label("In the mix")).to_have_count(5)
 
-    # Two loops into the mix, on the live deck (playing: they land on the next bar line).
+    # Two rough loops into the mix, on the live deck (playing: on the next bar line).
     page.locator(".deck-play").click()
     tiles.nth(0).click()
     tiles.nth(1).click()
     expect(page.get_by_text("Your mix · 2 loops")).to_be_visible(timeout=60_000)
     deck = page.locator(".deck")
     expect(deck).to_have_attribute("data-voices", "2", timeout=20_000)  # both decoded, playing
+    rough_clips = re.compile(r"^\S+~rough:1@\S+ \S+~rough:2@\S+$")
+    expect(deck).to_have_attribute("data-voice-clips", rough_clips)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_e2e_refining.png"), full_page=True)
+
+    # The refinement ends: the refined loops replace the rough ones while the deck plays.
+    gate.touch()
+    expect(refining).to_have_count(0, timeout=240_000)
+    refined_clips = re.compile(r"^\S+-5x2:1@\S+ \S+-5x2:2@\S+$")
+    expect(deck).to_have_attribute("data-voice-clips", refined_clips, timeout=20_000)
+    expect(deck).to_have_attribute("data-voices", "2")
+    bar = int(deck.get_attribute("data-bar"))
+    expect(deck).not_to_have_attribute("data-bar", str(bar), timeout=20_000)  # still playing
+    expect(page.get_by_text("Refining the loops of")).to_have_count(0)
+    expect(page.get_by_role("button", name="Download all 5 loops (ZIP)")).to_be_enabled()
+    expect(page.get_by_text("broken.mp3 is not a readable audio file")).to_be_visible(
+        timeout=60_000)  # it was analysed after the good song
     expect(tiles.nth(0)).to_have_attribute("aria-pressed", "true")
     expect(page.get_by_label("In the mix").nth(0)).to_be_checked()
     expect(page.get_by_label("In the mix").nth(1)).to_be_checked()
@@ -163,6 +216,5 @@ def test_upload_mix_two_loops_change_tempo_and_download(app_url, page, tmp_path)
     expect(page.get_by_text("broken.mp3 is not a readable audio file")).to_have_count(1)
     expect(tiles).to_have_count(5)
     assert js_errors == []
-    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
 

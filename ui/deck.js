@@ -9,6 +9,10 @@
 // stopping playback, and sends the new selection back with setTriggerValue("selection",
 // {ids, seq}) so the mix Python renders for download is the one being heard.
 //
+// A song's loops may first be rough (a quick first result, `refining: true`) and then be
+// replaced by the refined ones: the same loop ids with new clipKeys. Each playing loop then
+// moves to its new clip on the next bar line, without stopping (swapClips).
+//
 // Streamlit calls this function again with new `data` after every rerun, on the same
 // parentElement; the deck (audio graph, buffers, DOM) lives in a WeakMap keyed by it.
 
@@ -95,6 +99,8 @@ class Deck {
     const prevBar = prev ? prev.barSeconds : data.barSeconds;
     if (signature !== this.signature) {
       this.signature = signature;
+      const keep = new Set(loops.map((l) => l.clipKey)); // a playing voice holds its own buffer
+      for (const key of [...this.buffers.keys()]) if (!keep.has(key)) this.buffers.delete(key);
       this.render();
       for (const l of loops) this.decode(l);
     }
@@ -109,7 +115,25 @@ class Deck {
     for (const id of [...this.selected]) if (!this.loopById.has(id)) this.setLoop(id, false);
     for (const l of loops) this.applyGain(l);
     if (prevBar !== data.barSeconds && this.playing) this.retime(prevBar);
+    else if (this.playing) this.swapClips();
     this.paint();
+  }
+
+  // Same loops, new sounds (the refined loops replace the rough ones): each playing voice
+  // switches to its new clip on the next bar line once that clip is decoded.
+  swapClips() {
+    for (const [id, voice] of this.voices) {
+      const loop = this.loopById.get(id);
+      if (!loop || loop.clipKey === voice.clipKey) continue;
+      this.decode(loop).then((buf) => {
+        const now = this.voices.get(id);
+        const current = this.loopById.get(id);
+        if (!buf || !this.playing || !this.selected.has(id) || !now || !current) return;
+        if (current.clipKey !== loop.clipKey || now.clipKey === loop.clipKey) return;
+        this.startVoice(id, this.nextBar(this.ctx.currentTime));
+        this.paint();
+      });
+    }
   }
 
   decode(loop) {
@@ -290,6 +314,13 @@ class Deck {
       sub.className = "deck-song-bpm";
       sub.textContent = `${(+song.bpm).toFixed(1)} BPM`;
       head.appendChild(sub);
+      if (song.loops.some((l) => l.refining)) {
+        const badge = document.createElement("span");
+        badge.className = "deck-song-refining";
+        badge.textContent = "rough loops, refining…";
+        badge.title = "A quick first result: the refined loops replace these when ready, without stopping the deck.";
+        head.appendChild(badge);
+      }
       row.appendChild(head);
       const grid = document.createElement("div");
       grid.className = "deck-tiles";
@@ -335,8 +366,11 @@ class Deck {
         ? on ? "next bar…" : "leaving…"
         : on ? "in the mix" : "";
     }
-    // For tests and assistive tools: how many loops are sounding now.
+    // For tests and assistive tools: how many loops are sounding now, and which clips.
     this.root.dataset.voices = String(this.playing ? this.voices.size : 0);
+    this.root.dataset.voiceClips = this.playing
+      ? [...this.voices.values()].map((v) => v.clipKey).sort().join(" ")
+      : "";
     const n = this.selected.size;
     this.els.count.textContent = n === 0 ? "No loop in the mix yet" : `${n} loop${n > 1 ? "s" : ""} in the mix`;
     this.els.play.textContent = this.playing ? "■  Stop" : "▶  Play";
@@ -359,6 +393,7 @@ class Deck {
     for (let b = 0; b < dots.length; b++) dots[b].classList.toggle("now", b === beat);
     this.els.status.textContent = `Bar ${barNo} · changes land on the next bar line`;
     this.root.dataset.voices = String(this.voices.size);
+    this.root.dataset.voiceClips = [...this.voices.values()].map((v) => v.clipKey).sort().join(" ");
     this.root.dataset.bar = String(barNo);
     this.root.dataset.gridBar = String(this.gridBar); // bar length (s) of the grid playing
     for (const [id, tile] of this.tiles || []) {

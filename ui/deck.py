@@ -5,6 +5,10 @@ CSS and JS read from ``deck.css`` / ``deck.js`` next to this module; no build st
 :mod:`unmixer.mashup` and plays the selected ones in sync; each click on a tile is sent back
 as a trigger, applied to the "in the mix" checkboxes by :func:`ui.state.set_selection`, so
 the mix rendered below (and downloaded) holds exactly the loops that were heard.
+
+A song's rough loops (a quick first result) are on the deck with a "refining…" mark; when
+the refined loops replace them, each playing loop switches to its new clip on the next bar
+line, without stopping (same loop ids, new ``clipKey``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ class ReadySong:
     @property
     def key(self) -> str:
         return state.result_key(self.song.id, *self.result.params)
+
+    @property
+    def audio_key(self) -> str:
+        """Tells the rough loops (a quick first result) from the final ones."""
+        return state.audio_key(self.song.id, self.result)
 
     @property
     def extraction(self):
@@ -112,21 +121,22 @@ def deck_section(ready: list[ReadySong]) -> None:
     loops, clips, selection, playable = [], {}, set(state.selection()), []
     for r in ready:
         try:
-            previews = engine.deck_previews(r.key, bpm, r.extraction)
+            previews = engine.deck_previews(r.audio_key, bpm, r.extraction)
         except UnmixerError as err:  # e.g. a tempo too far from this song's
             st.warning(f"{r.song.title} is left out of the deck: {err}", icon=":material/warning:")
             continue
         playable.append(r)
         for loop, (wav, seconds) in zip(r.extraction.loops, previews):
             lid = state.loop_id(r.key, loop.index)
+            clip_key = f"{state.loop_id(r.audio_key, loop.index)}@{bpm:.2f}"
             loops.append({
                 "id": lid, "song": r.song.id, "songTitle": r.song.title,
                 "songBpm": float(r.extraction.bpm), "index": int(loop.index),
                 "label": loop.label, "color": loop_color(loop.index),
                 "gainDb": state.gain_db(lid), "seconds": seconds,
-                "clipKey": f"{lid}@{bpm:.2f}",
+                "clipKey": clip_key, "refining": bool(r.result.refining),
             })
-            clips[f"{lid}@{bpm:.2f}"] = base64.b64encode(wav).decode("ascii")
+            clips[clip_key] = base64.b64encode(wav).decode("ascii")
     live = [lp["id"] for lp in loops if lp["id"] in selection]
     bar_seconds = mashup.bar_samples(bpm, meter, mashup.PREVIEW_SAMPLE_RATE) \
         / mashup.PREVIEW_SAMPLE_RATE
@@ -151,7 +161,7 @@ def mix_section(ready: list[ReadySong], bpm: float, meter: int, n_bars: int,
     for lid in live:
         rkey, index = lid.rsplit(":", 1)
         r = by_key[rkey]
-        clips.append(engine.stretched_clip(rkey, int(index), bpm, r.extraction))
+        clips.append(engine.stretched_clip(r.audio_key, int(index), bpm, r.extraction))
         gains.append(state.gain_db(lid))
     mix = mashup.render_mix(clips, gains, n_bars * mashup.bar_samples(bpm, meter))
     cols = st.columns([3, 1], vertical_alignment="center")

@@ -11,6 +11,12 @@ Analyses run in a small background pool (:func:`submit`), one job per cache key:
 instead of killing and restarting it, and a second user adding the same song waits for the
 same job. The page polls the job and draws its progress.
 
+Quick first result (issue 4): the engine hands over the loops of a rough decomposition
+(:func:`unmixer.pipeline.extract_loops`'s ``preview``) and then refines it. The job keeps
+them as :attr:`Job.rough`, a :class:`SongResult` marked ``refining``, so the page can show
+and play them until the final result replaces them. Only the final result is written to
+the disk cache.
+
 Time-stretched clips are cached in memory per (analysis, loop, tempo) with
 ``st.cache_data``, shared by every session.
 """
@@ -57,17 +63,25 @@ def engine_version() -> str:
 
 @dataclasses.dataclass
 class Job:
-    """One analysis running (or queued) in the background, with its latest progress."""
+    """One analysis running (or queued) in the background, with its latest progress and,
+    once the engine has one, its quick first result."""
 
     future: Future
     stages: list[str] = dataclasses.field(default_factory=list)  # stages started, in order
-    fraction: float = 0.0  # of the current (last) stage
+    fraction: float = 0.0  # of the current (last) stage, never going back
     created: float = dataclasses.field(default_factory=time.time)
+    rough: SongResult | None = None  # the rough loops, while the final ones are computed
 
     def progress(self, stage: str, fraction: float) -> None:
         if not self.stages or self.stages[-1] != stage:
             self.stages.append(stage)
-        self.fraction = float(fraction)
+            self.fraction = float(fraction)
+        else:  # the rough loops are built inside "decomposition": keep its bar moving on
+            self.fraction = max(self.fraction, float(fraction))
+
+    def preview(self, rough: SongResult) -> None:
+        """Receives the quick first result (from the analysis thread)."""
+        self.rough = rough
 
 
 _JOBS: dict[str, Job] = {}
@@ -94,7 +108,8 @@ def submit(song: Song, n_loops: int, loop_bars: int) -> Job:
         job = _JOBS.get(key)
         if job is None or (job.future.done() and job.future.result().error):
             job = Job(Future())
-            job.future = _POOL.submit(analyse, song, n_loops, loop_bars, job.progress)
+            job.future = _POOL.submit(analyse, song, n_loops, loop_bars, job.progress,
+                                      preview=job.preview)
             _JOBS[key] = job
     return job
 
@@ -133,8 +148,13 @@ def is_cached(song: Song, n_loops: int, loop_bars: int) -> bool:
 
 def analyse(song: Song, n_loops: int, loop_bars: int,
             progress: Callable[[str, float], None] | None = None,
-            cache: ResultCache | None = None) -> SongResult:
+            cache: ResultCache | None = None,
+            preview: Callable[[SongResult], None] | None = None) -> SongResult:
     """Loops of one song, from the disk cache when it has them.
+
+    ``preview``, if given, receives the quick first result of a fresh analysis (a
+    :class:`SongResult` with ``refining=True`` and ``seconds`` since the start) while the
+    decomposition is refined; it is never cached. A cache hit gives no preview.
 
     Never raises for bad input: an :class:`UnmixerError` (unreadable file, no beat grid...)
     becomes ``SongResult.error``, its one-line message. An unexpected exception (a bug) is
@@ -153,8 +173,14 @@ def analyse(song: Song, n_loops: int, loop_bars: int,
         audio = load_audio(song.data, name=song.name)
         if progress:
             progress("decoding", 1.0)
+        extra = {}
+        if preview is not None:
+            def rough(extraction) -> None:
+                preview(SongResult(n_loops, loop_bars, slim(extraction), refining=True,
+                                   seconds=time.perf_counter() - start))
+            extra["preview"] = rough
         extraction = slim(_extract_fn()(audio, int(n_loops), loop_bars=int(loop_bars),
-                                        seed=SEED, progress=progress))
+                                        seed=SEED, progress=progress, **extra))
         cache.put(key, extraction.save)
         return SongResult(n_loops, loop_bars, extraction, seconds=time.perf_counter() - start)
     except UnmixerError as err:
@@ -167,13 +193,14 @@ def analyse(song: Song, n_loops: int, loop_bars: int,
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def player_ogg(result_key: str, index: int, _clip: np.ndarray) -> bytes:
-    """Ogg Vorbis of a loop clip at its own tempo, for its tile's player."""
+def player_ogg(audio_key: str, index: int, _clip: np.ndarray) -> bytes:
+    """Ogg Vorbis of a loop clip at its own tempo, for its tile's player. ``audio_key``
+    (:func:`ui.state.audio_key`) tells rough loops from final ones."""
     return mashup.ogg_bytes(_clip)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def deck_previews(result_key: str, bpm: float, _extraction) -> list[tuple[bytes, float]]:
+def deck_previews(audio_key: str, bpm: float, _extraction) -> list[tuple[bytes, float]]:
     """Every loop of an analysis stretched to ``bpm`` as a light mono WAV for the live deck,
     with its length in seconds."""
     sr = mashup.PREVIEW_SAMPLE_RATE
@@ -185,7 +212,7 @@ def deck_previews(result_key: str, bpm: float, _extraction) -> list[tuple[bytes,
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def stretched_clip(result_key: str, index: int, bpm: float, _extraction) -> np.ndarray:
+def stretched_clip(audio_key: str, index: int, bpm: float, _extraction) -> np.ndarray:
     """Loop ``index`` (1-based) of an analysis at ``bpm``, full quality (2, samples)."""
     ext = _extraction
     return mashup.stretch_to_bpm(ext.loops[index - 1].clip, ext.loop_bars, ext.meter, bpm)

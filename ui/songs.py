@@ -64,34 +64,48 @@ QUICK_WAIT_S = 1.0
 """An analysis that ends within this time is shown at once, without a progress box."""
 
 
+REFINING_BADGE = ":orange-badge[:material/autorenew: refining…]"
+"""Marks a song whose loops are a quick first result (in its facts line)."""
+
+
 @st.fragment(run_every=1.0)
-def _progress(song: state.Song, n_loops: int, loop_bars: int) -> None:
+def _progress(song: state.Song, n_loops: int, loop_bars: int, rough_shown: bool = False) -> None:
     """The progress of a song's analysis, one line per stage, redrawn every second on its own
     (the rest of the page, the playing deck included, is left alone); a full rerun when
-    the analysis ends."""
-    job = engine.submit(song, n_loops, loop_bars)  # the running job, not a new one
-    if job.future.done():
+    the quick first result comes (unless it is already shown) and when the analysis ends.
+    Once rough loops are shown, the box is collapsed and says they are being refined."""
+    job = engine.find_job(song, n_loops, loop_bars) or engine.submit(song, n_loops, loop_bars)
+    rough = job.rough
+    if job.future.done() or (rough is not None and not rough_shown):
         st.rerun()
     stages, fraction = list(job.stages), job.fraction
     what = STAGE_LABELS.get(stages[-1], stages[-1]) if stages \
         else "Waiting for another analysis to finish"
     what = what[0].lower() + what[1:]
-    with st.status(f"Unmixing {song.title}: {what}…", expanded=True):
-        for i, stage in enumerate(stages):
-            finished = i < len(stages) - 1 or fraction >= 1.0
-            mark = ":white_check_mark:" if finished else ":hourglass_flowing_sand:"
-            pct = "" if finished or not 0 < fraction < 1 else f" ({fraction:.0%})"
-            st.markdown(f"{mark} {STAGE_LABELS.get(stage, stage)}{pct}")
-        st.caption(f"Started {time.time() - job.created:.0f} s ago. You can keep playing "
-                   "with the deck meanwhile.")
+    label = (f"Refining the loops of {song.title}: {what}…" if rough is not None
+             else f"Unmixing {song.title}: {what}…")
+    # Not `with st.status(...)`: leaving the block would mark the box complete (a tick).
+    box = st.status(label, expanded=rough is None, state="running")
+    if rough is not None:
+        box.markdown(f"{REFINING_BADGE} Rough loops ready after {rough.seconds:.0f} s: "
+                     "play them now. The refined loops replace them when ready.")
+    for i, stage in enumerate(stages):
+        finished = i < len(stages) - 1 or fraction >= 1.0
+        mark = ":white_check_mark:" if finished else ":hourglass_flowing_sand:"
+        pct = "" if finished or not 0 < fraction < 1 else f" ({fraction:.0%})"
+        box.markdown(f"{mark} {STAGE_LABELS.get(stage, stage)}{pct}")
+    box.caption(f"Started {time.time() - job.created:.0f} s ago. You can keep playing "
+                "with the deck meanwhile.")
 
 
 def ensure_result(song: state.Song) -> state.SongResult | None:
-    """The song's result for its current parameters, or None while it is being analysed
-    in the background (a progress box is drawn, and the page reruns when it ends)."""
+    """The song's result for its current parameters; while it is being analysed in the
+    background, its quick first result once the engine has one (``refining``), else None.
+    A progress box is drawn meanwhile, and the page reruns when the rough and the final
+    loops come."""
     n_loops, loop_bars = state.params(song.id)
     result = state.results().get(song.id)
-    if result is not None and result.params == (n_loops, loop_bars):
+    if result is not None and result.params == (n_loops, loop_bars) and not result.refining:
         return result
     job = engine.find_job(song, n_loops, loop_bars)
     if job is not None and job.future.done():  # just analysed (and now also on disk)
@@ -100,11 +114,13 @@ def ensure_result(song: state.Song) -> state.SongResult | None:
         result = engine.analyse(song, n_loops, loop_bars)
     else:
         job = engine.submit(song, n_loops, loop_bars)
-        try:
-            result = job.future.result(timeout=QUICK_WAIT_S)
+        try:  # no wait once rough loops can be shown: the user is playing with them
+            result = job.future.result(timeout=0 if job.rough is not None else QUICK_WAIT_S)
         except FutureTimeout:
-            _progress(song, n_loops, loop_bars)
-            return None
+            result = job.rough
+            _progress(song, n_loops, loop_bars, rough_shown=result is not None)
+            if result is None:
+                return None
     state.results()[song.id] = result
     return result
 
@@ -140,39 +156,48 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
                  f"bar{'s' if ext.loop_bars > 1 else ''}"]
         if song.source == "demo":
             facts.append("demo song")
-        facts.append("analysed earlier (from the cache)" if result.from_cache
-                     else f"analysed in {result.seconds:.0f} s")
+        if result.refining:
+            facts.append(f"rough loops after {result.seconds:.0f} s {REFINING_BADGE}")
+        else:
+            facts.append("analysed earlier (from the cache)" if result.from_cache
+                         else f"analysed in {result.seconds:.0f} s")
         st.markdown(" · ".join(facts))
         st.plotly_chart(loop_map_figure(ext), key=f"map_{song.id}",
                         config={"displayModeBar": False})
-        rkey = state.result_key(song.id, *result.params)
-        _loop_tiles(song, rkey, ext, deck_bpm)
-        _song_zip(song, rkey, ext, deck_bpm)
+        _loop_tiles(song, result, deck_bpm)
+        _song_zip(song, result, deck_bpm)
 
 
-def _loop_tiles(song: state.Song, rkey: str, ext, deck_bpm: float | None) -> None:
+def _loop_tiles(song: state.Song, result: state.SongResult, deck_bpm: float | None) -> None:
+    """One tile per loop. Widget keys use the loop ids (the same for the rough and the
+    final loops, so a choice made on a rough loop stays); the audio uses the audio key."""
     per_row = 5
-    loops = ext.loops
+    rkey = state.result_key(song.id, *result.params)
+    loops = result.extraction.loops
     for row_start in range(0, len(loops), per_row):
         cols = st.columns(per_row)
         for col, loop in zip(cols, loops[row_start:row_start + per_row]):
             with col.container(border=True, key=f"tile_{rkey}_{loop.index}"):
-                _loop_tile(song, rkey, ext, loop, deck_bpm)
+                _loop_tile(song, result, rkey, loop, deck_bpm)
 
 
-def _loop_tile(song: state.Song, rkey: str, ext, loop, deck_bpm: float | None) -> None:
+def _loop_tile(song: state.Song, result: state.SongResult, rkey: str, loop,
+               deck_bpm: float | None) -> None:
+    ext = result.extraction
+    akey = state.audio_key(song.id, result)
     lid = state.loop_id(rkey, loop.index)
     color = loop_color(loop.index)
     st.markdown(
         f"<div class='loop-tile-head'><span class='loop-swatch' style='background:{color}'>"
         f"</span><b>Loop {loop.index}</b> · {loop.label}</div>", unsafe_allow_html=True)
-    st.audio(engine.player_ogg(rkey, loop.index, loop.clip), format="audio/ogg")
+    st.audio(engine.player_ogg(akey, loop.index, loop.clip), format="audio/ogg")
     state.kept(st.checkbox, "In the mix", state.in_mix_key(lid), False)
     state.kept(st.slider, "Gain", state.gain_key(lid), 0.0, min_value=state.GAIN_RANGE_DB[0],
                max_value=state.GAIN_RANGE_DB[1], step=1.0, format="%+.0f dB",
                help="Loudness of this loop in the mix (dB).")
     original = mashup.loop_filename(song.title, loop.index, loop.label, ext.bpm)
-    with st.popover("Download", icon=":material/download:", width="stretch"):
+    with st.popover("Download", icon=":material/download:", width="stretch",
+                    disabled=result.refining, help=_REFINING_HELP if result.refining else None):
         st.download_button(
             f"At the song's tempo ({ext.bpm:.0f} BPM)", data=lambda c=loop.clip: wav_bytes(c),
             file_name=original, mime="audio/wav", on_click="ignore",
@@ -181,7 +206,7 @@ def _loop_tile(song: state.Song, rkey: str, ext, loop, deck_bpm: float | None) -
             st.download_button(
                 f"At the deck's tempo ({deck_bpm:.0f} BPM)",
                 data=lambda i=loop.index: wav_bytes(
-                    engine.stretched_clip(rkey, i, deck_bpm, ext)),
+                    engine.stretched_clip(akey, i, deck_bpm, ext)),
                 file_name=mashup.loop_filename(song.title, loop.index, loop.label, deck_bpm),
                 mime="audio/wav", on_click="ignore", key=f"dl_{lid}_deck",
                 width="stretch")
@@ -195,12 +220,18 @@ def _deck_tempo_ok(ext, clip, deck_bpm: float | None) -> bool:
                                                                   ext.meter))
 
 
-def _song_zip(song: state.Song, rkey: str, ext, deck_bpm: float | None) -> None:
+_REFINING_HELP = "The downloads open when the refined loops are ready."
+
+
+def _song_zip(song: state.Song, result: state.SongResult, deck_bpm: float | None) -> None:
+    ext = result.extraction
     bpm = deck_bpm if _deck_tempo_ok(ext, ext.loops[0].clip, deck_bpm) else None
     st.download_button(
         f"Download all {len(ext.loops)} loops (ZIP)",
         data=lambda: mashup.loops_archive(song.title, ext, bpm),
         file_name=f"{mashup.slug(song.title)}_loops.zip", mime="application/zip",
-        icon=":material/folder_zip:", on_click="ignore", key=f"zip_{rkey}",
-        help="Every loop as WAV, at the song's tempo and at the deck's tempo, "
-             "plus the loop map (JSON).")
+        icon=":material/folder_zip:", on_click="ignore",
+        key=f"zip_{state.result_key(song.id, *result.params)}", disabled=result.refining,
+        help=_REFINING_HELP if result.refining else
+        "Every loop as WAV, at the song's tempo and at the deck's tempo, "
+        "plus the loop map (JSON).")

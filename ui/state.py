@@ -7,7 +7,8 @@ or a visit to another page never throws the user's work away.
 Keys
 ----
 ``songs``            dict song id -> :class:`Song`, in the order they were added
-``results``          dict song id -> :class:`SongResult` (the latest analysis of that song)
+``results``          dict song id -> :class:`SongResult` (the latest analysis of that song;
+                     while it is refined, its quick first result, marked ``refining``)
 ``upload_ids_seen``  set of uploader file ids already turned into songs
 ``upload_ids_last``  file ids in the uploader at the end of the last run
 ``n_loops:<song>``   loops to extract (3-10, default 5)
@@ -75,7 +76,12 @@ class Song:
 @dataclass
 class SongResult:
     """The latest analysis of a song: an Extraction (without its full-length tracks) or the
-    one-line error it raised, for the parameters it was run with."""
+    one-line error it raised, for the parameters it was run with.
+
+    ``refining``: a quick first result (the loops of a rough decomposition, same count and
+    indices); the final result replaces it. ``seconds``: time the analysis took (s), or
+    for a quick first result, the time it took to come.
+    """
 
     n_loops: int
     loop_bars: int
@@ -83,6 +89,7 @@ class SongResult:
     error: str | None = None
     seconds: float = 0.0
     from_cache: bool = False
+    refining: bool = False
 
     @property
     def params(self) -> tuple[int, int]:
@@ -97,6 +104,13 @@ def song_id(data: bytes) -> str:
 def result_key(song: str, n_loops: int, loop_bars: int) -> str:
     """Identifies one analysis of one song (its loops change with the parameters)."""
     return f"{song}-{n_loops}x{loop_bars}"
+
+
+def audio_key(song: str, result: SongResult) -> str:
+    """Identifies the sound of one analysis, for the clip caches and the deck's clips: the
+    result key, plus ``~rough`` for a quick first result (the same loop ids, so choices
+    stay, but other sounds)."""
+    return result_key(song, *result.params) + ("~rough" if result.refining else "")
 
 
 def loop_id(result: str, index: int) -> str:

@@ -245,11 +245,11 @@ def extract_loops(
     stages.start("decomposition")
     ranks = loop_ranks(cube.shape, n_loops) if ranks is None else default_ranks(cube.shape, ranks)
 
-    def finish_loops(model, timings: dict[str, float]) -> Extraction:
+    def finish_loops(model, timings: dict[str, float], update=stages.update) -> Extraction:
         core, activations = purify_core(model, int(n_loops), sparsity=core_sparsity, seed=seed)
         sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
         loops = _build_loops(core, sound, rhythm, activations, cube, mix_spec, grid, boundaries,
-                             grid_beats.n_bars, loop_bars, length, mask_power, sr, stages.update)
+                             grid_beats.n_bars, loop_bars, length, mask_power, sr, update)
         return Extraction(sr, length / sr, grid_beats.bpm, grid_beats.meter, grid_beats.beats_s,
                           grid_beats.downbeats_s, loop_bars, loops, timings)
 
@@ -263,7 +263,7 @@ def extract_loops(
 
         if preview is not None and preview_iter < n_iter:
             model = hals("svd", preview_iter)
-            rough = finish_loops(model, dict(stages.timings))
+            rough = finish_loops(model, dict(stages.timings), update=lambda fraction: None)
             rough.timings_s["first_result"] = time.perf_counter() - stages.t_start
             preview(rough)
             if model.n_iter == preview_iter:  # not converged yet: continue from the rough state

@@ -7,25 +7,61 @@ loop maps (layout accuracy, F1) can be scored. Layout families follow the litera
 "composed" (an arranged form), "factorial" (every combination of the loops appears: Smith &
 Goto, ICASSP 2018, §4), "sparse" and "dense" (Ramires et al., ISMIR 2020).
 
+Besides the generator's own synthesised instruments, General MIDI instruments of the FluidR3
+soundfont (:data:`GM_INSTRUMENTS`, Debian ``fluidsynth`` + ``fluid-soundfont-gm``) play the
+same kinds of patterns, rendered by the ``fluidsynth`` command line from a MIDI file (mido),
+so that not every timbre comes from this module.
+
 Everything is seeded: the same arguments give the same song, bit for bit.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 from scipy import signal
 
 from unmixer.audio import SAMPLE_RATE
+from unmixer.errors import UnmixerError
 
 INSTRUMENTS = ("drums", "bass", "pad", "pluck", "lead", "vocal")
 """Instrument families of the generator (their coarse loop labels: drums, bass, chords,
 lead, lead, vocal-like)."""
 
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+"""The General MIDI soundfont of the ``gm_*`` instruments."""
+
+GM_INSTRUMENTS = {
+    "gm_drums": (None, "drums"),
+    "gm_bass": (33, "bass"),  # electric bass (finger)
+    "gm_synthbass": (38, "bass"),  # synth bass 1
+    "gm_piano": (0, "pad"),  # acoustic grand piano, chords
+    "gm_organ": (16, "pad"),  # drawbar organ, chords
+    "gm_strings": (48, "pad"),  # string ensemble, chords
+    "gm_epiano": (4, "pluck"),  # electric piano 1
+    "gm_guitar": (25, "pluck"),  # acoustic guitar (steel)
+    "gm_marimba": (12, "pluck"),
+    "gm_brass": (61, "lead"),  # brass section
+    "gm_flute": (73, "lead"),
+    "gm_choir": (52, "vocal"),  # choir aahs
+}
+"""General MIDI instruments: name -> (program, pattern kind). The pattern kinds are those of
+:data:`INSTRUMENTS`; "gm_drums" plays the drum pattern on one of :data:`GM_KITS` (MIDI channel 10)."""
+
+GM_KITS = (0, 8, 16, 24, 25)
+"""Drum kits of FluidR3_GM (programs on channel 10): standard, room, power, electronic, TR-808."""
+
+_GM_DRUM_KEYS = {"kick": 36, "snare": 38, "hat": 42, "open": 46}
+
 LABEL_OF = {"drums": "drums", "bass": "bass", "pad": "chords", "pluck": "lead", "lead": "lead",
             "vocal": "vocal-like"}
+LABEL_OF.update({name: LABEL_OF[kind] for name, (_, kind) in GM_INSTRUMENTS.items()})
 
 
 @dataclass
@@ -116,9 +152,11 @@ def _formant(x: np.ndarray, sr: int, vowel: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- patterns
 # A pattern is a list of events (onset in beats from the loop start, duration in beats, sound).
 
-def _drum_pattern(rng, meter, bars, sr):
-    kit = {"kick": _kick(sr, rng), "snare": _snare(sr, rng), "hat": _hat(sr, rng),
-           "open": _hat(sr, rng, True)}
+def _drum_pattern(rng, meter, bars, sr, kit=None):
+    """Drum events; ``kit`` maps kick/snare/hat/open to sounds (default: a new synthesised kit)."""
+    if kit is None:
+        kit = {"kick": _kick(sr, rng), "snare": _snare(sr, rng), "hat": _hat(sr, rng),
+               "open": _hat(sr, rng, True)}
     events = []
     eighths = meter * 2
     for bar in range(bars):
@@ -198,19 +236,88 @@ def _render_loop(instrument, rng, meter, bars, bpm, sr, swing):
     """One pass of the loop's pattern, shape=(samples,), plus the ring-out beyond it."""
     beat = 60.0 / bpm
     length = int(round(bars * meter * beat * sr))
-    if instrument == "drums":
-        events = _drum_pattern(rng, meter, bars, sr)
+    program, kind = GM_INSTRUMENTS.get(instrument, (None, instrument))
+    gm = instrument in GM_INSTRUMENTS
+    if kind == "drums":
+        if gm:
+            program = int(GM_KITS[rng.integers(0, len(GM_KITS))])
+        events = _drum_pattern(rng, meter, bars, sr, _GM_DRUM_KEYS if gm else None)
     else:
-        events = _tonal_pattern(rng, meter, bars, sr, instrument)
+        events = _tonal_pattern(rng, meter, bars, sr, kind)
     out = np.zeros(length + 2 * sr, dtype=np.float32)
+    if swing:  # off-beat eighths are delayed
+        events = [(pos + swing * 0.5 if (pos * 2) % 2 == 1 else pos, dur, sound, gain)
+                  for pos, dur, sound, gain in events]
+    if gm:
+        return _render_gm(events, program, kind == "drums", bpm, sr, len(out)), length
     for pos, dur, sound, gain in events:
-        if swing and (pos * 2) % 2 == 1:  # off-beat eighths are delayed
-            pos = pos + swing * 0.5
         start = int(round(pos * beat * sr))
         wave = sound if isinstance(sound, np.ndarray) else _render_note(sound, dur * beat, sr, rng)
         wave = wave[: len(out) - start]
         out[start:start + len(wave)] += gain * wave
     return out, length
+
+
+def _render_gm(events, program: int, drums: bool, bpm: float, sr: int, n_samples: int) -> np.ndarray:
+    """Render pattern events with a General MIDI instrument through the ``fluidsynth`` CLI.
+
+    Parameters
+    ----------
+    events : list of (onset in beats, duration in beats, sound, gain); sound is a MIDI key
+        (drums) or a ``(kind, note or notes)`` pair from :func:`_tonal_pattern`
+    program : int, GM program (on channel 10 for drums: the kit)
+    drums : bool
+    n_samples : int, length of the output
+
+    Returns
+    -------
+    np.ndarray, shape=(n_samples,), float32, mono (mean of fluidsynth's two channels)
+
+    Raises
+    ------
+    UnmixerError
+        If fluidsynth or the soundfont is missing.
+    """
+    import mido
+    import soundfile as sf
+
+    if shutil.which("fluidsynth") is None or not SOUNDFONT.exists():
+        raise UnmixerError("General MIDI instruments need the Debian packages fluidsynth and "
+                           "fluid-soundfont-gm (see packages.txt).")
+    tpb = 960
+    channel = 9 if drums else 0
+    notes = []  # (tick, is_on, key, velocity)
+    for pos, dur, sound, gain in events:
+        if drums:
+            keys, velocity = [int(sound)], int(np.clip(round(gain * 127), 1, 127))
+        else:
+            keys, velocity = [int(k) for k in np.atleast_1d(sound[1])], int(np.clip(round(gain * 160), 1, 127))
+        on, off = int(round(pos * tpb)), int(round((pos + dur) * tpb))
+        notes += [(on, 1, k, velocity) for k in keys] + [(off, 0, k, 0) for k in keys]
+    notes.sort(key=lambda n: (n[0], n[1]))  # note-offs before note-ons at the same tick
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=int(round(60e6 / bpm)), time=0))
+    track.append(mido.Message("program_change", channel=channel, program=int(program), time=0))
+    now = 0
+    for tick, is_on, key, velocity in notes:
+        kind = "note_on" if is_on else "note_off"
+        track.append(mido.Message(kind, channel=channel, note=key, velocity=velocity, time=tick - now))
+        now = tick
+    end = int(round(n_samples / sr * bpm / 60 * tpb))
+    track.append(mido.MetaMessage("end_of_track", time=max(end - now, 0)))
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    mid.tracks.append(track)
+    with tempfile.TemporaryDirectory() as tmp:
+        midi_path, wav_path = Path(tmp) / "loop.mid", Path(tmp) / "loop.wav"
+        mid.save(str(midi_path))
+        subprocess.run(["fluidsynth", "-ni", "-R", "0", "-C", "0", "-g", "0.5", "-r", str(sr),
+                        "-O", "float", "-F", str(wav_path), str(SOUNDFONT), str(midi_path)],
+                       check=True, capture_output=True, timeout=120)
+        audio, _ = sf.read(wav_path, dtype="float32", always_2d=True)
+    out = np.zeros(n_samples, dtype=np.float32)
+    mono = audio.mean(axis=1)[:n_samples]
+    out[: len(mono)] = mono
+    return out
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -284,8 +391,9 @@ def make_song(
     block_bars : int, the layout switches loops on and off in blocks of this many bars
         (a multiple of every loop's length)
     family : "composed", "factorial", "sparse" or "dense", see :func:`make_layout`
-    instruments : list of str, one per loop from :data:`INSTRUMENTS` (default: drums,
-        bass, pad, lead, pluck, vocal, ... cycled)
+    instruments : list of str, one per loop from :data:`INSTRUMENTS` or :data:`GM_INSTRUMENTS`
+        (default: drums, bass, pad, lead, pluck, vocal, ... cycled); General MIDI instruments
+        are rendered with fluidsynth
     swing : float in [0, 1): delay of off-beat eighths, as a fraction of an eighth
     sr : int, Hz
 
@@ -296,12 +404,17 @@ def make_song(
     Raises
     ------
     ValueError
-        If a loop length does not divide ``block_bars``.
+        If a loop length does not divide ``block_bars``, or an instrument is unknown.
+    UnmixerError
+        If a General MIDI instrument is asked for and fluidsynth or the soundfont is missing.
     """
     rng = np.random.default_rng(seed)
     if instruments is None:
         cycle = ["drums", "bass", "pad", "lead", "pluck", "vocal"]
         instruments = [cycle[k % len(cycle)] for k in range(n_loops)]
+    unknown = [i for i in instruments if i not in INSTRUMENTS and i not in GM_INSTRUMENTS]
+    if unknown:
+        raise ValueError(f"unknown instruments {unknown}")
     bars_of = list(loop_bars) if isinstance(loop_bars, (list, tuple)) else [int(loop_bars)] * n_loops
     if any(block_bars % b for b in bars_of):
         raise ValueError("every loop length must divide block_bars")
@@ -324,7 +437,7 @@ def make_song(
         active = np.repeat(layout[k], int(np.ceil(total / n_bars)))[:total] > 0
         rms = float(np.sqrt(np.mean(mono[active] ** 2))) if active.any() else 1.0
         mono *= 10 ** (rng.uniform(-3, 3) / 20) * 0.1 / max(rms, 1e-9)
-        pan = rng.uniform(-0.6, 0.6) if inst not in ("drums", "bass") else rng.uniform(-0.1, 0.1)
+        pan = rng.uniform(-0.6, 0.6) if LABEL_OF[inst] not in ("drums", "bass") else rng.uniform(-0.1, 0.1)
         angle = (pan + 1) * np.pi / 4
         stems[k, 0], stems[k, 1] = mono * np.cos(angle), mono * np.sin(angle)
     mix = stems.sum(axis=0)

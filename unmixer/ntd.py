@@ -79,10 +79,10 @@ def loop_ranks(shape: tuple[int, int, int], n_loops: int,
 
     Unmixer's production ranks (50, 40, 30) are the ceiling; below it the ranks follow the
     loop count, and core purification then condenses the K + 2 loop templates to K. On
-    generated songs with ground truth (BENCHMARKS.md, "Choice of ranks") this separated
-    better (10.2 dB mean SI-SDR) than the production ranks with purification (7.5 dB) or loop
-    rank K without it (8.4 dB): with fewer than 30 segments the production loop mode is full
-    rank, and each segment gets a "loop" of its own.
+    generated songs with ground truth (BENCHMARKS.md, "Choice of ranks", bench/ranks.py) this
+    separated better (10.3 dB mean SI-SDR with core L1 0.3) than the production ranks with
+    purification (8.6 dB) or loop rank K without it (8.1-8.4 dB): with fewer than 30 segments
+    the production loop mode is full rank, and segments get "loops" of their own.
     """
     k = int(n_loops)
     wanted = (min(ranks[0], 4 * k + 8), min(ranks[1], 4 * k + 8), min(ranks[2], k + 2))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unmixer.cube import CubeGrid, frame_steps
+from unmixer.cube import CubeGrid, cube_to_frames, frame_steps
 from unmixer.spectrum import HOP_LENGTH, istft
 
 LABELS = ("drums", "bass", "chords", "lead", "vocal-like")
@@ -37,6 +37,19 @@ def loop_templates(core: np.ndarray, sound: np.ndarray, rhythm: np.ndarray) -> n
     return np.ascontiguousarray(np.moveaxis(p, 1, 0), dtype=np.float32)
 
 
+def _powered(templates: np.ndarray, activations: np.ndarray, power: float):
+    """(P_k / max P)^p as (K, F·T) and (D′ / max D′)^p as (n_segments, K), float32."""
+    K = templates.shape[0]
+    pk = (templates.reshape(K, -1) / max(float(templates.max()), 1e-30)) ** power
+    dk = (activations / max(float(activations.max()), 1e-30)) ** power
+    return pk.astype(np.float32), dk.astype(np.float32)
+
+
+def cube_mask_denominator(pk: np.ndarray, dk: np.ndarray) -> np.ndarray:
+    """Σ_l (D′[s,l] P_l)^p over the cube, shape=(F·T, n_segments): one matrix product."""
+    return pk.T @ dk.T
+
+
 def mask_shares(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray,
                 power: float = 2.0) -> np.ndarray:
     """Fraction of each segment's energy that each loop's Wiener mask keeps.
@@ -54,11 +67,8 @@ def mask_shares(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray
     -------
     np.ndarray, float32, shape=(n_segments, K), in [0, 1]
     """
-    K = templates.shape[0]
-    scale = max(float(templates.max()), 1e-30)
-    pk = (templates.reshape(K, -1) / scale) ** power  # (K, F·T)
-    dk = (activations / max(float(activations.max()), 1e-30)) ** power  # (S, K)
-    denom = pk.T @ dk.T  # (F·T, S): Σ_l D′[s,l]^p P_l^p
+    pk, dk = _powered(templates, activations, power)
+    denom = cube_mask_denominator(pk, dk)  # (F·T, S)
     x2 = cube.reshape(-1, cube.shape[-1]).astype(np.float32) ** 2  # (F·T, S)
     eps = np.float32(1e-12 * float(denom.max(initial=0.0)) + 1e-30)
     share = dk * (pk @ (x2 / (denom + eps))).T  # (S, K)
@@ -109,11 +119,15 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
                     hop_length: int = HOP_LENGTH) -> np.ndarray:
     """Full-length loop tracks: Wiener masks across all K loops on the mixture's STFT.
 
+    The masks M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p are formed on the cube (the
+    denominator is one matrix product) and mapped to STFT frames with
+    :func:`unmixer.cube.cube_to_frames`; linear interpolation keeps their sum at 1.
+
     Parameters
     ----------
     mix_spec : np.ndarray, complex, shape=(channels, n_freq, n_frames), the mixture
-    templates : np.ndarray, shape=(K, n_freq, n_steps)
-    activations : np.ndarray, shape=(n_segments, K)
+    templates : np.ndarray, shape=(K, n_freq, n_steps), P
+    activations : np.ndarray, shape=(n_segments, K), D′
     grid : CubeGrid
     length : int, samples of the song
     power : float, mask exponent (2: Wiener)
@@ -126,19 +140,15 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1; masks as in
     :func:`unmixer.spectrum.wiener_masks`.
     """
-    K = templates.shape[0]
+    K, F, T = templates.shape
     n_frames = mix_spec.shape[-1]
-    model = frame_models(templates, activations, grid, n_frames)
-    scale = max(float(templates.max()) * float(activations.max()), 1e-30)
-    denom = np.zeros(mix_spec.shape[1:], dtype=np.float32)
-    for k in range(K):  # one loop at a time keeps memory at one (n_freq, n_frames) array
-        denom += (model(k) / scale) ** power
+    pk, dk = _powered(templates, activations, power)
     eps = np.float32(1e-9)
-    denom += eps
+    denom = cube_mask_denominator(pk, dk) + eps  # (F·T, S)
     tracks = np.empty((K, mix_spec.shape[0], length), dtype=np.float32)
-    for k in range(K):
-        mask = ((model(k) / scale) ** power + eps / K) / denom
-        tracks[k] = istft(mix_spec * mask[None], length, hop_length)
+    for k in range(K):  # one loop at a time keeps memory at one mask
+        mask = ((pk[k][:, None] * dk[None, :, k] + eps / K) / denom).reshape(F, T, -1)
+        tracks[k] = istft(mix_spec * cube_to_frames(mask, grid, n_frames)[None], length, hop_length)
     return tracks
 
 
@@ -202,7 +212,7 @@ def label_loop(clip: np.ndarray, sr: int) -> str:
     Rules, in order, on the mono clip's magnitude spectrogram:
     1. percussive share of the energy (librosa's median-filtering HPSS) >= 0.15 and a
        median frequency (half the spectral magnitude lies below it) >= 2.5 kHz -> drums;
-    2. median frequency < 300 Hz -> bass;
+    2. median frequency < 300 Hz, or >= 75% of the energy below 300 Hz -> bass;
     3. mean number of active pitch classes in the harmonic part (chroma >= 0.5 of the
        frame maximum) >= 2.4 -> chords;
     4. continuous pitch movement (median absolute frame-to-frame change of the YIN pitch,
@@ -239,7 +249,7 @@ def label_loop(clip: np.ndarray, sr: int) -> str:
     median_hz = float(freqs[np.searchsorted(np.cumsum(magnitude) / magnitude.sum(), 0.5)])
     if float((percussive**2).sum()) / total >= 0.15 and median_hz >= 2500:
         return "drums"
-    if median_hz < 300:
+    if median_hz < 300 or float(power[freqs < 300].sum()) / total >= 0.75:
         return "bass"
     chroma = librosa.feature.chroma_stft(S=harmonic**2, sr=sr)
     loud = power.sum(axis=0) > 0.05 * power.sum(axis=0).max()

@@ -148,7 +148,9 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     tracks = np.empty((K, mix_spec.shape[0], length), dtype=np.float32)
     for k in range(K):  # one loop at a time keeps memory at one mask
         mask = ((pk[k][:, None] * dk[None, :, k] + eps / K) / denom).reshape(F, T, -1)
-        tracks[k] = istft(mix_spec * cube_to_frames(mask, grid, n_frames)[None], length, hop_length)
+        mask = cube_to_frames(mask, grid, n_frames)
+        for c in range(mix_spec.shape[0]):  # a channel at a time halves the inverse STFT's memory
+            tracks[k, c] = istft(mix_spec[c] * mask, length, hop_length)
     return tracks
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 import soundfile as sf
 import streamlit as st
+from plotly.colors import sequential
 from plotly.subplots import make_subplots
 
 from unmixer import hpss, ica, metrics, mosaic, nmf
@@ -23,8 +24,7 @@ from unmixer.data import DEMO_ATTRIBUTION, DEMO_SONG, DEMO_TITLE
 from unmixer.errors import UnmixerError
 from unmixer.spectrum import HOP_LENGTH, N_FFT, stft
 
-MAX_CLIP_S = 60.0
-"""Longest excerpt the lab works on (s); longer clips are trimmed to a chosen excerpt."""
+MAX_CLIP_S = 60.0  # longest excerpt the lab works on (s); longer clips are trimmed
 
 MIN_CLIP_S = 1.0
 KEY = "nmf_lab:"
@@ -33,11 +33,15 @@ BETAS = {0.0: "0 · Itakura-Saito", 0.5: "0.5", 1.0: "1 · Kullback-Leibler", 1.
          2.0: "2 · Euclidean"}
 HEATMAP_ROWS, HEATMAP_COLS = 256, 600  # display resolution of spectrogram heatmaps
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+# Magma as rgb() stops: Streamlit's Plotly renders the hex stop "#000004" (and the named
+# "Magma"/"Inferno" scales that start with it) as a light purple band at the bottom.
+MAGMA = [[i / (len(sequential.Magma) - 1), "rgb({},{},{})".format(*(int(c[j:j + 2], 16)
+                                                                    for j in (1, 3, 5)))]
+         for i, c in enumerate(sequential.Magma)]
 DEFAULTS = {"method": "NMF", "k": 8, "beta": 1.0, "iters": 100, "init": "nndsvda", "l1": 0.0,
             "compare": True, "nh": 4, "np": 3, "hbeta": 1.0, "hiters": 100, "variant": "tf",
             "miters": 20, "mr": 3, "mp": 10, "mc": 3, "mgl": 10, "groups": "",
-            "xaxis": "iteration"}
-"""Initial widget values (widgets read them from ``st.session_state``)."""
+            "xaxis": "iteration"}  # initial widget values (widgets read st.session_state)
 
 
 # --------------------------------------------------------------------------- state
@@ -261,7 +265,7 @@ def _npz(W: np.ndarray, H: np.ndarray) -> bytes:
 def decomposition_figure(d: dict, labels: list[str]) -> go.Figure:
     """Seed 001's ``plot_decomposition`` panels: spectrogram, reconstruction, W, H,
     per-component contributions and the error over time."""
-    fig = make_subplots(rows=3, cols=2, vertical_spacing=0.09, horizontal_spacing=0.08,
+    fig = make_subplots(rows=3, cols=2, vertical_spacing=0.13, horizontal_spacing=0.09,
                         subplot_titles=("Spectrogram |X| (dB)", "Reconstruction W·H (dB)",
                                         "Templates W (dB)", "Activations H",
                                         "Component contributions (% of model energy)",
@@ -269,16 +273,16 @@ def decomposition_figure(d: dict, labels: list[str]) -> go.Figure:
     t = np.linspace(0, d["seconds"], d["V_db"].shape[1])
     f = np.linspace(0, SAMPLE_RATE / 2000, d["V_db"].shape[0])
     for col, z in ((1, d["V_db"]), (2, d["R_db"])):
-        fig.add_trace(go.Heatmap(z=z, x=t, y=f, colorscale="Magma", zmin=-80, zmax=0,
+        fig.add_trace(go.Heatmap(z=z, x=t, y=f, colorscale=MAGMA, zmin=-80, zmax=0,
                                  showscale=col == 2, colorbar=dict(len=0.3, y=0.87, title="dB"),
                                  hovertemplate="%{x:.2f} s, %{y:.2f} kHz: %{z:.0f} dB"
                                                "<extra></extra>"), 1, col)
     fw = np.linspace(0, SAMPLE_RATE / 2000, d["W_db"].shape[0])
-    fig.add_trace(go.Heatmap(z=d["W_db"], x=labels, y=fw, colorscale="Magma", zmin=-60, zmax=0,
+    fig.add_trace(go.Heatmap(z=d["W_db"], x=labels, y=fw, colorscale=MAGMA, zmin=-60, zmax=0,
                              showscale=False, hovertemplate="%{x}, %{y:.2f} kHz: %{z:.0f} dB"
                                                            "<extra></extra>"), 2, 1)
     th = np.linspace(0, d["seconds"], d["H"].shape[1])
-    fig.add_trace(go.Heatmap(z=d["H"], x=th, y=labels, colorscale="Magma", showscale=False,
+    fig.add_trace(go.Heatmap(z=d["H"], x=th, y=labels, colorscale=MAGMA, showscale=False,
                              hovertemplate="%{y} at %{x:.2f} s: %{z:.3g}<extra></extra>"), 2, 2)
     fig.add_trace(go.Bar(x=labels, y=d["contrib"], marker_color=COLORS[0],
                          hovertemplate="%{x}: %{y:.1f} %<extra></extra>"), 3, 1)
@@ -290,7 +294,7 @@ def decomposition_figure(d: dict, labels: list[str]) -> go.Figure:
                              (3, 1, "component", "%"), (3, 2, "time (s)", "MSE")):
         fig.update_xaxes(title_text=xt, row=row, col=col)
         fig.update_yaxes(title_text=yt, row=row, col=col)
-    fig.update_layout(height=900, showlegend=False, margin=dict(l=50, r=20, t=40, b=40))
+    fig.update_layout(height=1000, showlegend=False, margin=dict(l=50, r=20, t=40, b=40))
     return fig
 
 
@@ -535,7 +539,7 @@ else:
     st.audio(out["player"], format="audio/ogg")
     st.download_button("Mosaic (WAV)", data=out["wav"], file_name="mosaic.wav",
                        mime="audio/wav", key=KEY + "dl_mosaic", icon=":material/download:")
-    fig = go.Figure(go.Heatmap(z=out["H"], colorscale="Magma", showscale=False))
+    fig = go.Figure(go.Heatmap(z=out["H"], colorscale=MAGMA, showscale=False))
     fig.update_layout(height=420, xaxis_title="target frame (pooled)",
                       yaxis_title="source frame (pooled)", margin=dict(l=50, r=20, t=30, b=40),
                       title=f"Activations H ({out['shape'][0]} source x {out['shape'][1]} target "

@@ -58,15 +58,22 @@ def bench_stages(repeats: int) -> None:
         t0 = time.perf_counter()
         decoded = np.concatenate([load_audio(song)] * 4, axis=1)
         decode = time.perf_counter() - t0
-        result = extract_loops(decoded, 5)
-        rows.append({"decoding": decode, **result.timings_s})
+        rough = []
+        result = extract_loops(decoded, 5, preview=rough.append)
+        rows.append({"decoding": decode, **result.timings_s,
+                     "first rough loops (since start, incl. decoding)": decode + rough[0].timings_s["first_result"]})
     stages = list(rows[0])
     print("| stage | " + " | ".join(f"run {i + 1} (s)" for i in range(repeats)) + " |")
     print("|---|" + "---|" * repeats)
-    for stage in stages + ["total"]:
-        vals = [sum(r.values()) if stage == "total" else r[stage] for r in rows]
+    first = "first rough loops (since start, incl. decoding)"
+    for stage in [s for s in stages if s != first] + ["total", first]:
+        vals = [sum(v for k, v in r.items() if k != first) if stage == "total" else r[stage] for r in rows]
         print(f"| {stage} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
-    print(f"\nbars: {result.n_bars}, BPM {result.bpm:.1f}, cube segments: {result.n_bars // 2}")
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nbars: {result.n_bars}, BPM {result.bpm:.1f}, cube segments: {result.n_bars // 2}; "
+          f"peak resident memory of the process: {peak:.0f} MiB")
 
 
 def bench_quality(songs: list[int] | None) -> None:

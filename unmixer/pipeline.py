@@ -287,7 +287,7 @@ def _build_loops(core, sound, rhythm, activations, cube, mix_spec, grid, boundar
     update(0.7)
     loop_map = segment_map_to_bars(activations, loop_bars, n_bars)
     starts = np.round(boundaries * sr).astype(np.int64)
-    energies = np.sum(tracks.astype(np.float64) ** 2, axis=(1, 2))
+    energies = np.array([float(np.vdot(t.ravel(), t.ravel())) for t in tracks])  # no float64 copy
     loops = []
     for rank, k in enumerate(np.argsort(-energies)):
         s = int(chosen[k])

@@ -115,13 +115,14 @@ def _ogg(audio: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _pool(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Mean-pool a 2-D array to at most rows x cols (display only)."""
+def _pool(x: np.ndarray, rows: int, cols: int, how: str = "mean") -> np.ndarray:
+    """Mean- (or max-) pool a 2-D array to at most rows x cols (display only)."""
     r = max(1, int(np.ceil(x.shape[0] / rows)))
     c = max(1, int(np.ceil(x.shape[1] / cols)))
     pr, pc = (-x.shape[0]) % r, (-x.shape[1]) % c
     x = np.pad(x, ((0, pr), (0, pc)), mode="edge")
-    return x.reshape(x.shape[0] // r, r, x.shape[1] // c, c).mean(axis=(1, 3))
+    blocks = x.reshape(x.shape[0] // r, r, x.shape[1] // c, c)
+    return blocks.max(axis=(1, 3)) if how == "max" else blocks.mean(axis=(1, 3))
 
 
 def _db(x: np.ndarray, ref: float, floor_db: float = -80.0) -> np.ndarray:
@@ -211,7 +212,7 @@ def _run_mosaic(digest_t: str, start_t: float, digest_s: str, start_s: float, n_
     res = mosaic.mosaic(_excerpt(_source, start_s), _excerpt(_target, start_t), n_iter=n_iter,
                         r=r, p=p, c=c, griffin_lim_iter=gl)
     return {"player": _ogg(res.audio), "wav": wav_bytes(res.audio),
-            "H": _pool(res.H, 400, 400), "shape": res.H.shape,
+            "H": _pool(res.H, 400, 400, "max"), "shape": res.H.shape,
             "curves": {"Let it Bee (KL)": (np.arange(res.loss.size), res.loss, res.times_s)}}
 
 

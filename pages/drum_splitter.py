@@ -27,9 +27,10 @@ from unmixer.errors import UnmixerError
 AUDIO_TYPES = ["wav", "mp3", "ogg", "flac", "m4a", "aac", "aif", "aiff", "opus"]
 COLORS = {"kick": "#E74C3C", "snare": "#F39C12", "hihat_open": "#27AE60",
           "hihat_closed": "#2E86DE", "toms": "#8E44AD"}
+# Mel band on which each class's onsets are drawn (the piano-roll lanes).
 LANES = {"kick": 8, "toms": 24, "snare": 40, "hihat_closed": 60, "hihat_open": 70}
-"""Mel band on which each class's onsets are drawn (the piano-roll lanes)."""
 MAX_PLOT_COLUMNS = 2500
+MEL_COLORS = [[0.0, "#FFFFFF"], [0.35, "#D9D4F7"], [1.0, "#1E1B2E"]]
 
 SOURCE = "drums_source"      # (name, bytes) of the input
 MODE = "drums_mode"          # "Drum loop" / "Full song (HPSS first)"
@@ -69,7 +70,7 @@ def piano_roll(mel: np.ndarray, transcription) -> go.Figure:
     n = mel.shape[1] // step * step
     shown = mel[:, :n].reshape(mel.shape[0], -1, step).max(axis=2) if step > 1 else mel
     fig = go.Figure(go.Heatmap(z=shown, x=np.arange(shown.shape[1]) * step / FRAME_RATE,
-                               colorscale="Greys", showscale=False, hoverinfo="skip"))
+                               colorscale=MEL_COLORS, showscale=False, hoverinfo="skip"))
     for cls in CLASSES:
         t = transcription.onsets[cls]
         v = transcription.velocities[cls]
@@ -80,7 +81,8 @@ def piano_roll(mel: np.ndarray, transcription) -> go.Figure:
             hovertemplate="%{x:.3f} s<extra>" + CLASS_LABELS[cls] + "</extra>"))
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10),
                       xaxis_title="time (s)", legend=dict(orientation="h", y=1.08),
-                      yaxis=dict(title="mel band", range=[0, mel.shape[0]]))
+                      yaxis=dict(title="mel band (onsets drawn in one lane per class)",
+                                 range=[0, mel.shape[0]]))
     return fig
 
 

@@ -1,10 +1,10 @@
 """Train the drum-transcription CNN and export it to ONNX: ``python -m unmixer.drums.train``.
 
 Needs PyTorch (``pip install -r requirements-train.txt``). With the defaults it generates
-1,000 eight-second patterns (half with six GM kits, half with 60 synthetic kits; the GM TR-808 kit and synthetic
-seeds >= 1,000,000 are held out), trains for 2,200 steps of 16 random 3-s crops with Adam and a
-cosine learning-rate decay, tunes one peak-picking threshold per class on 120 validation
-patterns, and writes
+1,000 eight-second patterns (half with six GM kits, half with 60 synthetic kits; the GM
+TR-808 kit and synthetic seeds >= 1,000,000 are held out), trains for 2,200 steps of 16 random
+3-s crops with Adam and a one-cycle learning rate (5 % warm-up, cosine decay), tunes one
+peak-picking threshold per class on 120 validation patterns, and writes
 
 * ``unmixer/drums/weights/drum_cnn.onnx`` (weights + thresholds in the metadata),
 * ``unmixer/drums/weights/drum_cnn.pt`` (the PyTorch state dict, for the export test),
@@ -12,8 +12,9 @@ patterns, and writes
   :func:`reference_input`, checked by the torch-free test),
 * ``unmixer/drums/weights/training_summary.json`` (losses, validation F-measures, times).
 
-The seed trains with SGD at a learning rate of 1e-4 on a large proprietary set; to fit a
-2-core CPU in well under an hour we use Adam (lr 2e-3) with batch normalisation instead.
+It takes about 40 min on two shared CPU cores with one torch thread (``--threads 2`` is
+faster on an idle machine). The seed trains with SGD at a learning rate of 1e-4 on a large
+proprietary set; to fit a CPU in under an hour we use Adam (lr 2e-3) with batch normalisation.
 """
 
 from __future__ import annotations

@@ -139,7 +139,8 @@ tr = result["transcription"]
 st.subheader(name, anchor=False)
 metric_cols = st.columns(len(CLASSES))
 for col, cls in zip(metric_cols, CLASSES):
-    col.metric(CLASS_LABELS[cls], f"{tr.onsets[cls].size} hits")
+    n_hits = tr.onsets[cls].size
+    col.metric(CLASS_LABELS[cls], f"{n_hits} hit" + ("" if n_hits == 1 else "s"))
 st.plotly_chart(piano_roll(result["mel"], tr), width="stretch", key="drums_roll")
 
 midi = midi_bytes(tr)

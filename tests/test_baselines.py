@@ -31,6 +31,9 @@ def test_bss_eval_blocks_equals_bss_eval():
     assert np.array_equal(a.match, b.match)
     for x, y in ((a.sdr, b.sdr), (a.sir, b.sir), (a.sar, b.sar)):
         np.testing.assert_allclose(x, y, atol=1e-4)
+    sdr_only = bss_eval_blocks(ref, est, block=7_000, sir_sar=False)  # K correlations, not K²
+    np.testing.assert_allclose(sdr_only.sdr, a.sdr, atol=1e-4)
+    assert np.isnan(sdr_only.sir).all()
 
 
 def test_ideal_ratio_mask_beats_the_mixture():

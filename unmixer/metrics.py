@@ -191,36 +191,44 @@ __all__ = ["si_sdr", "si_sdr_matrix", "match_sources", "bss_eval", "BssScores",
 
 # ----------------------------------------------------------------------------- long signals
 
-def _block_correlations(ref: np.ndarray, est: np.ndarray, lags: int,
-                        block: int) -> tuple[np.ndarray, np.ndarray]:
+def _block_correlations(ref: np.ndarray, est: np.ndarray, lags: int, block: int,
+                        pairwise: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """BSS Eval statistics accumulated over time blocks (memory O(K² · block)).
 
     Returns
     -------
     acf : np.ndarray, shape=(2 lags, K_ref, K_ref): a[l, c, d] = Σ_t ref_c[t + l] ref_d[t] for
-        l = 0 .. lags-1, then l = -lags .. -1 (the layout of fast_bss_eval's ``compute_stats_2``)
-    xcorr : np.ndarray, shape=(lags, K_ref, K_est): x[l, c, d] = Σ_t ref_c[t] est_d[t + l]
+        l = 0 .. lags-1, then l = -lags .. -1 (the layout of fast_bss_eval's ``compute_stats_2``);
+        with ``pairwise=False`` only c = d, shape=(2 lags, K)
+    xcorr : np.ndarray, shape=(lags, K_ref, K_est): x[l, c, d] = Σ_t ref_c[t] est_d[t + l];
+        with ``pairwise=False`` only c = d, shape=(lags, K)
     """
     k_ref, n = ref.shape
     n_fft = 1 << int(np.ceil(np.log2(block + lags + 1)))
-    pos = np.zeros((lags + 1, k_ref, k_ref))  # lags 0 .. lags of Σ_t ref_d[t] ref_c[t + l]
-    xcorr = np.zeros((lags, k_ref, est.shape[0]))
+    pos = np.zeros((lags + 1, k_ref, k_ref) if pairwise else (lags + 1, k_ref))
+    xcorr = np.zeros((lags, k_ref, est.shape[0]) if pairwise else (lags, k_ref))
     for a in range(0, n, block):
         head = ref[:, a:a + block]
         ref_ext, est_ext = ref[:, a:a + block + lags + 1], est[:, a:a + block + lags + 1]
         H = np.fft.rfft(head, n=n_fft, axis=-1).conj()
         R = np.fft.rfft(ref_ext, n=n_fft, axis=-1)
         E = np.fft.rfft(est_ext, n=n_fft, axis=-1)
-        # Σ_{t in block} head_d[t] ref_c[t + l] -> index (l, c, d)
-        pos += np.fft.irfft(np.einsum("dn,cn->ncd", H, R), n=n_fft, axis=0)[: lags + 1]
-        xcorr += np.fft.irfft(np.einsum("cn,dn->ncd", H, E), n=n_fft, axis=0)[:lags]
+        if pairwise:  # Σ_{t in block} head_d[t] ref_c[t + l] -> index (l, c, d)
+            pos += np.fft.irfft(np.einsum("dn,cn->ncd", H, R), n=n_fft, axis=0)[: lags + 1]
+            xcorr += np.fft.irfft(np.einsum("cn,dn->ncd", H, E), n=n_fft, axis=0)[:lags]
+        else:
+            pos += np.fft.irfft(H * R, n=n_fft, axis=-1)[:, : lags + 1].T
+            xcorr += np.fft.irfft(H * E, n=n_fft, axis=-1)[:, :lags].T
+    if not pairwise:
+        return np.concatenate([pos[:lags], pos[lags:0:-1]], axis=0), xcorr
     # negative lag -m: Σ_t ref_c[t - m] ref_d[t] = Σ_u ref_d[u + m] ref_c[u] = pos[m, d, c]
     neg = pos[lags:0:-1].transpose(0, 2, 1)  # lags -lags .. -1
     return np.concatenate([pos[:lags], neg], axis=0), xcorr
 
 
 def bss_eval_blocks(reference: np.ndarray, estimate: np.ndarray, *, match: np.ndarray | None = None,
-                    filter_length: int = 512, block: int = 1 << 16, cg_iter: int = 30) -> BssScores:
+                    filter_length: int = 512, block: int = 1 << 16, cg_iter: int = 30,
+                    sir_sar: bool = True) -> BssScores:
     """:func:`bss_eval` for long signals and many sources, in bounded memory.
 
     fast_bss_eval computes its correlation statistics with one FFT over the whole signal and
@@ -237,6 +245,9 @@ def bss_eval_blocks(reference: np.ndarray, estimate: np.ndarray, *, match: np.nd
     filter_length : int, taps of the allowed distortion filter (512 as in BSS Eval v3)
     block : int, samples per block
     cg_iter : int, conjugate-gradient iterations (as ``use_cg_iter`` of fast_bss_eval)
+    sir_sar : bool
+        False: only the SDR (and SI-SDR), from each reference with its own estimate (K
+        correlations instead of K²); SIR and SAR are then NaN.
 
     Returns
     -------
@@ -262,7 +273,13 @@ def bss_eval_blocks(reference: np.ndarray, estimate: np.ndarray, *, match: np.nd
     ref_d /= np.maximum(np.linalg.norm(ref_d, axis=-1, keepdims=True), 1e-6)
     est_d /= np.maximum(np.linalg.norm(est_d, axis=-1, keepdims=True), 1e-6)
     L = int(filter_length)
-    acf, xcorr = _block_correlations(ref_d, est_d, L, int(block))
+    acf, xcorr = _block_correlations(ref_d, est_d, L, int(block), pairwise=sir_sar)
+    if not sir_sar:
+        sol = toeplitz_conjugate_gradient(acf.T[:, :L], xcorr.T, n_iter=cg_iter)
+        coh = np.clip(np.einsum("kl,kl->k", xcorr.T, sol), 0.0, 1.0)
+        nan = np.full(len(coh), np.nan)
+        return BssScores(10 * np.log10(coh / np.maximum(1 - coh, 1e-300)), nan, nan,
+                         si_sdr(ref, matched), match)
     diag = np.arange(ref.shape[0])
     acf_sdr = acf[:, diag, diag].T[:, :L]  # (K, L)
     xcorr_sdr = xcorr[:, diag, diag].T  # (K, L)

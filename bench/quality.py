@@ -425,7 +425,7 @@ def cmd_run(args) -> None:
 LEVERS = {
     "mask_power": [Options(mask_power=p) for p in (1.0, 1.5, 2.0, 3.0)],
     "purify_kl": [Options(), Options(purify_beta=1.0)],
-    "kl_ntd": [Options(), Options(kl_iter=30)],
+    "kl_ntd": [Options(), Options(kl_iter=30), Options(kl_iter=100)],
     "merge": [Options(), Options(merge=1), Options(merge=2), Options(merge=2, merge_by="act*spec")],
     "hpss": [Options(), Options(hpss=True)],
     "bar_choice": [Options(bar_choice=b) for b in ("argmax", "dm", "dm2", "share")],

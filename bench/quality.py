@@ -341,7 +341,7 @@ def plot(summary: dict[str, dict[str, float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     methods = [m for m in METHODS if any(m in summary[f] for f in summary)]
-    fig, ax = plt.subplots(figsize=(8, 3.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(9, 3.4), dpi=100)
     width = 0.8 / len(methods)
     x = np.arange(len(summary))
     for i, m in enumerate(methods):
@@ -351,7 +351,7 @@ def plot(summary: dict[str, dict[str, float]], path: Path) -> None:
     ax.set_xticks(x, [f"{f}" for f in summary])
     ax.set_ylabel("mean SDR (dB)")
     ax.set_title("Loop separation on generated songs (bench/quality.py)")
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -425,7 +425,7 @@ def cmd_run(args) -> None:
 LEVERS = {
     "mask_power": [Options(mask_power=p) for p in (1.0, 1.5, 2.0, 3.0)],
     "purify_kl": [Options(), Options(purify_beta=1.0)],
-    "kl_ntd": [Options(), Options(kl_iter=30), Options(kl_iter=100)],
+    "kl_ntd": [Options(), Options(kl_iter=10), Options(kl_iter=30), Options(kl_iter=50), Options(kl_iter=100)],
     "merge": [Options(), Options(merge=1), Options(merge=2), Options(merge=2, merge_by="act*spec")],
     "hpss": [Options(), Options(hpss=True)],
     "bar_choice": [Options(bar_choice=b) for b in ("argmax", "dm", "dm2", "share")],

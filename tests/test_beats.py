@@ -43,3 +43,20 @@ def test_grid_from_known_downbeats():
     assert len(grid.beats_s) == 32
     with pytest.raises(UnmixerError):
         grid_from_downbeats(np.array([0.0, 2.0, 4.0]), 4)
+
+
+def test_worker_processes_give_madmoms_serial_result(monkeypatch):
+    """The pool runs madmom's own processors: activations and grid equal the serial ones."""
+    import unmixer.beats as beats
+
+    song = synth_song(seed=21, bpm=120.0, meter=4, loop_bars=2, n_bars=8,
+                      instruments=("drums", "bass", "pad", "lead"))
+    if beats._workers() is None:
+        pytest.skip("one CPU: no worker processes")
+    act_pool = beats.downbeat_activations(song.mix)
+    grid_pool = track_beats(song.mix)
+    monkeypatch.setattr(beats, "_pool", False)  # as after a broken pool: serial in this process
+    assert beats._workers() is None
+    assert np.array_equal(beats.downbeat_activations(song.mix), act_pool)
+    grid = track_beats(song.mix)
+    assert np.array_equal(grid.downbeats_s, grid_pool.downbeats_s) and grid.meter == grid_pool.meter

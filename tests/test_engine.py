@@ -123,6 +123,10 @@ def test_quick_first_result_then_the_same_final_result():
     assert len(rough) == 1 and len(rough[0].loops) == 4
     assert 0 < rough[0].timings_s["first_result"]
     assert all(np.array_equal(a.track, b.track) for a, b in zip(final.loops, straight.loops))
-    # the rough loops are already usable: they sum to the mix too
-    total = sum(loop.track for loop in rough[0].loops)
-    assert 10 * np.log10(np.sum(song.mix**2) / np.sum((song.mix - total) ** 2)) >= 30
+    # the rough loops come as clips only, and are already usable: each clip is close to the
+    # true stem it matches over the same samples (measured 10.8-32.9 dB SI-SDR)
+    for loop in rough[0].loops:
+        assert loop.track.shape == (2, 0)
+        start = int(round(rough[0].downbeats_s[loop.chosen_bar] * song.sr))
+        stems = song.stems[:, :, start:start + loop.clip.shape[1]]
+        assert max(float(si_sdr(stem[None], loop.clip[None])[0]) for stem in stems) >= 8

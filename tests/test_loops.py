@@ -36,3 +36,54 @@ def test_cut_loop_is_seamless_and_exact():
     # at the very end of the song the fade is taken from before the start
     clip = cut_loop(track, 3 * sr - sr, 3 * sr)
     assert np.abs(clip[:, -1] - clip[:, 0]).max() <= 1.01 * step
+
+
+def _random_model(seed: int = 3):
+    from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
+    from unmixer.spectrum import stft
+
+    song = make_song(seed=seed, n_loops=3, n_bars=8, bpm=120)
+    spec = stft(song.mix)
+    grid = make_grid(segment_boundaries_s(song.downbeats_s, 1), song.sr)
+    cube = spectral_cube(np.abs(spec).mean(axis=0), grid)
+    rng = np.random.default_rng(0)
+    templates = rng.random((3,) + cube.shape[:2]).astype(np.float32)
+    activations = rng.random((cube.shape[2], 3)).astype(np.float32)
+    return song, spec, grid, templates, activations
+
+
+def _whole_song_tracks(spec, templates, activations, grid, length):
+    """Reference: every loop's mask over the whole song at once, one inverse STFT each."""
+    from unmixer.cube import cube_to_frames
+    from unmixer.loops import _powered, cube_mask_denominator
+    from unmixer.spectrum import istft
+
+    K, F, T = templates.shape
+    pk, dk = _powered(templates, activations, 2.0)
+    denom = cube_mask_denominator(pk, dk) + np.float32(1e-9)
+    masks = [cube_to_frames(((pk[k][:, None] * dk[None, :, k] + 1e-9 / K) / denom).reshape(F, T, -1),
+                            grid, spec.shape[-1]) for k in range(K)]
+    return np.stack([istft(spec * m, length) for m in masks])
+
+
+def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft():
+    from unmixer.loops import separate_clips, separate_tracks
+
+    song, spec, grid, templates, activations = _random_model()
+    length = song.mix.shape[-1]
+    ref = _whole_song_tracks(spec, templates, activations, grid, length)
+    assert np.abs(ref).max() > 0.05
+    for chunk in (1 << 20, 30011):  # one chunk; chunks whose edges fall anywhere in a frame
+        tracks = separate_tracks(spec, templates, activations, grid, length, chunk=chunk)
+        assert np.abs(tracks - ref).max() < 1e-5
+    # the residual last track: same track, and the tracks sum to the mixture exactly
+    tracks = separate_tracks(spec, templates, activations, grid, length, mixture=song.mix, chunk=30011)
+    assert np.abs(tracks - ref).max() < 1e-5
+    assert np.abs(tracks.sum(axis=0) - song.mix).max() < 1e-6
+    ranges = np.array([[0, 5000], [100_000, 200_000], [length - 3000, length]])
+    clips = separate_clips(spec, templates, activations, grid, ranges, length)
+    for k, (start, stop) in enumerate(ranges):
+        assert clips[k].shape == (2, stop - start)
+        assert np.abs(clips[k] - ref[k][:, start:stop]).max() < 1e-5
+    with pytest.raises(ValueError):
+        separate_clips(spec, templates, activations, grid, np.array([[0, length + 1]] * 3), length)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from unmixer import mashup
+from unmixer import beats, mashup
 from unmixer.audio import SAMPLE_RATE, load_audio, resample, wav_bytes
 from unmixer.cache import ResultCache, cache_key, code_version
 from unmixer.errors import UnmixerError
@@ -170,6 +170,8 @@ def analyse(song: Song, n_loops: int, loop_bars: int,
                               from_cache=True)
         if progress:
             progress("decoding", 0.0)
+        if EXTRACT_LOOPS is None:
+            beats.warm_up()  # madmom's worker processes start while the song decodes
         audio = load_audio(song.data, name=song.name)
         if progress:
             progress("decoding", 1.0)
@@ -179,8 +181,9 @@ def analyse(song: Song, n_loops: int, loop_bars: int,
                 preview(SongResult(n_loops, loop_bars, slim(extraction), refining=True,
                                    seconds=time.perf_counter() - start))
             extra["preview"] = rough
+        # the page plays and downloads clips only: no full-length tracks (tracks=False)
         extraction = slim(_extract_fn()(audio, int(n_loops), loop_bars=int(loop_bars),
-                                        seed=SEED, progress=progress, **extra))
+                                        seed=SEED, progress=progress, tracks=False, **extra))
         cache.put(key, extraction.save)
         return SongResult(n_loops, loop_bars, extraction, seconds=time.perf_counter() - start)
     except UnmixerError as err:

@@ -4,4 +4,5 @@ import sys
 
 from unmixer.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # worker processes (unmixer.beats) import this module again
+    sys.exit(main())

@@ -65,8 +65,74 @@ def _quiet_onnxruntime() -> None:
         pass
 
 
+WORKERS = int(os.environ.get("UNMIXER_WORKERS", min(2, os.cpu_count() or 1)))
+"""Worker processes for madmom's independent parts (its three spectrogram resolutions and
+its two meters' Viterbi decodings): madmom holds the GIL, so threads would not help.
+1 runs everything in the calling process (environment variable ``UNMIXER_WORKERS``)."""
+
+_pool = None
+
+
+def _workers():
+    """The process pool shared by every call (spawned once; None with one worker)."""
+    global _pool
+    if _pool is False:
+        return None
+    if _pool is None and WORKERS > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # "spawn": forking a process that runs threads (Streamlit, BLAS) is unsafe
+        _pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_quiet_onnxruntime)
+    return _pool
+
+
+def warm_up() -> None:
+    """Start the worker processes now (they take ~1 s to import madmom), e.g. while decoding."""
+    pool = _workers()
+    if pool is not None:
+        for _ in range(WORKERS):
+            pool.submit(_import_madmom)
+
+
+def _import_madmom() -> None:
+    import madmom.audio.stft  # noqa: F401
+    import madmom.features.downbeats  # noqa: F401
+
+
+def _parallel(processor) -> None:
+    """Run madmom's ParallelProcessor parts (and the DBN's meters) in the worker processes.
+
+    madmom's own mechanism (their ``map`` attribute, a multiprocessing map when madmom is
+    given ``num_threads``) with our long-lived pool instead of a new pool per processor.
+    """
+    from madmom.features.downbeats import DBNDownBeatTrackingProcessor
+    from madmom.processors import ParallelProcessor
+
+    pool = _workers()
+    if pool is None:
+        return
+    if isinstance(processor, DBNDownBeatTrackingProcessor) and len(processor.hmms) > 1:
+        processor.map = pool.map  # one meter's Viterbi decoding per worker process
+    if isinstance(processor, ParallelProcessor) and not _holds_networks(processor):
+        processor.map = pool.map
+    for part in getattr(processor, "processors", None) or []:
+        _parallel(part)
+
+
+def _holds_networks(processor) -> bool:
+    """The RNN ensemble (ONNX sessions cannot be sent to another process; it is 1 s of 11)."""
+    from madmom.ml.nn import NeuralNetwork
+
+    return any(isinstance(p, NeuralNetwork) for p in processor.processors)
+
+
 def downbeat_activations(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Beat and downbeat activations of madmom's RNNDownBeatProcessor.
+
+    The three spectrogram resolutions of madmom's pre-processing run in parallel worker
+    processes (:data:`WORKERS`); the activations are the same as madmom's serial ones.
 
     Parameters
     ----------
@@ -76,6 +142,8 @@ def downbeat_activations(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray
     -------
     np.ndarray, shape=(n_frames, 2), at 100 frames/s: column 0 beat (not downbeat),
     column 1 downbeat probability.
+
+    Source: Böck, Krebs & Widmer, ISMIR 2016 (madmom's ``RNNDownBeatProcessor``).
     """
     _quiet_onnxruntime()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -85,7 +153,22 @@ def downbeat_activations(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray
     mono = np.asarray(audio, dtype=np.float32)
     if mono.ndim == 2:
         mono = mono.mean(axis=0)
-    return RNNDownBeatProcessor()(Signal(mono, sample_rate=sr, num_channels=1))
+    return _run(RNNDownBeatProcessor, Signal(mono, sample_rate=sr, num_channels=1))
+
+
+def _run(make_processor, data):
+    """``make_processor()(data)`` with the worker processes; serially if the pool breaks
+    (a worker killed, e.g. for memory), and without the pool from then on."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    global _pool
+    processor = make_processor()
+    _parallel(processor)
+    try:
+        return processor(data)
+    except BrokenProcessPool:
+        _pool = False  # not None: never start another pool in this process
+        return make_processor()(data)
 
 
 def grid_from_beats(beats_s: np.ndarray, beat_numbers: np.ndarray, duration_s: float) -> BeatGrid:
@@ -153,7 +236,7 @@ def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...
     if act.size == 0 or float(act.max()) < 0.05:
         raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
     try:
-        result = DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), fps=FPS)(act)
+        result = _run(lambda: DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), fps=FPS), act)
     except Exception:
         raise UnmixerError("No steady beat found: Unmixer needs music with a steady beat.") from None
     if len(result) == 0 or beat_strength(act, result[:, 0]) < MIN_BEAT_STRENGTH:

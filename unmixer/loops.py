@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unmixer.cube import CubeGrid, cube_to_frames, frame_steps
+from unmixer.cube import CubeGrid, frame_steps
 from unmixer.spectrum import HOP_LENGTH, istft
 
 LABELS = ("drums", "bass", "chords", "lead", "vocal-like")
@@ -114,14 +114,49 @@ def frame_models(templates: np.ndarray, activations: np.ndarray, grid: CubeGrid,
     return model
 
 
+def _frame_masks(pk: np.ndarray, dk: np.ndarray, denom: np.ndarray, grid: CubeGrid,
+                 steps: tuple, frames: slice, loops) -> np.ndarray:
+    """Wiener masks of ``loops`` formed on the cube and mapped onto STFT ``frames``.
+
+    Only the segments those frames touch are formed. Returns float32, shape=(len(loops),
+    n_freq, n_frames_in_slice); the masks of all K loops sum to 1 in every cell.
+    """
+    seg, j0, j1, w = (a[frames] for a in steps)
+    used, seg = np.unique(seg, return_inverse=True)
+    T = grid.n_steps
+    F = pk.shape[1] // T
+    eps = np.float32(1e-9)
+    out = np.empty((len(loops), F, len(seg)), dtype=np.float32)
+    den = denom[:, used] + eps  # (F·T, n_used)
+    for i, k in enumerate(loops):  # one loop's mask at a time (memory)
+        cells = pk[k][:, None] * dk[used, k][None, :]
+        cells += eps / len(dk[0])
+        cells /= den
+        cells = cells.reshape(F, T, len(used))
+        lo = cells[:, j0, seg]
+        lo *= 1 - w
+        hi = cells[:, j1, seg]
+        hi *= w
+        lo += hi
+        out[i] = lo
+    return out
+
+
 def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np.ndarray,
                     grid: CubeGrid, length: int, power: float = 2.0,
-                    hop_length: int = HOP_LENGTH) -> np.ndarray:
+                    hop_length: int = HOP_LENGTH, mixture: np.ndarray | None = None,
+                    n_threads: int = 2, chunk: int = 1 << 20) -> np.ndarray:
     """Full-length loop tracks: Wiener masks across all K loops on the mixture's STFT.
 
     The masks M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p are formed on the cube (the
-    denominator is one matrix product) and mapped to STFT frames with
-    :func:`unmixer.cube.cube_to_frames`; linear interpolation keeps their sum at 1.
+    denominator is one matrix product) and mapped to STFT frames as
+    :func:`unmixer.cube.cube_to_frames` does; linear interpolation keeps their sum at 1.
+    Given the ``mixture`` waveform, the last track is the mixture minus the others (the
+    inverse STFT is linear and the masks sum to 1, so this is the same track up to float32
+    rounding, one inverse STFT fewer, and the tracks sum to the mixture exactly). Each track
+    is resynthesised in chunks of ``chunk`` samples, each from the STFT frames that reach it
+    (exact: see :func:`separate_clips`), ``n_threads`` chunks at a time (NumPy and the FFT
+    release the GIL), so memory stays at a few chunk-sized masks.
 
     Parameters
     ----------
@@ -131,6 +166,9 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     grid : CubeGrid
     length : int, samples of the song
     power : float, mask exponent (2: Wiener)
+    mixture : np.ndarray, shape=(channels, length), optional, the mixture's samples
+    n_threads : int, chunks processed at once
+    chunk : int, samples per chunk (2^20: 24 s at 44.1 kHz)
 
     Returns
     -------
@@ -140,18 +178,90 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1; masks as in
     :func:`unmixer.spectrum.wiener_masks`.
     """
-    K, F, T = templates.shape
-    n_frames = mix_spec.shape[-1]
+    from concurrent.futures import ThreadPoolExecutor
+
+    K = templates.shape[0]
     pk, dk = _powered(templates, activations, power)
-    eps = np.float32(1e-9)
-    denom = cube_mask_denominator(pk, dk) + eps  # (F·T, S)
+    denom = cube_mask_denominator(pk, dk)  # (F·T, S)
+    steps = frame_steps(grid, mix_spec.shape[-1])
     tracks = np.empty((K, mix_spec.shape[0], length), dtype=np.float32)
-    for k in range(K):  # one loop at a time keeps memory at one mask
-        mask = ((pk[k][:, None] * dk[None, :, k] + eps / K) / denom).reshape(F, T, -1)
-        mask = cube_to_frames(mask, grid, n_frames)
-        for c in range(mix_spec.shape[0]):  # a channel at a time halves the inverse STFT's memory
-            tracks[k, c] = istft(mix_spec[c] * mask, length, hop_length)
+    computed = range(K - 1) if mixture is not None and K > 1 else range(K)
+    edges = np.append(np.arange(0, length, chunk), length)
+    jobs = [(k, int(a), int(b)) for k in computed for a, b in zip(edges[:-1], edges[1:])]
+
+    def one(job) -> None:
+        k, a, b = job
+        tracks[k, :, a:b] = _resynthesise(mix_spec, pk, dk, denom, grid, steps, k, a, b, length,
+                                          hop_length)
+
+    with ThreadPoolExecutor(max(1, int(n_threads))) as pool:
+        list(pool.map(one, jobs))
+    if len(computed) < K:
+        np.subtract(mixture, tracks[:K - 1].sum(axis=0), out=tracks[K - 1])
     return tracks
+
+
+def _resynthesise(mix_spec, pk, dk, denom, grid, steps, k: int, start: int, stop: int,
+                  length: int, hop_length: int) -> np.ndarray:
+    """Samples [start, stop) of loop k's masked inverse STFT, from the frames that reach them.
+
+    Frames whose window overlaps the range (and the frames overlapping those, so that the
+    overlap-add normalisation is the full one) are masked and inverted; the excerpt equals
+    the same samples of the whole-song inverse STFT. Shape (channels, stop - start).
+    """
+    n_frames = mix_spec.shape[-1]
+    n_fft = 2 * (mix_spec.shape[-2] - 1)
+    reach = n_fft // hop_length + 1  # frames whose window overlaps a sample, either side
+    f0 = max(0, start // hop_length - reach)
+    f1 = min(n_frames, -(-stop // hop_length) + reach + 1)
+    mask = _frame_masks(pk, dk, denom, grid, steps, slice(f0, f1), [k])[0]
+    # frame f0 is centred on sample f0·hop: the inverse STFT of frames f0..f1 starts there
+    span = (length if f1 == n_frames else (f1 - 1) * hop_length) - f0 * hop_length
+    part = istft(mix_spec[:, :, f0:f1] * mask, span, hop_length)
+    return part[:, start - f0 * hop_length:stop - f0 * hop_length]
+
+
+def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.ndarray,
+                   grid: CubeGrid, sample_ranges: np.ndarray, length: int, power: float = 2.0,
+                   hop_length: int = HOP_LENGTH) -> list[np.ndarray]:
+    """Samples ``[start_k, stop_k)`` of each loop's track, without the full-length tracks.
+
+    The same Wiener masks as :func:`separate_tracks`, formed only on the STFT frames that
+    reach the range (plus the frames overlapping its edges), so each excerpt equals the
+    slice of the full-length track (up to float32 rounding) at a small fraction of the cost.
+
+    Parameters
+    ----------
+    mix_spec : np.ndarray, complex, shape=(channels, n_freq, n_frames)
+    templates : np.ndarray, shape=(K, n_freq, n_steps), P
+    activations : np.ndarray, shape=(n_segments, K), D′
+    grid : CubeGrid
+    sample_ranges : np.ndarray, int, shape=(K, 2), samples, 0 <= start < stop <= length
+    length : int, samples of the song
+    power : float, mask exponent
+
+    Returns
+    -------
+    list of K np.ndarray, float32, shape=(channels, stop_k - start_k)
+
+    Raises
+    ------
+    ValueError
+        If a range lies outside the song.
+
+    Source: as :func:`separate_tracks` (Smith, Kawasaki & Goto, ISMIR 2019, §3.1).
+    """
+    sample_ranges = np.asarray(sample_ranges, dtype=np.int64)
+    if np.any(sample_ranges[:, 0] < 0) or np.any(sample_ranges[:, 1] > length) or \
+            np.any(sample_ranges[:, 1] <= sample_ranges[:, 0]):
+        raise ValueError("sample ranges must satisfy 0 <= start < stop <= length")
+    pk, dk = _powered(templates, activations, power)
+    denom = cube_mask_denominator(pk, dk)
+    steps = frame_steps(grid, mix_spec.shape[-1])
+    clips = [np.ascontiguousarray(_resynthesise(mix_spec, pk, dk, denom, grid, steps, k,
+                                                int(start), int(stop), length, hop_length))
+             for k, (start, stop) in enumerate(sample_ranges)]
+    return clips
 
 
 def cut_loop(track: np.ndarray, start: int, end: int, fade: int = 441) -> np.ndarray:

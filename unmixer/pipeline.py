@@ -18,8 +18,8 @@ from unmixer import beats as beats_mod
 from unmixer.audio import SAMPLE_RATE
 from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
 from unmixer.errors import UnmixerError
-from unmixer.loops import (choose_segments, cut_loop, label_loop, loop_templates,
-                           segment_map_to_bars, separate_tracks)
+from unmixer.loops import (choose_segments, cut_loop, label_loop, loop_templates, mask_shares,
+                           segment_map_to_bars, separate_clips, separate_tracks)
 from unmixer.ntd import default_ranks, loop_ranks, ntd_hals, ntd_tensorly, purify_core
 from unmixer.spectrum import stft
 
@@ -42,10 +42,12 @@ class LoopResult:
     clip : np.ndarray, shape=(2, samples), float32, 44.1 kHz: exactly ``loop_bars`` bars,
         cut at the downbeats, seamless when repeated
     track : np.ndarray, shape=(2, song samples), float32: the loop over the whole song;
-        the tracks of all loops sum to the song
+        the tracks of all loops sum to the song. Shape (2, 0) when the extraction was
+        asked for clips only (``extract_loops(..., tracks=False)``, and every preview).
     activation : np.ndarray, shape=(n_bars,), float32 in [0, 1]: the loop map row
     chosen_bar : int, 0-based index of the clip's first bar
-    energy : float, sum of squares of ``track``
+    energy : float in [0, 1], the share of the song's energy that the loop's Wiener masks
+        keep (on the spectral cube; the loops' shares sum to 1)
     """
 
     index: int
@@ -173,6 +175,7 @@ def extract_loops(
     progress: Progress | None = None,
     preview: Callable[["Extraction"], None] | None = None,
     preview_iter: int = 10,
+    tracks: bool = True,
     sr: int = SAMPLE_RATE,
 ) -> Extraction:
     """Extract ``n_loops`` loops from a song.
@@ -201,6 +204,11 @@ def extract_loops(
         time since the start, s); the decomposition then continues from that state, so the
         final result is the same as without a preview.
     preview_iter : int, NTD iterations of the rough pass
+    tracks : bool, build the full-length loop tracks (five inverse STFTs of the whole song
+        for K = 5, the costliest part of the loops stage). With False only the clips are
+        resynthesised, from the STFT frames around them, and each ``track`` is empty
+        (shape (2, 0)); clips, loop map and order are the same. The preview never builds
+        tracks.
 
     Returns
     -------
@@ -245,11 +253,13 @@ def extract_loops(
     stages.start("decomposition")
     ranks = loop_ranks(cube.shape, n_loops) if ranks is None else default_ranks(cube.shape, ranks)
 
-    def finish_loops(model, timings: dict[str, float], update=stages.update) -> Extraction:
+    def finish_loops(model, timings: dict[str, float], update=stages.update,
+                     with_tracks: bool = tracks) -> Extraction:
         core, activations = purify_core(model, int(n_loops), sparsity=core_sparsity, seed=seed)
         sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
         loops = _build_loops(core, sound, rhythm, activations, cube, mix_spec, grid, boundaries,
-                             grid_beats.n_bars, loop_bars, length, mask_power, sr, update)
+                             grid_beats.n_bars, loop_bars, audio, mask_power, sr, update,
+                             with_tracks)
         return Extraction(sr, length / sr, grid_beats.bpm, grid_beats.meter, grid_beats.beats_s,
                           grid_beats.downbeats_s, loop_bars, loops, timings)
 
@@ -263,7 +273,8 @@ def extract_loops(
 
         if preview is not None and preview_iter < n_iter:
             model = hals("svd", preview_iter)
-            rough = finish_loops(model, dict(stages.timings), update=lambda fraction: None)
+            rough = finish_loops(model, dict(stages.timings), update=lambda fraction: None,
+                                 with_tracks=False)
             rough.timings_s["first_result"] = time.perf_counter() - stages.t_start
             preview(rough)
             if model.n_iter == preview_iter:  # not converged yet: continue from the rough state
@@ -278,20 +289,36 @@ def extract_loops(
 
 
 def _build_loops(core, sound, rhythm, activations, cube, mix_spec, grid, boundaries, n_bars,
-                 loop_bars, length, mask_power, sr, update) -> list[LoopResult]:
-    """Templates, bar choice, Wiener-mask tracks, clips, loop map and labels (loudest first)."""
+                 loop_bars, audio, mask_power, sr, update, with_tracks) -> list[LoopResult]:
+    """Templates, bar choice, Wiener-mask clips (and tracks), loop map, labels; loudest first."""
+    length = audio.shape[-1]
     templates = loop_templates(core, sound, rhythm)  # (K, F, T)
     chosen = choose_segments(templates, activations, cube, mask_power)
+    shares = mask_shares(templates, activations, cube, mask_power)  # (S, K)
+    seg_energy = np.einsum("fts,fts->s", cube, cube)  # (S,), no copy of the cube
+    energies = shares.T @ seg_energy / max(float(seg_energy.sum()), 1e-30)
     update(0.2)
-    tracks = separate_tracks(mix_spec, templates, activations, grid, length, mask_power)
+    starts = np.round(boundaries * sr).astype(np.int64)
+    fade = 441
+    # the samples cut_loop reads: the clip, and up to `fade` samples either side
+    lo = np.maximum(starts[chosen] - fade, 0)
+    hi = np.minimum(starts[chosen + 1] + fade, length)
+    if with_tracks:
+        tracks = separate_tracks(mix_spec, templates, activations, grid, length, mask_power,
+                                 mixture=audio)
+        excerpts = [tracks[k][:, lo[k]:hi[k]] for k in range(len(chosen))]
+    else:
+        tracks = None
+        excerpts = separate_clips(mix_spec, templates, activations, grid,
+                                  np.stack([lo, hi], axis=1), length, mask_power)
     update(0.7)
     loop_map = segment_map_to_bars(activations, loop_bars, n_bars)
-    starts = np.round(boundaries * sr).astype(np.int64)
-    energies = np.array([float(np.vdot(t.ravel(), t.ravel())) for t in tracks])  # no float64 copy
+    empty = np.zeros((audio.shape[0], 0), dtype=np.float32)
     loops = []
-    for rank, k in enumerate(np.argsort(-energies)):
+    for rank, k in enumerate(np.argsort(-energies, kind="stable")):
         s = int(chosen[k])
-        clip = cut_loop(tracks[k], int(starts[s]), int(starts[s + 1]))
-        loops.append(LoopResult(rank + 1, label_loop(clip, sr), clip, tracks[k], loop_map[k],
+        clip = cut_loop(excerpts[k], int(starts[s] - lo[k]), int(starts[s + 1] - lo[k]), fade)
+        loops.append(LoopResult(rank + 1, label_loop(clip, sr), clip,
+                                tracks[k] if tracks is not None else empty, loop_map[k],
                                 s * loop_bars, float(energies[k])))
     return loops

@@ -1,23 +1,12 @@
-"""Loop labels and seamless loop cutting, on generated instruments with known identity."""
+"""Seamless loop cutting and loop tracks (the loop labels are tested in test_labels.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from unmixer.loops import cut_loop, label_loop
-from unmixer.synth import LABEL_OF, make_song
-
-
-@pytest.mark.parametrize("seed", [11, 13, 101])
-def test_labels_of_each_instrument_family(seed):
-    song = make_song(seed=seed, n_loops=6, n_bars=16, family="dense",
-                     instruments=["drums", "bass", "pad", "lead", "pluck", "vocal"])
-    bar = int(song.meter * 60 / song.bpm * song.sr)
-    for k, instrument in enumerate(song.instruments):
-        first = int(np.flatnonzero(song.layout[k])[0])
-        clip = song.stems[k][:, first * bar:(first + 2) * bar]
-        assert label_loop(clip, song.sr) == LABEL_OF[instrument], instrument
+from unmixer.loops import cut_loop
+from unmixer.synth import make_song
 
 
 def test_cut_loop_is_seamless_and_exact():

@@ -1,4 +1,4 @@
-"""From a (purified) Tucker model to loops: templates, bar choice, masks, clips, labels.
+"""From a (purified) Tucker model to loops: templates, bar choice, masks, clips (labels: unmixer.labels).
 
 With the purified core G′ (r_sound, r_rhythm, K), the sound templates W (n_freq, r_sound),
 the rhythm templates H (n_steps, r_rhythm) and the loop activations D′ (n_segments, K),
@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from unmixer.cube import CubeGrid, frame_steps
+from unmixer.labels import LABELS, label_loop  # noqa: F401  (re-exported from unmixer.labels)
 from unmixer.spectrum import HOP_LENGTH, istft
-
-LABELS = ("drums", "bass", "chords", "lead", "vocal-like")
-"""The coarse loop labels."""
 
 
 def loop_templates(core: np.ndarray, sound: np.ndarray, rhythm: np.ndarray) -> np.ndarray:
@@ -145,7 +143,7 @@ def _frame_masks(pk: np.ndarray, dk: np.ndarray, denom: np.ndarray, grid: CubeGr
 def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np.ndarray,
                     grid: CubeGrid, length: int, power: float = 2.0,
                     hop_length: int = HOP_LENGTH, mixture: np.ndarray | None = None,
-                    n_threads: int = 2, chunk: int = 1 << 20) -> np.ndarray:
+                    n_threads: int = 2, chunk: int = 1 << 19) -> np.ndarray:
     """Full-length loop tracks: Wiener masks across all K loops on the mixture's STFT.
 
     The masks M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p are formed on the cube (the
@@ -168,7 +166,7 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     power : float, mask exponent (2: Wiener)
     mixture : np.ndarray, shape=(channels, length), optional, the mixture's samples
     n_threads : int, chunks processed at once
-    chunk : int, samples per chunk (2^20: 24 s at 44.1 kHz)
+    chunk : int, samples per chunk (2^19: 12 s at 44.1 kHz)
 
     Returns
     -------
@@ -197,7 +195,10 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     with ThreadPoolExecutor(max(1, int(n_threads))) as pool:
         list(pool.map(one, jobs))
     if len(computed) < K:
-        np.subtract(mixture, tracks[:K - 1].sum(axis=0), out=tracks[K - 1])
+        last = tracks[K - 1]
+        last[:] = mixture
+        for k in computed:  # in place: no temporary sum of the other tracks
+            last -= tracks[k]
     return tracks
 
 
@@ -316,66 +317,3 @@ def segment_map_to_bars(activations: np.ndarray, loop_bars: int, n_bars: int) ->
         per_bar = np.concatenate([per_bar, pad], axis=1)
     per_bar = per_bar[:, :n_bars]
     return (per_bar / np.maximum(per_bar.max(axis=1, keepdims=True), 1e-30)).astype(np.float32)
-
-
-def label_loop(clip: np.ndarray, sr: int) -> str:
-    """A coarse label for a loop clip: drums, bass, chords, lead or vocal-like.
-
-    Rules, in order, on the mono clip's magnitude spectrogram:
-    1. percussive share of the energy (librosa's median-filtering HPSS) >= 0.15 and a
-       median frequency (half the spectral magnitude lies below it) >= 2.5 kHz -> drums;
-    2. median frequency < 300 Hz, or >= 75% of the energy below 300 Hz -> bass;
-    3. mean number of active pitch classes in the harmonic part (chroma >= 0.5 of the
-       frame maximum) >= 2.4 -> chords;
-    4. continuous pitch movement (median absolute frame-to-frame change of the YIN pitch,
-       in loud frames, between 3 and 60 cents: vibrato and glides) -> vocal-like;
-    5. otherwise -> lead.
-    Thresholds were set on the generator's instruments (unmixer.synth), where drums have a
-    percussive share of 0.24-0.33 and a median frequency of 5.7-7.5 kHz, bass 130-170 Hz,
-    pads 2.5-3.4 active pitch classes, leads and plucks 1.0-1.5.
-
-    Parameters
-    ----------
-    clip : np.ndarray, shape=(channels, samples) or (samples,)
-    sr : int, Hz
-
-    Returns
-    -------
-    str, one of :data:`LABELS`
-
-    Source: HPSS after Fitzgerald, DAFx 2010; YIN after de Cheveigné & Kawahara, JASA 2002.
-    """
-    import librosa
-
-    y = np.asarray(clip, dtype=np.float32)
-    if y.ndim == 2:
-        y = y.mean(axis=0)
-    if not np.any(y):
-        return "lead"
-    spec = np.abs(librosa.stft(y, n_fft=2048, hop_length=1024))
-    power = spec**2
-    total = float(power.sum()) + 1e-20
-    harmonic, percussive = librosa.decompose.hpss(spec, kernel_size=(9, 17), margin=1.0)
-    freqs = librosa.fft_frequencies(sr=sr, n_fft=2048)
-    magnitude = spec.sum(axis=1)
-    median_hz = float(freqs[np.searchsorted(np.cumsum(magnitude) / magnitude.sum(), 0.5)])
-    if float((percussive**2).sum()) / total >= 0.15 and median_hz >= 2500:
-        return "drums"
-    if median_hz < 300 or float(power[freqs < 300].sum()) / total >= 0.75:
-        return "bass"
-    chroma = librosa.feature.chroma_stft(S=harmonic**2, sr=sr)
-    loud = power.sum(axis=0) > 0.05 * power.sum(axis=0).max()
-    if loud.any():
-        active = (chroma[:, loud] >= 0.5 * chroma[:, loud].max(axis=0, keepdims=True)).sum(axis=0)
-        if float(active.mean()) >= 2.4:
-            return "chords"
-    f0 = librosa.yin(y, fmin=80, fmax=1000, sr=sr, frame_length=2048, hop_length=1024)
-    frame_power = power.sum(axis=0)[: len(f0)]
-    voiced = frame_power > 0.1 * frame_power.max()
-    cents = 1200 * np.log2(f0[voiced] / 440.0)
-    if len(cents) > 8:
-        steps = np.abs(np.diff(cents))
-        steps = steps[steps < 300]  # ignore note changes and octave errors
-        if len(steps) > 4 and 3.0 < float(np.median(steps)) < 60.0:
-            return "vocal-like"
-    return "lead"

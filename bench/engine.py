@@ -12,6 +12,7 @@ stems, with the true downbeats and with madmom's.
 from __future__ import annotations
 
 import argparse
+import re
 import platform
 import sys
 import time
@@ -48,32 +49,92 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def _tree_rss_kib(pid: int) -> int:
+    """Resident memory (KiB) of a process and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def run_with_peak_memory(cmd: list[str]) -> tuple[str, float, float]:
+    """Run a command; return its stdout, wall time (s) and the peak resident memory (MiB) of
+    its whole process tree (the madmom worker processes included), sampled every 20 ms."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss_kib(proc.pid))
+        time.sleep(0.02)
+    return proc.stdout.read(), time.perf_counter() - t0, peak / 1024
+
+
 def bench_stages(repeats: int) -> None:
+    """The 4-minute song two ways: as the app runs it (clips only, with the quick first
+    result) in this process, and as ``python -m unmixer extract`` (full-length tracks,
+    WAV files) in a subprocess whose whole process tree's memory is sampled."""
+    from unmixer import beats
+
     song = REPO.parent / "shared" / "audio" / "vibe_ace.ogg"
-    one = load_audio(song)
-    audio = np.concatenate([one] * 4, axis=1)
-    print(f"Song: vibe_ace.ogg x4 = {audio.shape[1] / SAMPLE_RATE:.0f} s; K = 5 loops, 2-bar loops; {machine()}\n")
-    rows = []
-    for r in range(repeats):
+    audio = np.concatenate([load_audio(song)] * 4, axis=1)
+    wav = REPO / "bench" / "out" / "vibe_ace_x4.wav"
+    wav.parent.mkdir(parents=True, exist_ok=True)
+    from unmixer.audio import write_wav
+
+    write_wav(wav, audio, SAMPLE_RATE)
+    print(f"Song: vibe_ace.ogg x4 = {audio.shape[1] / SAMPLE_RATE:.0f} s; K = 5 loops, 2-bar loops; "
+          f"{machine()}; madmom worker processes: {beats.WORKERS}\n")
+    first = "first rough loops (since start, incl. decoding)"
+    app_rows, cli_rows, peaks = [], [], []
+    for _ in range(repeats):
         t0 = time.perf_counter()
+        beats.warm_up()
         decoded = np.concatenate([load_audio(song)] * 4, axis=1)
         decode = time.perf_counter() - t0
         rough = []
-        result = extract_loops(decoded, 5, preview=rough.append)
-        rows.append({"decoding": decode, **result.timings_s,
-                     "first rough loops (since start, incl. decoding)": decode + rough[0].timings_s["first_result"]})
-    stages = list(rows[0])
-    print("| stage | " + " | ".join(f"run {i + 1} (s)" for i in range(repeats)) + " |")
-    print("|---|" + "---|" * repeats)
-    first = "first rough loops (since start, incl. decoding)"
-    for stage in [s for s in stages if s != first] + ["total", first]:
-        vals = [sum(v for k, v in r.items() if k != first) if stage == "total" else r[stage] for r in rows]
-        print(f"| {stage} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+        result = extract_loops(decoded, 5, preview=rough.append, tracks=False)
+        app_rows.append({"decoding": decode, **result.timings_s,
+                         first: decode + rough[0].timings_s["first_result"]})
+        out, wall, peak = run_with_peak_memory(
+            [sys.executable, "-m", "unmixer", "extract", str(wav), "--loops", "5",
+             "--out", str(wav.parent / "extract_out"), "-q"])
+        line = next(ln for ln in out.splitlines() if ln.startswith("time:"))
+        cli = {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+)s", line)}
+        cli["wall (process start to exit)"] = wall
+        cli_rows.append(cli)
+        peaks.append(peak)
+    stages = [s for s in app_rows[0] if s != first] + ["total", first]
+    print("| stage | " + " | ".join(f"app, run {i + 1} (s)" for i in range(repeats)) + " | "
+          + " | ".join(f"CLI, run {i + 1} (s)" for i in range(repeats)) + " |")
+    print("|---|" + "---|" * (2 * repeats))
+    for stage in stages + ["writing", "wall (process start to exit)"]:
+        app = [sum(v for k, v in r.items() if k != first) if stage == "total" else r.get(stage) for r in app_rows]
+        cli = [r.get(stage) for r in cli_rows]
+        cells = ["–" if v is None else f"{v:.1f}" for v in app + cli]
+        print(f"| {stage} | " + " | ".join(cells) + " |")
     import resource
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nbars: {result.n_bars}, BPM {result.bpm:.1f}, cube segments: {result.n_bars // 2}; "
-          f"peak resident memory of the process: {peak:.0f} MiB")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nbars: {result.n_bars}, BPM {result.bpm:.1f}, cube segments: {result.n_bars // 2}; peak "
+          f"resident memory: app path {own:.0f} MiB (this process, without its workers), CLI "
+          + ", ".join(f"{p:.0f}" for p in peaks) + " MiB (whole process tree)")
 
 
 def bench_quality(songs: list[int] | None) -> None:

@@ -70,6 +70,12 @@ WORKERS = int(os.environ.get("UNMIXER_WORKERS", min(2, os.cpu_count() or 1)))
 its two meters' Viterbi decodings): madmom holds the GIL, so threads would not help.
 1 runs everything in the calling process (environment variable ``UNMIXER_WORKERS``)."""
 
+DBN_PARALLEL_BYTES = 1 << 30
+"""The meters are decoded in parallel only while their Viterbi back-pointers (4 bytes per
+frame and state, 26 k states for meters 3 and 4) fit in this many bytes together: songs up
+to about 100 s. Longer songs decode one meter at a time, which halves that memory (1.1 GB
+for each meter of a 4-minute song)."""
+
 _pool = None
 
 
@@ -156,14 +162,15 @@ def downbeat_activations(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray
     return _run(RNNDownBeatProcessor, Signal(mono, sample_rate=sr, num_channels=1))
 
 
-def _run(make_processor, data):
+def _run(make_processor, data, parallel: bool = True):
     """``make_processor()(data)`` with the worker processes; serially if the pool breaks
     (a worker killed, e.g. for memory), and without the pool from then on."""
     from concurrent.futures.process import BrokenProcessPool
 
     global _pool
     processor = make_processor()
-    _parallel(processor)
+    if parallel:
+        _parallel(processor)
     try:
         return processor(data)
     except BrokenProcessPool:
@@ -236,7 +243,12 @@ def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...
     if act.size == 0 or float(act.max()) < 0.05:
         raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
     try:
-        result = _run(lambda: DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), fps=FPS), act)
+        def dbn():
+            return DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), fps=FPS)
+
+        n_states = sum(hmm.transition_model.num_states for hmm in dbn().hmms)
+        # each meter's Viterbi decoding holds a uint32 back-pointer per frame and state
+        result = _run(dbn, act, parallel=len(act) * n_states * 4 <= DBN_PARALLEL_BYTES)
     except Exception:
         raise UnmixerError("No steady beat found: Unmixer needs music with a steady beat.") from None
     if len(result) == 0 or beat_strength(act, result[:, 0]) < MIN_BEAT_STRENGTH:

@@ -37,7 +37,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from quality_variants import (Options, auto_loop_count, choose_loop_bars, fit_ntd,  # noqa: E402
                               prepare, run_variant)
 from unmixer import baselines  # noqa: E402
+from unmixer.bargrid import choose_bar_phase  # noqa: E402
+from unmixer.beats import grid_from_downbeats  # noqa: E402
+from unmixer.spectrum import stft  # noqa: E402
 from unmixer.errors import UnmixerError  # noqa: E402
 from unmixer.metrics import bss_eval_blocks, layout_scores, si_sdr  # noqa: E402
 from unmixer.ntd import NTDResult  # noqa: E402
@@ -61,6 +64,9 @@ DEFAULT_SONGS = (3, 2, 2, 2)
 CACHE = REPO / "bench" / "out" / "quality_cache"
 CACHE_VERSION = 1
 CLIP_FLOOR_DB = -30.0
+ENGINE_KEY = {"engine": 2}
+"""Part of the cache key of ``extract_loops``' results: bump it when the engine changes
+(1, no key: the engine before the bar phase choice)."""
 
 SYNTH_TONAL = ("pad", "pluck", "lead", "vocal")
 GM_TONAL = ("gm_piano", "gm_organ", "gm_strings", "gm_epiano", "gm_guitar", "gm_marimba",
@@ -229,7 +235,25 @@ def estimated_grid(song, spec, K, L, use_cache) -> dict:
                    meter=int(result.meter))
         return out
 
-    return cached("ours_est", {"song": song_key(spec)}, compute, use_cache)
+    return cached("ours_est", {"song": song_key(spec), **ENGINE_KEY}, compute, use_cache)
+
+
+def method_key(method: str, spec: dict, est: dict) -> dict:
+    """Cache key of a method's scores on a song.
+
+    Ours carries :data:`ENGINE_KEY`; the baselines that use estimated downbeats carry the
+    grid they got when it differs from the one the first engine found (results computed on
+    that grid stay valid).
+    """
+    key = {"song": song_key(spec)}
+    if method.startswith("ours"):
+        return {**key, **ENGINE_KEY}
+    if method.endswith("_est") and "downbeats_s" in est:
+        first = _cache_path("ours_est", {**key, "version": CACHE_VERSION})
+        old = json.loads(first.read_text()).get("downbeats_s") if first.exists() else None
+        if old is None or len(old) != len(est["downbeats_s"]) or not np.allclose(old, est["downbeats_s"], atol=1e-3):
+            key["grid"] = hashlib.sha1(np.round(np.asarray(est["downbeats_s"]), 3).tobytes()).hexdigest()[:12]
+    return key
 
 
 def run_method(method: str, song, spec: dict, est: dict, use_cache: bool) -> dict:
@@ -261,7 +285,7 @@ def run_method(method: str, song, spec: dict, est: dict, use_cache: bool) -> dic
         elapsed = time.perf_counter() - t0
         return {**score(song, sep, map_db), "time_s": elapsed}
 
-    return cached(method, {"song": song_key(spec)}, compute, use_cache)
+    return cached(method, method_key(method, spec, est), compute, use_cache)
 
 
 def run_repet(song, spec, use_cache) -> dict | None:
@@ -431,6 +455,16 @@ LEVERS = {
     "bar_choice": [Options(bar_choice=b) for b in ("argmax", "dm", "dm2", "share")],
     "ceiling": [Options(), Options(oracle_layout=True)],
     "seed": [Options(seed=s) for s in range(4)],
+    "layout": [Options(), Options(layout_rounds=1), Options(layout_rounds=3), Options(layout_rounds=3, layout_gains=True),
+               Options(layout_rounds=3, layout_beta=1.0)],
+    "layout2": [Options(), Options(layout_rounds=2), Options(layout_rounds=2, layout_gains=True)],
+    "starts": [Options(), Options(starts=4), Options(starts=4, layout_rounds=3)],
+    "bar_phase": [Options(), Options(bar_phase=True), Options(bar_phase=True, kl_iter=30)],
+    "loop_rank": [Options(), Options(loop_rank=2), Options(loop_rank=3)],
+    "sparsity": [Options(), Options(core_l1=0.0), Options(core_l1=0.1), Options(core_l1=1.0),
+                 Options(core_sparsity=0.0), Options(core_sparsity=0.5)],
+    "kl_layout": [Options(), Options(kl_iter=30), Options(kl_iter=30, layout_rounds=3),
+                  Options(kl_iter=30, starts=4)],
     "refine": [Options(), Options(refine_iter=50), Options(refine_iter=50, refine_beta=1.0),
                Options(refine_iter=50, refine_beta=1.0, refine_activations=False)],
 }
@@ -444,7 +478,13 @@ def lever_songs(args) -> list[tuple[str, dict]]:
 def _downbeats(song, spec, which: str, use_cache: bool):
     if which == "true":
         return song.downbeats_s, song.meter
-    est = estimated_grid(song, spec, spec["n_loops"], max(spec["loop_bars"]), use_cache)
+    # madmom's own grid, as the first engine (no bar phase choice) kept it; lever runs are
+    # cached under "estimated" and must all see the same grid
+    first = _cache_path("ours_est", {"song": song_key(spec), "version": CACHE_VERSION})
+    if first.exists():
+        est = json.loads(first.read_text())
+    else:
+        est = estimated_grid(song, spec, spec["n_loops"], max(spec["loop_bars"]), use_cache)
     if "failed" in est:
         return None, None
     return np.asarray(est["downbeats_s"]), est["meter"]
@@ -455,17 +495,30 @@ def variant_scores(song, spec, opts: Options, which: str, L: int, use_cache: boo
     db, meter = _downbeats(song, spec, which, use_cache)
     if db is None:
         return {"failed": "no downbeats"}
+    if opts.bar_phase and which == "estimated":
+        grid = choose_bar_phase(grid_from_downbeats(db, meter), np.abs(stft(song.mix)).mean(axis=0), K, L)
+        db = grid.downbeats_s
 
     def compute():
         t0 = time.perf_counter()
         prep = prepare(song.mix, db, meter, L, opts.hpss)
-        model = cached_model({"song": song_key(spec), "db": which, "L": L, "K": K, **opts.ntd_key()},
-                             lambda: fit_ntd(prep, K, opts, opts.seed))
+        seeds = [opts.seed] if opts.starts == 1 else list(range(opts.starts))
+        model = [cached_model({"song": song_key(spec), "db": which, "L": L, "K": K,
+                               **replace(opts, seed=s).ntd_key()},
+                              lambda s=s: fit_ntd(prep, K, opts, s)) for s in seeds]
+        model = model[0] if len(model) == 1 else model
         sep, _ = run_variant(song.mix, K, db, meter, L, opts, model=model, prep=prep, layout=song.layout)
         elapsed = time.perf_counter() - t0
         return {**score(song, sep, db, two=False, sir_sar=False), "time_s": elapsed}
 
-    key = {k: v for k, v in asdict(opts).items() if k not in ("oracle_layout", "seed") or v}
+    late = ("oracle_layout", "seed", "layout_rounds", "layout_iter", "layout_beta", "layout_gains", "starts",
+            "bar_phase", "loop_rank")
+    defaults = asdict(Options())
+    key = {k: v for k, v in asdict(opts).items() if k not in late or v != defaults[k]}  # old keys stay valid
+    if opts.layout_rounds:
+        key["layout_version"] = 2
+    if opts.bar_phase:
+        key["bar_phase_version"] = 2  # the grid is extended back to the song's start  # the layout starts from the thresholded activations
     return cached("variant", {"song": song_key(spec), "db": which, "L": L, "K": K, **key}, compute, use_cache)
 
 

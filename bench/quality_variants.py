@@ -27,6 +27,15 @@ Levers (each an :class:`Options` field):
   separates once the activations are right;
 * ``seed``: the seed of the NTD's randomized SVD start and of the purification (its spread
   is the noise level of a lever);
+* ``layout_rounds``: binary activations (:func:`unmixer.layout.fit_layout`): each loop on
+  or off in each segment, alternated with full-resolution templates (``layout_iter``
+  multiplicative updates per round, ``layout_beta``; ``layout_gains``: a level per
+  segment where the loop is on);
+* ``starts``: NTDs from that many seeds (0 .. starts − 1), keeping the one whose loop model
+  (after purification, and after the layout fit when there is one) fits the cube best;
+* ``loop_rank``: the NTD's loop rank r3 as a multiple of K (0: the engine's K + 2), purified to K;
+* ``bar_phase`` (estimated downbeats only): the bar line and loop start chosen by
+  :func:`unmixer.bargrid.choose_bar_phase` from the tracker's grid;
 * ``bar_choice``: which segment becomes each loop's clip ("dm": activation × mask share as
   in the engine; "argmax": the largest activation, as loopextractor; "share": the largest
   mask share among segments where the loop plays at ≥ half its peak; "dm2": activation ×
@@ -48,6 +57,7 @@ from unmixer.beats import grid_from_downbeats
 from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
 from unmixer.loops import (choose_segments, cut_loop, frame_models, loop_templates, mask_shares,
                            segment_map_to_bars)
+from unmixer.layout import fit_layout
 from unmixer.ntd import NTDResult, loop_ranks, ntd_hals, purify_core
 from unmixer.spectrum import istft, stft
 
@@ -71,11 +81,20 @@ class Options:
     core_l1: float = 0.3
     core_sparsity: float = 0.1
     seed: int = 0
+    layout_rounds: int = 0
+    layout_iter: int = 30
+    layout_beta: float = 2.0
+    layout_gains: bool = False
+    starts: int = 1
+    bar_phase: bool = False
+    loop_rank: int = 0
 
     def ntd_key(self) -> dict:
         """The fields the NTD depends on (for caching the model)."""
         return {"kl_iter": self.kl_iter, "hpss": self.hpss, "n_iter": self.n_iter,
-                "core_l1": self.core_l1, **({"seed": self.seed} if self.seed else {})}
+                "core_l1": self.core_l1, **({"seed": self.seed} if self.seed else {}),
+                **({"bar_phase": 2} if self.bar_phase else {}),
+                **({"loop_rank": self.loop_rank} if self.loop_rank else {})}
 
     def changed(self) -> dict:
         """The fields that differ from the defaults."""
@@ -175,6 +194,8 @@ def fit_ntd(prep: Prepared, n_loops: int, opts: Options, seed: int = 0,
             ranks_loops: int | None = None) -> NTDResult:
     """The engine's NTD (HALS, ranks of :func:`unmixer.ntd.loop_ranks`), then optional KL refinement."""
     ranks = loop_ranks(prep.cube.shape, ranks_loops or n_loops)
+    if opts.loop_rank:
+        ranks = (ranks[0], ranks[1], min(opts.loop_rank * n_loops, prep.cube.shape[2]))
     model = ntd_hals(prep.cube, ranks, n_iter=opts.n_iter, tol=1e-4, init="svd", seed=seed,
                      core_l1=opts.core_l1)
     if opts.kl_iter:
@@ -303,24 +324,44 @@ def choose_bars(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray
     return np.argmax(score, axis=0)
 
 
+def loop_model(prep: Prepared, model: NTDResult, n_loops: int, opts: Options,
+               seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Purified templates (K, F, T) and activations (S, K) of one NTD, optionally refitted as a
+    binary layout, and their relative error ‖X_(3) − D′ P‖ / ‖X‖ on the cube."""
+    core, activations = purify(model, n_loops + opts.merge, opts, seed)
+    sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
+    templates = loop_templates(core, sound, rhythm)
+    if opts.layout_rounds:
+        return fit_layout(prep.cube, templates, activations, n_rounds=opts.layout_rounds,
+                          template_iter=opts.layout_iter, beta=opts.layout_beta, gains=opts.layout_gains)
+    K = templates.shape[0]
+    X = prep.cube.reshape(-1, prep.cube.shape[2]).T
+    err = float(np.linalg.norm(X - activations @ templates.reshape(K, -1)) / np.linalg.norm(X))
+    return templates, activations, err
+
+
 def run_variant(mix: np.ndarray, n_loops: int, downbeats_s: np.ndarray, meter: int,
                 loop_bars: int, opts: Options = Options(), *, seed: int = 0,
-                model: NTDResult | None = None, prep: Prepared | None = None,
+                model: NTDResult | list[NTDResult] | None = None, prep: Prepared | None = None,
                 layout: np.ndarray | None = None, sr: int = SAMPLE_RATE) -> tuple[Separation, NTDResult]:
     """Loops of a song with the options' levers; returns (separation, the NTD model used).
 
-    ``model`` (and ``prep``) may be given to skip the NTD (cached runs); ``layout`` (K, n_bars),
-    the true layout, is needed by ``oracle_layout``.
+    ``model`` (and ``prep``) may be given to skip the NTD (cached runs), a list of models
+    for ``starts``; ``layout`` (K, n_bars), the true layout, is needed by ``oracle_layout``.
     """
     seed = opts.seed or seed
     length = mix.shape[-1]
     if prep is None:
         prep = prepare(mix, downbeats_s, meter, loop_bars, opts.hpss, sr)
     if model is None:
-        model = fit_ntd(prep, n_loops, opts, seed)
-    core, activations = purify(model, n_loops + opts.merge, opts, seed)
-    sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
-    templates = loop_templates(core, sound, rhythm)
+        model = [fit_ntd(prep, n_loops, opts, seed + s) for s in range(opts.starts)]
+    models = model if isinstance(model, list) else [model]
+    best = None
+    for i, m in enumerate(models):
+        fitted = loop_model(prep, m, n_loops, opts, seed + i if len(models) > 1 else seed)
+        if best is None or fitted[2] < best[2]:
+            best, model = fitted, m
+    templates, activations, _ = best
     if opts.oracle_layout:
         S = prep.cube.shape[2]
         activations = np.ascontiguousarray(layout[:, ::loop_bars][:, :S].T, dtype=np.float32)

@@ -16,6 +16,7 @@ import numpy as np
 
 from unmixer import beats as beats_mod
 from unmixer.audio import SAMPLE_RATE
+from unmixer.bargrid import choose_bar_phase
 from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
 from unmixer.errors import UnmixerError
 from unmixer.loops import (choose_segments, cut_loop, label_loop, loop_templates, mask_shares,
@@ -241,9 +242,11 @@ def extract_loops(
         grid_beats = beats_mod.grid_from_downbeats(downbeats_s, meter)
 
     stages.start("cube")
-    boundaries = segment_boundaries_s(grid_beats.downbeats_s, loop_bars)
     mix_spec = stft(audio)  # (2, F, N)
     magnitude = np.abs(mix_spec).mean(axis=0)
+    if downbeats_s is None:  # the tracker's bar line may sit on the wrong beat (unmixer.bargrid)
+        grid_beats = choose_bar_phase(grid_beats, magnitude, int(n_loops), loop_bars, duration_s=length / sr, sr=sr)
+    boundaries = segment_boundaries_s(grid_beats.downbeats_s, loop_bars)
     grid = make_grid(boundaries, sr)
     cube = spectral_cube(magnitude, grid)
     del magnitude  # 90 MB for a 4-minute song; the loops stage needs the complex STFT only

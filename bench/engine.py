@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from unmixer.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from unmixer.metrics import bss_eval, layout_scores, si_sdr  # noqa: E402
-from unmixer.pipeline import extract_loops  # noqa: E402
+from unmixer.pipeline import extract_loops, warm_up  # noqa: E402
 from unmixer.synth import make_song  # noqa: E402
 
 SONGS = [  # tempo, meter, loop length, layout family, instruments: one line each
@@ -105,7 +105,7 @@ def bench_stages(repeats: int) -> None:
     app_rows, cli_rows, peaks = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        beats.warm_up()
+        warm_up()
         decoded = np.concatenate([load_audio(song)] * 4, axis=1)
         decode = time.perf_counter() - t0
         rough = []

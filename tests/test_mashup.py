@@ -145,6 +145,7 @@ def test_ogg_bytes_decode():
 def test_file_names_and_zip():
     assert mashup.loop_filename("Vibe Ace.ogg", 3, "vocal-like", 119.6) == \
         "Vibe-Ace_loop03_vocal-like_120bpm.wav"
+    assert mashup.loop_filename("Vibe Ace.ogg", 3, "loop", 120) == "Vibe-Ace_loop03_120bpm.wav"  # unsure: no label
     assert mashup.loop_filename("../../etc/pass wd.mp3", 12, "drums", 90) == \
         "etc-pass-wd_loop12_drums_90bpm.wav"
     assert mashup.slug("???") == "song"

@@ -330,7 +330,7 @@ class Deck {
         tile.className = "deck-tile";
         tile.dataset.id = l.id;
         tile.style.setProperty("--c", l.color);
-        tile.title = `Loop ${l.index} of ${song.title} (${l.label}): click to bring it in or out of the mix`;
+        tile.title = `Loop ${l.index} of ${song.title}${l.label ? ` (${l.label})` : ""}: click to bring it in or out of the mix`;
         tile.innerHTML =
           '<span class="deck-tile-num"></span><span class="deck-tile-label"></span>' +
           '<span class="deck-tile-state"></span><span class="deck-tile-progress"></span>';

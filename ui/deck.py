@@ -20,7 +20,7 @@ from pathlib import Path
 import streamlit as st
 
 from ui import engine, state
-from ui.loop_map import loop_color
+from ui.loop_map import loop_caption, loop_color
 from unmixer import mashup
 from unmixer.audio import wav_bytes
 from unmixer.errors import UnmixerError
@@ -132,7 +132,7 @@ def deck_section(ready: list[ReadySong]) -> None:
             loops.append({
                 "id": lid, "song": r.song.id, "songTitle": r.song.title,
                 "songBpm": float(r.extraction.bpm), "index": int(loop.index),
-                "label": loop.label, "color": loop_color(loop.index),
+                "label": loop_caption(loop.label).removeprefix(" · "), "color": loop_color(loop.index),
                 "gainDb": state.gain_db(lid), "seconds": seconds,
                 "clipKey": clip_key, "refining": bool(r.result.refining),
             })

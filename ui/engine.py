@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from unmixer import beats, mashup
+from unmixer import mashup, pipeline
 from unmixer.audio import SAMPLE_RATE, load_audio, resample, wav_bytes
 from unmixer.cache import ResultCache, cache_key, code_version
 from unmixer.errors import UnmixerError
@@ -171,7 +171,7 @@ def analyse(song: Song, n_loops: int, loop_bars: int,
         if progress:
             progress("decoding", 0.0)
         if EXTRACT_LOOPS is None:
-            beats.warm_up()  # madmom's worker processes start while the song decodes
+            pipeline.warm_up()  # madmom's workers start and librosa loads while the song decodes
         audio = load_audio(song.data, name=song.name)
         if progress:
             progress("decoding", 1.0)

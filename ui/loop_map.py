@@ -10,6 +10,13 @@ PALETTE = ("#4E79A7", "#F28E2B", "#E15759", "#59A14F", "#B07AA1",
 """One colour per loop (Tableau 10, reordered so the first five differ the most)."""
 
 
+def loop_caption(label: str) -> str:
+    """" · drums" after a loop's number; nothing for the neutral label "loop" (unsure)."""
+    from unmixer.labels import FALLBACK
+
+    return "" if label == FALLBACK else f" · {label}"
+
+
 def loop_color(index: int) -> str:
     """The colour of loop ``index`` (1-based)."""
     return PALETTE[(int(index) - 1) % len(PALETTE)]
@@ -40,7 +47,7 @@ def loop_map_figure(extraction, title: str = "") -> go.Figure:
     n_loops, n_bars = acts.shape
     bars = np.arange(1, n_bars + 1)
     starts = np.asarray(extraction.downbeats_s, dtype=float)[:n_bars]
-    names = [f"{loop.index} · {loop.label}" for loop in extraction.loops]
+    names = [f"{loop.index}{loop_caption(loop.label)}" for loop in extraction.loops]
     fig = go.Figure()
     for k, loop in enumerate(extraction.loops):
         z = np.full((n_loops, n_bars), np.nan, dtype=np.float32)

@@ -8,7 +8,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import streamlit as st
 
 from ui import engine, state
-from ui.loop_map import loop_color, loop_map_figure
+from ui.loop_map import loop_caption, loop_color, loop_map_figure
 from unmixer import mashup
 from unmixer.audio import wav_bytes
 from unmixer.data import DEMO_ATTRIBUTION, DEMO_SONG, DEMO_TITLE
@@ -189,7 +189,7 @@ def _loop_tile(song: state.Song, result: state.SongResult, rkey: str, loop,
     color = loop_color(loop.index)
     st.markdown(
         f"<div class='loop-tile-head'><span class='loop-swatch' style='background:{color}'>"
-        f"</span><b>Loop {loop.index}</b> · {loop.label}</div>", unsafe_allow_html=True)
+        f"</span><b>Loop {loop.index}</b>{loop_caption(loop.label)}</div>", unsafe_allow_html=True)
     st.audio(engine.player_ogg(akey, loop.index, loop.clip), format="audio/ogg")
     state.kept(st.checkbox, "In the mix", state.in_mix_key(lid), False)
     state.kept(st.slider, "Gain", state.gain_key(lid), 0.0, min_value=state.GAIN_RANGE_DB[0],

@@ -285,7 +285,8 @@ def slug(text: str, max_len: int = 40) -> str:
 
 
 def loop_filename(song: str, index: int, label: str, bpm: float) -> str:
-    """The download name of a loop: ``song_loopNN_label_BPMbpm.wav``.
+    """The download name of a loop: ``song_loopNN_label_BPMbpm.wav`` (no label part for the
+    neutral label "loop", :data:`unmixer.labels.FALLBACK`).
 
     Parameters
     ----------
@@ -302,8 +303,13 @@ def loop_filename(song: str, index: int, label: str, bpm: float) -> str:
     --------
     >>> loop_filename("Vibe Ace.ogg", 3, "vocal-like", 119.6)
     'Vibe-Ace_loop03_vocal-like_120bpm.wav'
+    >>> loop_filename("Vibe Ace.ogg", 3, "loop", 120)
+    'Vibe-Ace_loop03_120bpm.wav'
     """
-    return f"{slug(song)}_loop{int(index):02d}_{slug(label, 20)}_{int(round(bpm))}bpm.wav"
+    from unmixer.labels import FALLBACK
+
+    named = "" if label == FALLBACK else f"_{slug(label, 20)}"
+    return f"{slug(song)}_loop{int(index):02d}{named}_{int(round(bpm))}bpm.wav"
 
 
 def zip_bytes(files: Mapping[str, bytes]) -> bytes:

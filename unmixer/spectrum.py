@@ -33,7 +33,7 @@ def stft(audio: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH) ->
     import librosa
 
     return librosa.stft(np.asarray(audio, dtype=np.float32), n_fft=n_fft,
-                        hop_length=hop_length, window="hann", center=True).astype(np.complex64)
+                        hop_length=hop_length, window="hann", center=True).astype(np.complex64, copy=False)
 
 
 def istft(spec: np.ndarray, length: int, hop_length: int = HOP_LENGTH) -> np.ndarray:

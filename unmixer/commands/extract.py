@@ -104,7 +104,7 @@ def plot_loop_map(extraction, path: Path, title: str = "") -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``extract``; returns 0. Raises UnmixerError on bad input (exit 2 in the CLI)."""
-    from unmixer import beats
+    from unmixer import pipeline
     from unmixer.audio import load_audio, write_wav
     from unmixer.pipeline import extract_loops
 
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     bars = _Bars(args.quiet)
     t0 = time.perf_counter()
     bars("decoding", 0.0)
-    beats.warm_up()  # madmom's worker processes start while the song decodes
+    pipeline.warm_up()  # madmom's workers start and librosa loads while the song decodes
     audio = load_audio(song, max_duration_s=args.max_minutes * 60)
     bars("decoding", 1.0)
     decode_s = time.perf_counter() - t0

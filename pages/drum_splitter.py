@@ -32,7 +32,7 @@ LANES = {"kick": 8, "toms": 24, "snare": 40, "hihat_closed": 60, "hihat_open": 7
 MAX_PLOT_COLUMNS = 2500
 MEL_COLORS = [[0.0, "#FFFFFF"], [0.35, "#D9D4F7"], [1.0, "#1E1B2E"]]
 
-SOURCE = "drums_source"      # (name, bytes) of the input
+SOURCE = "drums_source"      # (name, bytes) of the input (also set by the Unmixer page's tiles)
 MODE = "drums_mode"          # "Drum loop" / "Full song (HPSS first)"
 LIBRARY = "drums_library"    # uploaded one-shots
 

@@ -456,3 +456,17 @@ def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, 
     for mine, kept in zip(final.extraction.loops, cached.loops):
         np.testing.assert_array_equal(kept.clip, mine.clip)
     assert not np.array_equal(cached.loops[1].clip, job.rough.extraction.loops[1].clip)
+
+
+def test_a_drums_loop_opens_in_the_drum_splitter():
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    buttons = [b for b in at.button if b.key and b.key.startswith("split_")]
+    assert [b.label for b in buttons] == ["Split its drums"]  # only the loop labelled drums
+    buttons[0].click().run()
+    assert not at.exception
+    name, data = at.session_state["drums_source"]
+    assert name == "groove - loop 1.wav"
+    clip, sr = sf.read(io.BytesIO(data), dtype="float32")
+    assert sr == SR and clip.shape == (2 * BAR, 2)  # the 2-bar clip of loop 1
+    assert [h.value for h in at.subheader][:1] == ["groove - loop 1.wav"]  # the Drum Splitter ran on it

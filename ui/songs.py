@@ -210,6 +210,25 @@ def _loop_tile(song: state.Song, result: state.SongResult, rkey: str, loop,
                 file_name=mashup.loop_filename(song.title, loop.index, loop.label, deck_bpm),
                 mime="audio/wav", on_click="ignore", key=f"dl_{lid}_deck",
                 width="stretch")
+    if loop.label == "drums":  # straight to the Drum Splitter with this loop as its input
+        if st.button("Split its drums", icon=":material/album:", key=f"split_{lid}",
+                     width="stretch", disabled=result.refining,
+                     help=_REFINING_HELP if result.refining else
+                     "Open this loop in the Drum Splitter: kick, snare, hi-hats and toms as "
+                     "layers, MIDI and one-shots."):
+            send_to_drum_splitter(f"{song.title} - loop {loop.index}.wav", loop.clip)
+
+
+DRUM_PAGE = "pages/drum_splitter.py"
+DRUM_SOURCE = "drums_source"
+"""The Drum Splitter's input: (name, WAV bytes) in the session (see pages/drum_splitter.py)."""
+
+
+def send_to_drum_splitter(name: str, clip) -> None:
+    """Make a loop clip (2, samples) the Drum Splitter's input and open that page."""
+    st.session_state[DRUM_SOURCE] = (name, wav_bytes(clip))
+    st.session_state["drums_mode"] = "Drum loop"
+    st.switch_page(DRUM_PAGE)
 
 
 def _deck_tempo_ok(ext, clip, deck_bpm: float | None) -> bool:

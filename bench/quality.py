@@ -64,9 +64,9 @@ DEFAULT_SONGS = (3, 2, 2, 2)
 CACHE = REPO / "bench" / "out" / "quality_cache"
 CACHE_VERSION = 1
 CLIP_FLOOR_DB = -30.0
-ENGINE_KEY = {"engine": 2}
+ENGINE_KEY = {"engine": 3}
 """Part of the cache key of ``extract_loops``' results: bump it when the engine changes
-(1, no key: the engine before the bar phase choice)."""
+(no key: the engine before issue 5's levers; 3: bar phase choice and purification L1 6)."""
 
 SYNTH_TONAL = ("pad", "pluck", "lead", "vocal")
 GM_TONAL = ("gm_piano", "gm_organ", "gm_strings", "gm_epiano", "gm_guitar", "gm_marimba",
@@ -459,6 +459,15 @@ LEVERS = {
                Options(layout_rounds=3, layout_beta=1.0)],
     "layout2": [Options(), Options(layout_rounds=2), Options(layout_rounds=2, layout_gains=True)],
     "starts": [Options(), Options(starts=4), Options(starts=4, layout_rounds=3)],
+    "select": [Options(), Options(starts=4, select="binary"), Options(starts=2, select="binary")],
+    "purify_l1": [Options(), Options(core_sparsity=0.5), Options(core_sparsity=1.0), Options(core_sparsity=2.0),
+                  Options(core_sparsity=0.5, core_l1=1.0), Options(core_sparsity=1.0, core_l1=1.0)],
+    "purify_l1b": [Options(core_sparsity=2.0), Options(core_sparsity=4.0), Options(core_sparsity=8.0),
+                   Options(core_sparsity=16.0)],
+    "purify_l1c": [Options(core_sparsity=32.0), Options(core_sparsity=128.0)],
+    "purify_l1d": [Options(core_sparsity=6.0)],
+    "select2": [Options(), Options(starts=2, select="binary")],
+    "rough_starts": [Options(), Options(rough_starts=3), Options(rough_starts=4)],
     "bar_phase": [Options(), Options(bar_phase=True), Options(bar_phase=True, kl_iter=30)],
     "loop_rank": [Options(), Options(loop_rank=2), Options(loop_rank=3)],
     "sparsity": [Options(), Options(core_l1=0.0), Options(core_l1=0.1), Options(core_l1=1.0),
@@ -512,7 +521,7 @@ def variant_scores(song, spec, opts: Options, which: str, L: int, use_cache: boo
         return {**score(song, sep, db, two=False, sir_sar=False), "time_s": elapsed}
 
     late = ("oracle_layout", "seed", "layout_rounds", "layout_iter", "layout_beta", "layout_gains", "starts",
-            "bar_phase", "loop_rank")
+            "bar_phase", "loop_rank", "select", "rough_starts")
     defaults = asdict(Options())
     key = {k: v for k, v in asdict(opts).items() if k not in late or v != defaults[k]}  # old keys stay valid
     if opts.layout_rounds:

@@ -32,7 +32,11 @@ Levers (each an :class:`Options` field):
   multiplicative updates per round, ``layout_beta``; ``layout_gains``: a level per
   segment where the loop is on);
 * ``starts``: NTDs from that many seeds (0 .. starts − 1), keeping the one whose loop model
-  (after purification, and after the layout fit when there is one) fits the cube best;
+  (after purification, and after the layout fit when there is one) fits the cube best
+  (``select="error"``) or whose activations are the most on/off (``select="binary"``,
+  :func:`activation_ambiguity`);
+* ``rough_starts``: that many 10-iteration NTDs (seeds 0 ..), the one with the most on/off
+  purified activations continued to ``n_iter`` (a multi-start on the rough pass only);
 * ``loop_rank``: the NTD's loop rank r3 as a multiple of K (0: the engine's K + 2), purified to K;
 * ``bar_phase`` (estimated downbeats only): the bar line and loop start chosen by
   :func:`unmixer.bargrid.choose_bar_phase` from the tracker's grid;
@@ -58,6 +62,7 @@ from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
 from unmixer.loops import (choose_segments, cut_loop, frame_models, loop_templates, mask_shares,
                            segment_map_to_bars)
 from unmixer.layout import fit_layout
+from unmixer.errors import UnmixerError
 from unmixer.ntd import NTDResult, loop_ranks, ntd_hals, purify_core
 from unmixer.spectrum import istft, stft
 
@@ -79,7 +84,7 @@ class Options:
     oracle_layout: bool = False
     n_iter: int = 100
     core_l1: float = 0.3
-    core_sparsity: float = 0.1
+    core_sparsity: float = 6.0
     seed: int = 0
     layout_rounds: int = 0
     layout_iter: int = 30
@@ -88,13 +93,16 @@ class Options:
     starts: int = 1
     bar_phase: bool = False
     loop_rank: int = 0
+    select: str = "error"
+    rough_starts: int = 0
 
     def ntd_key(self) -> dict:
         """The fields the NTD depends on (for caching the model)."""
         return {"kl_iter": self.kl_iter, "hpss": self.hpss, "n_iter": self.n_iter,
                 "core_l1": self.core_l1, **({"seed": self.seed} if self.seed else {}),
                 **({"bar_phase": 2} if self.bar_phase else {}),
-                **({"loop_rank": self.loop_rank} if self.loop_rank else {})}
+                **({"loop_rank": self.loop_rank} if self.loop_rank else {}),
+                **({"rough_starts": self.rough_starts} if self.rough_starts else {})}
 
     def changed(self) -> dict:
         """The fields that differ from the defaults."""
@@ -196,8 +204,16 @@ def fit_ntd(prep: Prepared, n_loops: int, opts: Options, seed: int = 0,
     ranks = loop_ranks(prep.cube.shape, ranks_loops or n_loops)
     if opts.loop_rank:
         ranks = (ranks[0], ranks[1], min(opts.loop_rank * n_loops, prep.cube.shape[2]))
-    model = ntd_hals(prep.cube, ranks, n_iter=opts.n_iter, tol=1e-4, init="svd", seed=seed,
-                     core_l1=opts.core_l1)
+    if opts.rough_starts:  # 10 iterations from each seed, continue the most on/off one
+        rough = [ntd_hals(prep.cube, ranks, n_iter=10, tol=1e-4, init="svd", seed=s, core_l1=opts.core_l1)
+                 for s in range(opts.rough_starts)]
+        model = most_binary_start(rough, n_loops, sparsity=opts.core_sparsity, seed=seed)
+        if model.n_iter == 10:
+            model = ntd_hals(prep.cube, ranks, n_iter=opts.n_iter - 10, tol=1e-4, init=model,
+                             core_l1=opts.core_l1)
+    else:
+        model = ntd_hals(prep.cube, ranks, n_iter=opts.n_iter, tol=1e-4, init="svd", seed=seed,
+                         core_l1=opts.core_l1)
     if opts.kl_iter:
         model = ntd_kl(prep.cube, model, opts.kl_iter)
     return model
@@ -331,13 +347,16 @@ def loop_model(prep: Prepared, model: NTDResult, n_loops: int, opts: Options,
     core, activations = purify(model, n_loops + opts.merge, opts, seed)
     sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
     templates = loop_templates(core, sound, rhythm)
+    ambiguity = activation_ambiguity(activations)
     if opts.layout_rounds:
-        return fit_layout(prep.cube, templates, activations, n_rounds=opts.layout_rounds,
-                          template_iter=opts.layout_iter, beta=opts.layout_beta, gains=opts.layout_gains)
-    K = templates.shape[0]
-    X = prep.cube.reshape(-1, prep.cube.shape[2]).T
-    err = float(np.linalg.norm(X - activations @ templates.reshape(K, -1)) / np.linalg.norm(X))
-    return templates, activations, err
+        templates, activations, err = fit_layout(
+            prep.cube, templates, activations, n_rounds=opts.layout_rounds,
+            template_iter=opts.layout_iter, beta=opts.layout_beta, gains=opts.layout_gains)
+    else:
+        K = templates.shape[0]
+        X = prep.cube.reshape(-1, prep.cube.shape[2]).T
+        err = float(np.linalg.norm(X - activations @ templates.reshape(K, -1)) / np.linalg.norm(X))
+    return templates, activations, (ambiguity if opts.select == "binary" else err)
 
 
 def run_variant(mix: np.ndarray, n_loops: int, downbeats_s: np.ndarray, meter: int,
@@ -450,3 +469,60 @@ def auto_loop_count(model: NTDResult, max_loops: int, threshold: float = 0.9,
         groups[min(i, j)] = groups[i] + groups[j]
         del groups[max(i, j)]
     return len(groups)
+
+
+def activation_ambiguity(activations: np.ndarray, low: float = 0.15, high: float = 0.6) -> float:
+    """How far loop activations are from switching cleanly on and off.
+
+    Parameters
+    ----------
+    activations : np.ndarray, shape=(n_segments, K), D′ (nonnegative)
+    low, high : float, fractions of each loop's peak activation
+
+    Returns
+    -------
+    float in [0, 1]: the share of (segment, loop) activations, scaled to each loop's peak,
+    that are neither clearly off (< ``low``) nor clearly on (> ``high``). A loop plays in a
+    segment or it does not, so a decomposition into real loops scores low; loops that are
+    mixtures of several (or halves of one) play at in-between levels.
+
+    Source: the binary loop layouts of Smith & Goto, ICASSP 2018 (ground truth) and
+    Ramires et al., ISMIR 2020; the thresholds were set on bench/quality.py's songs.
+    """
+    a = np.asarray(activations, dtype=np.float64)
+    a = a / np.maximum(a.max(axis=0, keepdims=True), 1e-30)
+    return float(np.mean((a > low) & (a < high)))
+
+
+def most_binary_start(starts: list[NTDResult], n_loops: int, *, sparsity: float = 0.1,
+                      seed: int = 0) -> NTDResult:
+    """Of several (rough) NTDs of one cube, the one whose purified loops switch most cleanly.
+
+    Each start is purified to ``n_loops`` loops (:func:`purify_core`) and scored with
+    :func:`activation_ambiguity`; the lowest score wins (the first one on ties). The
+    reconstruction error is no guide here: on the benchmark's dense songs the starts with the
+    lowest error split the song into section-like "loops" and separate worst.
+
+    Parameters
+    ----------
+    starts : list of NTDResult (e.g. 10 HALS iterations from different seeds)
+    n_loops : int, K
+    sparsity, seed : as in :func:`purify_core`
+
+    Returns
+    -------
+    NTDResult, one of ``starts``
+
+    Raises
+    ------
+    UnmixerError
+        If ``starts`` is empty.
+
+    Source: multi-start selection; measured in bench/RESULTS_quality.md (levers "select",
+    "select2", "rough_starts"): it helped one song with true downbeats and none with
+    estimated ones, so the engine keeps one start.
+    """
+    if not starts:
+        raise UnmixerError("No NTD start to choose from.")
+    scores = [activation_ambiguity(purify_core(m, n_loops, sparsity=sparsity, seed=seed)[1]) for m in starts]
+    return starts[int(np.argmin(scores))]

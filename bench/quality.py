@@ -64,9 +64,9 @@ DEFAULT_SONGS = (3, 2, 2, 2)
 CACHE = REPO / "bench" / "out" / "quality_cache"
 CACHE_VERSION = 1
 CLIP_FLOOR_DB = -30.0
-ENGINE_KEY = {"engine": 3}
+ENGINE_KEY = {"engine": 4}
 """Part of the cache key of ``extract_loops``' results: bump it when the engine changes
-(no key: the engine before issue 5's levers; 3: bar phase choice and purification L1 6)."""
+(no key: the engine before issue 5's levers; 4: bar phase choice and purification L1 6)."""
 
 SYNTH_TONAL = ("pad", "pluck", "lead", "vocal")
 GM_TONAL = ("gm_piano", "gm_organ", "gm_strings", "gm_epiano", "gm_guitar", "gm_marimba",

@@ -78,3 +78,15 @@ def test_bar_phase_moves_a_misplaced_bar_line_onto_the_loops(meter):
     # a right bar line is kept as it is
     right = shifted_grid(wrong, meter - 2, duration)
     assert choose_bar_phase(right, mag, n_loops=3, loop_bars=1) is right
+
+
+def test_extend_back_fills_the_song_start_with_whole_segments():
+    from unmixer.bargrid import extend_back
+
+    bar = 2.0
+    db = 2 * bar - 0.01 + bar * np.arange(8)  # first loop start 2 bars in, a hair early
+    out = extend_back(db, meter=4, loop_bars=2)
+    assert len(out) == len(db) + 2 and out[0] == 0.0 and np.all(np.diff(out) > 0)
+    assert np.allclose(out[1], bar - 0.01)
+    late = bar + 0.3 * bar + bar * np.arange(8)  # 1.3 bars: no whole 2-bar segment fits
+    assert np.array_equal(extend_back(late, meter=4, loop_bars=2), late)

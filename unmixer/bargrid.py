@@ -139,8 +139,8 @@ def choose_bar_phase(grid: BeatGrid, magnitude: np.ndarray, n_loops: int, loop_b
 
 def extend_back(downbeats_s: np.ndarray, meter: int, loop_bars: int) -> np.ndarray:
     """Prepend whole segments of ``loop_bars`` bars (median bar length) while they start at or
-    after 0 s (within half a beat), so the music before the first loop start gets its own
-    segments instead of repeating the first one's.
+    after 0 s (within a tenth of a beat; such a first bar line is moved to 0 s), so the music
+    before the first loop start gets its own segments instead of repeating the first one's.
 
     Parameters
     ----------
@@ -148,12 +148,12 @@ def extend_back(downbeats_s: np.ndarray, meter: int, loop_bars: int) -> np.ndarr
 
     Returns
     -------
-    np.ndarray, shape=(n_bars + 1 + m·loop_bars,), s, the first entry ≥ −half a beat
+    np.ndarray, shape=(n_bars + 1 + m·loop_bars,), s, increasing, the first entry ≥ 0
     """
     db = np.asarray(downbeats_s, dtype=np.float64)
     bar = float(np.median(np.diff(db)))
-    m = int(np.floor((db[0] + 0.5 * bar / meter) / (bar * loop_bars)))
+    m = int(np.floor((db[0] + 0.1 * bar / meter) / (bar * loop_bars)))
     if m <= 0:
         return db
     before = db[0] - bar * np.arange(m * loop_bars, 0, -1)
-    return np.concatenate([before, db])
+    return np.concatenate([np.maximum(before, 0.0), db])  # a first bar line a hair before 0 s starts at 0

@@ -50,7 +50,9 @@ def machine() -> str:
 
 
 def _tree_rss_kib(pid: int) -> int:
-    """Resident memory (KiB) of a process and all its descendants, from /proc."""
+    """Memory (KiB) of a process and all its descendants, from /proc: the sum of their
+    proportional set sizes (PSS: each shared page counted once across the processes that map
+    it, so the shared libraries of the worker processes are not counted three times)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -64,17 +66,18 @@ def _tree_rss_kib(pid: int) -> int:
         p = todo.pop()
         todo.extend(children.get(p, []))
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     total += int(line.split()[1])
+                    break
         except OSError:
             pass
     return total
 
 
 def run_with_peak_memory(cmd: list[str]) -> tuple[str, float, float]:
-    """Run a command; return its stdout, wall time (s) and the peak resident memory (MiB) of
-    its whole process tree (the madmom worker processes included), sampled every 20 ms."""
+    """Run a command; return its stdout, wall time (s) and the peak memory (MiB, PSS) of its
+    whole process tree (the madmom worker processes included), sampled every 20 ms."""
     import subprocess
 
     t0 = time.perf_counter()
@@ -133,8 +136,8 @@ def bench_stages(repeats: int) -> None:
 
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nbars: {result.n_bars}, BPM {result.bpm:.1f}, cube segments: {result.n_bars // 2}; peak "
-          f"resident memory: app path {own:.0f} MiB (this process, without its workers), CLI "
-          + ", ".join(f"{p:.0f}" for p in peaks) + " MiB (whole process tree)")
+          f"memory: app path {own:.0f} MiB (peak RSS of this process, without its workers), CLI "
+          + ", ".join(f"{p:.0f}" for p in peaks) + " MiB (peak PSS of the whole process tree)")
 
 
 def bench_quality(songs: list[int] | None) -> None:

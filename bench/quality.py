@@ -468,6 +468,8 @@ LEVERS = {
     "purify_l1d": [Options(core_sparsity=6.0)],
     "four_loop": [Options(), Options(mask_power=1.5),
                   Options(refine_iter=50, refine_beta=1.0, refine_activations=False)],
+    "refine2": [Options(), Options(refine_iter=20, refine_beta=1.0, refine_activations=False),
+                Options(refine_iter=50, refine_beta=1.0, refine_activations=False)],
     "select2": [Options(), Options(starts=2, select="binary")],
     "rough_starts": [Options(), Options(rough_starts=3), Options(rough_starts=4)],
     "bar_phase": [Options(), Options(bar_phase=True), Options(bar_phase=True, kl_iter=30)],

@@ -63,7 +63,7 @@ from unmixer.loops import (choose_segments, cut_loop, frame_models, loop_templat
                            segment_map_to_bars)
 from unmixer.layout import fit_layout
 from unmixer.errors import UnmixerError
-from unmixer.ntd import NTDResult, loop_ranks, ntd_hals, purify_core
+from unmixer.ntd import NTDResult, loop_ranks, ntd_hals, purify_core, refine_loop_templates
 from unmixer.spectrum import istft, stft
 
 
@@ -274,27 +274,23 @@ def refine_templates(cube: np.ndarray, templates: np.ndarray, activations: np.nd
                      opts: Options) -> tuple[np.ndarray, np.ndarray]:
     """Full-resolution templates: X_(3) ≈ D′ P by β-NMF started from the NTD's (D′, P).
 
-    Parameters
-    ----------
-    cube : np.ndarray, shape=(n_freq, n_steps, n_segments)
-    templates : np.ndarray, shape=(K, n_freq, n_steps), P
-    activations : np.ndarray, shape=(n_segments, K), D′
-
-    Returns
-    -------
-    (templates (K, n_freq, n_steps), activations (n_segments, K)), float32
+    With ``opts.refine_activations=False`` this is :func:`unmixer.ntd.refine_loop_templates`;
+    otherwise D′ is refitted too. Returns (templates (K, F, T), activations (S, K)), float32.
 
     Source: multiplicative β-NMF updates (Févotte & Idier, Neural Computation 2011), i.e.
     NMF of the segment-unfolded cube (Smith & Goto, ICASSP 2018, §2) started from the NTD.
     """
     from unmixer.nmf import beta_nmf
 
+    if not opts.refine_activations:
+        return refine_loop_templates(cube, templates, activations, n_iter=opts.refine_iter,
+                                     beta=opts.refine_beta), activations
     K, F, T = templates.shape
     V = cube.reshape(F * T, cube.shape[2]).T  # (S, F·T)
     W0 = np.maximum(activations, 1e-6).astype(np.float32)
     H0 = np.maximum(templates.reshape(K, F * T), 1e-9 * float(templates.max())).astype(np.float32)
     fit = beta_nmf(V, K, beta=opts.refine_beta, n_iter=opts.refine_iter, W=W0, H=H0,
-                   update_W=opts.refine_activations, tol=0.0, loss_every=opts.refine_iter)
+                   tol=0.0, loss_every=opts.refine_iter)
     return fit.H.reshape(K, F, T).astype(np.float32), fit.W.astype(np.float32)
 
 

@@ -525,3 +525,49 @@ def purify_core(result: NTDResult, n_loops: int, *, sparsity: float = 0.1, n_ite
     W_c, H_c = fit.W.astype(np.float32), (fit.H * scale).astype(np.float32)
     new_core = np.moveaxis(H_c.reshape(n_loops, r1, r2), 0, 2)
     return np.ascontiguousarray(new_core), (D @ W_c).astype(np.float32)
+
+
+def refine_loop_templates(cube: np.ndarray, templates: np.ndarray, activations: np.ndarray, *,
+                          n_iter: int = 20, beta: float = 1.0) -> np.ndarray:
+    """Full-resolution loop templates fitted to the cube with the activations held fixed.
+
+    After purification each loop's template is the low-rank P_k = W G′_k Hᵀ. Here the
+    segment-unfolded cube X_(3) (n_segments, n_freq·n_steps) is refitted as D′ P with D′
+    fixed and P (K, n_freq·n_steps) free (every cell its own value), started from the NTD's
+    templates: each loop's template becomes the average spectrogram of the loop where it
+    plays, rather than its low-rank sketch.
+
+    Parameters
+    ----------
+    cube : np.ndarray, shape=(n_freq, n_steps, n_segments), X, nonnegative
+    templates : np.ndarray, shape=(K, n_freq, n_steps), P (from
+        :func:`unmixer.loops.loop_templates`)
+    activations : np.ndarray, shape=(n_segments, K), D′ (from :func:`purify_core`)
+    n_iter : int, multiplicative updates
+    beta : float, β-divergence of the fit (1: Kullback-Leibler)
+
+    Returns
+    -------
+    np.ndarray, float32, shape=(K, n_freq, n_steps), nonnegative
+
+    Raises
+    ------
+    UnmixerError
+        If the shapes disagree.
+
+    Source: multiplicative β-NMF updates with one factor fixed (Févotte & Idier, Neural
+    Computation 2011), i.e. the NMF of the segment-unfolded cube (Smith & Goto, ICASSP 2018,
+    §2) started from the purified NTD (Smith, Kawasaki & Goto, ISMIR 2019).
+    """
+    from unmixer.nmf import beta_nmf
+
+    templates = np.asarray(templates, dtype=np.float32)
+    K, F, T = templates.shape
+    if cube.shape[:2] != (F, T) or activations.shape != (cube.shape[2], K):
+        raise UnmixerError("Cube, templates and activations disagree in shape.")
+    V = cube.reshape(F * T, cube.shape[2]).T  # (S, F·T), a view
+    W0 = np.maximum(activations, 1e-6).astype(np.float32)
+    H0 = np.maximum(templates.reshape(K, F * T), 1e-9 * float(templates.max(initial=0.0)) + 1e-30)
+    fit = beta_nmf(V, K, beta=beta, n_iter=n_iter, W=W0, H=H0, update_W=False, tol=0.0,
+                   loss_every=max(int(n_iter), 1))
+    return fit.H.reshape(K, F, T).astype(np.float32)

@@ -64,7 +64,7 @@ DEFAULT_SONGS = (3, 2, 2, 2)
 CACHE = REPO / "bench" / "out" / "quality_cache"
 CACHE_VERSION = 1
 CLIP_FLOOR_DB = -30.0
-ENGINE_KEY = {"engine": 4}
+ENGINE_KEY = {"engine": 6}  # 6: Euclidean template refinement (5 was the KL one, not adopted)
 """Part of the cache key of ``extract_loops``' results: bump it when the engine changes
 (no key: the engine before issue 5's levers; 4: bar phase choice and purification L1 6)."""
 
@@ -469,7 +469,8 @@ LEVERS = {
     "four_loop": [Options(), Options(mask_power=1.5),
                   Options(refine_iter=50, refine_beta=1.0, refine_activations=False)],
     "refine2": [Options(), Options(refine_iter=20, refine_beta=1.0, refine_activations=False),
-                Options(refine_iter=50, refine_beta=1.0, refine_activations=False)],
+                Options(refine_iter=50, refine_beta=1.0, refine_activations=False),
+                Options(refine_iter=20, refine_beta=2.0, refine_activations=False)],
     "select2": [Options(), Options(starts=2, select="binary")],
     "rough_starts": [Options(), Options(rough_starts=3), Options(rough_starts=4)],
     "bar_phase": [Options(), Options(bar_phase=True), Options(bar_phase=True, kl_iter=30)],

@@ -21,7 +21,8 @@ from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
 from unmixer.errors import UnmixerError
 from unmixer.loops import (choose_segments, cut_loop, label_loop, loop_templates, mask_shares,
                            segment_map_to_bars, separate_clips, separate_tracks)
-from unmixer.ntd import default_ranks, loop_ranks, ntd_hals, ntd_tensorly, purify_core
+from unmixer.ntd import (default_ranks, loop_ranks, ntd_hals, ntd_tensorly, purify_core,
+                         refine_loop_templates)
 from unmixer.spectrum import stft
 
 STAGES = ("decoding", "downbeats", "cube", "decomposition", "loops")
@@ -192,6 +193,7 @@ def extract_loops(
     progress: Progress | None = None,
     preview: Callable[["Extraction"], None] | None = None,
     preview_iter: int = 10,
+    refine_iter: int = 20,
     tracks: bool = True,
     sr: int = SAMPLE_RATE,
 ) -> Extraction:
@@ -224,6 +226,11 @@ def extract_loops(
         time since the start, s); the decomposition then continues from that state, so the
         final result is the same as without a preview.
     preview_iter : int, NTD iterations of the rough pass
+    refine_iter : int, Euclidean multiplicative updates of full-resolution loop templates
+        with the activations fixed (:func:`unmixer.ntd.refine_loop_templates`; 0: the NTD's
+        low-rank templates). 20 raised the mean SDR of bench/quality.py's 9 songs by 0.26 dB
+        (estimated downbeats) and 0.66 dB (true); 0.8 s on a 4-minute song. (The KL version
+        gains 0.61 / 0.69 dB but costs 5.7 s.) The preview skips it.
     tracks : bool, build the full-length loop tracks (five inverse STFTs of the whole song
         for K = 5, the costliest part of the loops stage). With False only the clips are
         resynthesised, from the STFT frames around them, and each ``track`` is empty
@@ -277,10 +284,14 @@ def extract_loops(
     ranks = loop_ranks(cube.shape, n_loops) if ranks is None else default_ranks(cube.shape, ranks)
 
     def finish_loops(model, timings: dict[str, float], update=stages.update,
-                     with_tracks: bool = tracks) -> Extraction:
+                     with_tracks: bool = tracks, refine: bool = True) -> Extraction:
         core, activations = purify_core(model, int(n_loops), sparsity=core_sparsity, seed=seed)
         sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
-        loops = _build_loops(core, sound, rhythm, activations, cube, mix_spec, grid, boundaries,
+        templates = loop_templates(core, sound, rhythm)  # (K, F, T)
+        if refine_iter and refine:  # full-resolution templates, activations fixed (Euclidean)
+            templates = refine_loop_templates(cube, templates, activations, n_iter=refine_iter,
+                                              beta=2.0)
+        loops = _build_loops(templates, activations, cube, mix_spec, grid, boundaries,
                              grid_beats.n_bars, loop_bars, audio, mask_power, sr, update,
                              with_tracks)
         return Extraction(sr, length / sr, grid_beats.bpm, grid_beats.meter, grid_beats.beats_s,
@@ -297,7 +308,7 @@ def extract_loops(
         if preview is not None and preview_iter < n_iter:
             model = hals("svd", preview_iter)
             rough = finish_loops(model, dict(stages.timings), update=lambda fraction: None,
-                                 with_tracks=False)
+                                 with_tracks=False, refine=False)
             rough.timings_s["first_result"] = time.perf_counter() - stages.t_start
             preview(rough)
             if model.n_iter == preview_iter:  # not converged yet: continue from the rough state
@@ -311,11 +322,10 @@ def extract_loops(
     return result
 
 
-def _build_loops(core, sound, rhythm, activations, cube, mix_spec, grid, boundaries, n_bars,
+def _build_loops(templates, activations, cube, mix_spec, grid, boundaries, n_bars,
                  loop_bars, audio, mask_power, sr, update, with_tracks) -> list[LoopResult]:
     """Templates, bar choice, Wiener-mask clips (and tracks), loop map, labels; loudest first."""
     length = audio.shape[-1]
-    templates = loop_templates(core, sound, rhythm)  # (K, F, T)
     chosen = choose_segments(templates, activations, cube, mask_power)
     shares = mask_shares(templates, activations, cube, mask_power)  # (S, K)
     seg_energy = np.einsum("fts,fts->s", cube, cube)  # (S,), no copy of the cube

@@ -17,6 +17,7 @@ import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
 import ui.engine
+import ui.songs
 from unmixer.pipeline import STAGES, Extraction, LoopResult
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -76,6 +77,10 @@ def fake_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", fake_extract_loops)
     monkeypatch.setattr(ui.engine, "_JOBS", {})  # no finished job from another test
     monkeypatch.setenv("UNMIXER_CACHE_DIR", str(tmp_path / "cache"))
+    # the page waits this long for an analysis before it shows it as running; the fake one
+    # takes well under a second, but a loaded CI machine must not turn results into spinners
+    # (tests of the running state set a short wait themselves)
+    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 60.0)
     CALLS.clear()
     yield
 

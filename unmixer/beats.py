@@ -8,6 +8,7 @@ position in the bar, for 3 and 4 beats per bar.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -91,7 +92,15 @@ def _workers():
         # "spawn": forking a process that runs threads (Streamlit, BLAS) is unsafe
         _pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"),
                                     initializer=_quiet_onnxruntime)
+        atexit.register(_shutdown)
     return _pool
+
+
+def _shutdown() -> None:
+    """Stop the workers at exit, before the interpreter tears its modules down (a pool still
+    starting up when a short run ends, e.g. on bad input, would otherwise print a warning)."""
+    if _pool:
+        _pool.shutdown(wait=True, cancel_futures=True)
 
 
 def warm_up() -> None:

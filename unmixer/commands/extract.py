@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     bars = _Bars(args.quiet)
     t0 = time.perf_counter()
     bars("decoding", 0.0)
-    pipeline.warm_up()  # madmom's workers start and librosa loads while the song decodes
     audio = load_audio(song, max_duration_s=args.max_minutes * 60)
+    pipeline.warm_up()  # madmom's workers start and librosa loads (after a good decode only)
     bars("decoding", 1.0)
     decode_s = time.perf_counter() - t0
     extraction = extract_loops(audio, args.loops, loop_bars=args.loop_bars, seed=args.seed,

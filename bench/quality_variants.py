@@ -514,7 +514,8 @@ def most_binary_start(starts: list[NTDResult], n_loops: int, *, sparsity: float 
     UnmixerError
         If ``starts`` is empty.
 
-    Source: multi-start selection; measured in bench/RESULTS_quality.md (levers "select",
+    Source: multi-start selection; measured in BENCHMARKS.md, "Separation quality against
+    baselines" (levers "select",
     "select2", "rough_starts"): it helped one song with true downbeats and none with
     estimated ones, so the engine keeps one start.
     """

@@ -217,7 +217,8 @@ def extract_loops(
     core_sparsity : float, L1 weight of the core purification (:func:`unmixer.ntd.purify_core`).
         6 (each loop keeps only its strongest sound × rhythm atoms) separated best on
         bench/quality.py's songs: mean SDR 1.8 -> 6.6 dB with true downbeats, 1.3 -> 4.3 dB
-        with estimated ones, against 0.1 (bench/RESULTS_quality.md, lever "purify_l1")
+        with estimated ones, against 0.1 (BENCHMARKS.md, "Separation quality against
+        baselines", lever "purify_l1")
     core_l1 : float, L1 penalty on the NTD core (see :func:`unmixer.ntd.ntd_hals`)
     progress : callable(stage, fraction), optional; stages from :data:`STAGES`
     preview : callable(Extraction), optional

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -475,3 +476,34 @@ def test_a_drums_loop_opens_in_the_drum_splitter():
     clip, sr = sf.read(io.BytesIO(data), dtype="float32")
     assert sr == SR and clip.shape == (2 * BAR, 2)  # the 2-bar clip of loop 1
     assert [h.value for h in at.subheader][:1] == ["groove - loop 1.wav"]  # the Drum Splitter ran on it
+
+
+def test_a_bad_file_says_so_at_once_while_another_song_is_analysed(monkeypatch):
+    import threading
+
+    release = threading.Event()
+
+    def held_extract(audio, n_loops=5, *, progress=None, **kw):
+        def held(stage, fraction):
+            progress(stage, fraction)
+            if stage == "decomposition" and fraction == 0.0:
+                release.wait(30)
+        return fake_extract_loops(audio, n_loops, progress=held, **kw)
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", held_extract)
+    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
+    at = _app()
+    at.file_uploader[0].set_value(("good.wav", GOOD, "audio/wav")).run()
+    _add_upload(at, "broken.mp3", CORRUPT, "audio/mpeg").run()
+    deadline = time.time() + 10  # the page redraws on its own; here: rerun until the line shows
+    while not at.error and time.time() < deadline:
+        time.sleep(0.1)
+        at.run()
+    try:
+        assert not at.exception
+        (error,) = at.error                 # the bad file's line is there...
+        assert error.value.startswith("broken.mp3 is not a readable audio file")
+        good = [j for j in ui.engine._JOBS.values() if not j.future.done()]
+        assert len(good) == 1 and "decomposition" in good[0].stages  # ...while good.wav is held
+    finally:
+        release.set()

@@ -6,7 +6,9 @@ version) before decoding and running :func:`unmixer.pipeline.extract_loops`. Wha
 (on disk and in the session) is the Extraction without its full-length tracks: the page
 only plays and downloads loop clips, and a 4-minute song's tracks weigh ~400 MB.
 
-Analyses run in a small background pool (:func:`submit`), one job per cache key: a rerun
+Each new song is first decoded in a pool of its own, so a bad file's one-line error shows at
+once, not after the analyses queued before it; the analyses run in a small background pool
+(:func:`submit`), one job per cache key: a rerun
 (the user clicks something while a song is being analysed) re-attaches to the running job
 instead of killing and restarting it, and a second user adding the same song waits for the
 same job. The page polls the job and draws its progress.
@@ -86,8 +88,10 @@ class Job:
 
 _JOBS: dict[str, Job] = {}
 _JOBS_LOCK = threading.Lock()
-_POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 4),
-                           thread_name_prefix="unmixer-analysis")
+_ANALYSIS_WORKERS = max(1, (os.cpu_count() or 2) // 4)
+_POOL = ThreadPoolExecutor(max_workers=_ANALYSIS_WORKERS, thread_name_prefix="unmixer-analysis")
+_DECODE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unmixer-decode")
+_ANALYSES = 0  # submitted to _POOL and not finished (guarded by _JOBS_LOCK)
 _FINISHED_JOB_TTL_S = 600.0
 
 
@@ -108,8 +112,7 @@ def submit(song: Song, n_loops: int, loop_bars: int) -> Job:
         job = _JOBS.get(key)
         if job is None or (job.future.done() and job.future.result().error):
             job = Job(Future())
-            job.future = _POOL.submit(analyse, song, n_loops, loop_bars, job.progress,
-                                      preview=job.preview)
+            _DECODE_POOL.submit(_decode_then_queue, job, song, n_loops, loop_bars)
             _JOBS[key] = job
     return job
 
@@ -149,8 +152,12 @@ def is_cached(song: Song, n_loops: int, loop_bars: int) -> bool:
 def analyse(song: Song, n_loops: int, loop_bars: int,
             progress: Callable[[str, float], None] | None = None,
             cache: ResultCache | None = None,
-            preview: Callable[[SongResult], None] | None = None) -> SongResult:
+            preview: Callable[[SongResult], None] | None = None,
+            audio: np.ndarray | None = None, started: float | None = None) -> SongResult:
     """Loops of one song, from the disk cache when it has them.
+
+    ``audio`` (2, samples) at 44.1 kHz, if given, is the song already decoded (then
+    ``started``, a :func:`time.perf_counter` value, is when that began).
 
     ``preview``, if given, receives the quick first result of a fresh analysis (a
     :class:`SongResult` with ``refining=True`` and ``seconds`` since the start) while the
@@ -162,19 +169,14 @@ def analyse(song: Song, n_loops: int, loop_bars: int,
     """
     cache = cache if cache is not None else ResultCache()
     key = _key(song, n_loops, loop_bars)
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     try:
         hit = cache.get(key, _load)
         if hit is not None:
             return SongResult(n_loops, loop_bars, hit, seconds=time.perf_counter() - start,
                               from_cache=True)
-        if progress:
-            progress("decoding", 0.0)
-        if EXTRACT_LOOPS is None:
-            pipeline.warm_up()  # madmom's workers start and librosa loads while the song decodes
-        audio = load_audio(song.data, name=song.name)
-        if progress:
-            progress("decoding", 1.0)
+        if audio is None:
+            audio = _decode(song, progress)
         extra = {}
         if preview is not None:
             def rough(extraction) -> None:
@@ -193,6 +195,51 @@ def analyse(song: Song, n_loops: int, loop_bars: int,
         return SongResult(n_loops, loop_bars,
                           error=f"Unmixer could not analyse {song.name} "
                                 f"({type(err).__name__}: {err}).".replace("\n", " "))
+
+
+def _decode(song: Song, progress: Callable[[str, float], None] | None) -> np.ndarray:
+    """The song's audio (raises UnmixerError), reporting the "decoding" stage."""
+    if progress:
+        progress("decoding", 0.0)
+    if EXTRACT_LOOPS is None:
+        pipeline.warm_up()  # madmom's workers start and librosa loads while the song decodes
+    audio = load_audio(song.data, name=song.name)
+    if progress:
+        progress("decoding", 1.0)
+    return audio
+
+
+def _decode_then_queue(job: Job, song: Song, n_loops: int, loop_bars: int) -> None:
+    """Decode a new song at once, in its own small pool, so that a bad file's one-line error
+    shows without waiting for the analyses queued before it; then queue the analysis."""
+    started = time.perf_counter()
+    audio = None
+    try:
+        if not is_cached(song, n_loops, loop_bars):
+            audio = _decode(song, job.progress)
+    except UnmixerError as err:
+        job.future.set_result(SongResult(n_loops, loop_bars, error=str(err)))
+        return
+    except Exception as err:  # a bug: keep the page alive, say it in one line
+        log.exception("decoding %s failed", song.name)
+        message = f"Unmixer could not read {song.name} ({type(err).__name__}: {err})."
+        job.future.set_result(SongResult(n_loops, loop_bars, error=message.replace("\n", " ")))
+        return
+    global _ANALYSES
+    with _JOBS_LOCK:
+        if audio is not None and _ANALYSES >= _ANALYSIS_WORKERS:
+            job.progress("queued", 0.0)  # shown until the analysis starts
+        _ANALYSES += 1
+        inner = _POOL.submit(analyse, song, n_loops, loop_bars, job.progress,
+                             preview=job.preview, audio=audio, started=started)
+    inner.add_done_callback(lambda done: _finished(job, done))
+
+
+def _finished(job: Job, done: Future) -> None:
+    global _ANALYSES
+    with _JOBS_LOCK:
+        _ANALYSES -= 1
+    job.future.set_result(done.result())
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

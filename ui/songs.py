@@ -17,6 +17,7 @@ AUDIO_TYPES = ["wav", "mp3", "ogg", "flac", "m4a", "aac", "aif", "aiff", "opus"]
 
 STAGE_LABELS = {
     "decoding": "Decoding the audio",
+    "queued": "Waiting for another analysis to finish",
     "downbeats": "Finding the beats and downbeats",
     "cube": "Stacking the bars into a spectral cube",
     "decomposition": "Decomposing the cube (Tucker)",

@@ -60,6 +60,18 @@ def _fake_extraction(audio, n_loops, loop_bars, seed, rough=False) -> Extraction
                       {"first_result": 0.1} if rough else {})
 
 
+def _held_in_decomposition(release):
+    """The fake engine, held halfway through the decomposition until ``release`` is set."""
+    def extract(audio, n_loops=5, *, progress=None, **kw):
+        def held(stage, fraction):
+            progress(stage, fraction)
+            if stage == "decomposition" and fraction == 0.0:
+                progress(stage, 0.5)
+                release.wait(30)
+        return fake_extract_loops(audio, n_loops, progress=held, **kw)
+    return extract
+
+
 def _wav(seconds: float, freq: float) -> bytes:
     t = np.arange(int(seconds * SR)) / SR
     tone = (0.3 * np.sin(2 * np.pi * freq * t) * (1 + np.sign(np.sin(2 * np.pi * 2 * t))) / 2)
@@ -155,16 +167,7 @@ def test_upload_shows_named_stages_then_tempo_meter_map_and_tiles(monkeypatch):
     import ui.songs
 
     release = threading.Event()
-
-    def slow_extract(audio, n_loops=5, *, progress=None, **kw):
-        def held(stage, fraction):
-            progress(stage, fraction)
-            if stage == "decomposition" and fraction == 0.0:
-                progress(stage, 0.5)
-                release.wait(30)
-        return fake_extract_loops(audio, n_loops, progress=held, **kw)
-
-    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", slow_extract)
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", _held_in_decomposition(release))
     monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
     at = _app()
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
@@ -482,15 +485,7 @@ def test_a_bad_file_says_so_at_once_while_another_song_is_analysed(monkeypatch):
     import threading
 
     release = threading.Event()
-
-    def held_extract(audio, n_loops=5, *, progress=None, **kw):
-        def held(stage, fraction):
-            progress(stage, fraction)
-            if stage == "decomposition" and fraction == 0.0:
-                release.wait(30)
-        return fake_extract_loops(audio, n_loops, progress=held, **kw)
-
-    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", held_extract)
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", _held_in_decomposition(release))
     monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
     at = _app()
     at.file_uploader[0].set_value(("good.wav", GOOD, "audio/wav")).run()

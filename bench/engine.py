@@ -192,10 +192,19 @@ def main() -> None:
     parser.add_argument("what", choices=("stages", "quality"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--songs", type=int, nargs="*", help="song numbers (1-8) to run")
+    parser.add_argument("--inner-sweeps", type=int, default=None,
+                        help="HALS sweeps per NTD iteration (default: the engine's, 8)")
     args = parser.parse_args()
     if args.what == "stages":
         bench_stages(args.repeats)
     else:
+        if args.inner_sweeps:  # a variant of the engine's NTD, for BENCHMARKS.md's NTD section
+            import functools
+
+            import unmixer.pipeline
+            from unmixer.ntd import ntd_hals
+
+            unmixer.pipeline.ntd_hals = functools.partial(ntd_hals, inner_sweeps=args.inner_sweeps)
         bench_quality(args.songs)
 
 

@@ -68,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tl-iter", type=int, default=20)
     parser.add_argument("--our-iter", type=int, default=200)
+    parser.add_argument("--inner-sweeps", type=int, default=8, help="our HALS sweeps per iteration")
     args = parser.parse_args()
 
     X = build_cube()
@@ -84,7 +85,7 @@ def main() -> None:
     _, _, init_peak = timed(lambda: initialise(X, RANKS, "svd"))
 
     def our_run():
-        return ntd_hals(X, RANKS, n_iter=args.our_iter, tol=0,
+        return ntd_hals(X, RANKS, n_iter=args.our_iter, tol=0, inner_sweeps=args.inner_sweeps,
                         init=NTDResult(init.core.copy(), [f.copy() for f in init.factors]))
 
     ours, our_s, our_peak = timed(our_run)

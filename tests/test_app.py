@@ -60,16 +60,26 @@ def _fake_extraction(audio, n_loops, loop_bars, seed, rough=False) -> Extraction
                       {"first_result": 0.1} if rough else {})
 
 
-def _held_in_decomposition(release):
-    """The fake engine, held halfway through the decomposition until ``release`` is set."""
+@pytest.fixture
+def held(monkeypatch):
+    """The fake engine, held halfway through the decomposition until the yielded event is
+    set (at the latest when the test ends), and a page that shows running analyses at once."""
+    import threading
+
+    release = threading.Event()
+
     def extract(audio, n_loops=5, *, progress=None, **kw):
-        def held(stage, fraction):
+        def at_stage(stage, fraction):
             progress(stage, fraction)
             if stage == "decomposition" and fraction == 0.0:
                 progress(stage, 0.5)
                 release.wait(30)
-        return fake_extract_loops(audio, n_loops, progress=held, **kw)
-    return extract
+        return fake_extract_loops(audio, n_loops, progress=at_stage, **kw)
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", extract)
+    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
+    yield release
+    release.set()
 
 
 def _wav(seconds: float, freq: float) -> bytes:
@@ -161,14 +171,8 @@ def test_demo_button_works_without_upload():
     assert deck["bpm"] == 120.0 and deck["meter"] == 4 and len(deck["loops"]) == 5
 
 
-def test_upload_shows_named_stages_then_tempo_meter_map_and_tiles(monkeypatch):
-    import threading
-
-    import ui.songs
-
-    release = threading.Event()
-    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", _held_in_decomposition(release))
-    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
+def test_upload_shows_named_stages_then_tempo_meter_map_and_tiles(held):
+    release = held
     at = _app()
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
     assert not at.exception and not at.error
@@ -481,12 +485,7 @@ def test_a_drums_loop_opens_in_the_drum_splitter():
     assert [h.value for h in at.subheader][:1] == ["groove - loop 1.wav"]  # the Drum Splitter ran on it
 
 
-def test_a_bad_file_says_so_at_once_while_another_song_is_analysed(monkeypatch):
-    import threading
-
-    release = threading.Event()
-    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", _held_in_decomposition(release))
-    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
+def test_a_bad_file_says_so_at_once_while_another_song_is_analysed(held):
     at = _app()
     at.file_uploader[0].set_value(("good.wav", GOOD, "audio/wav")).run()
     _add_upload(at, "broken.mp3", CORRUPT, "audio/mpeg").run()
@@ -494,11 +493,8 @@ def test_a_bad_file_says_so_at_once_while_another_song_is_analysed(monkeypatch):
     while not at.error and time.time() < deadline:
         time.sleep(0.1)
         at.run()
-    try:
-        assert not at.exception
-        (error,) = at.error                 # the bad file's line is there...
-        assert error.value.startswith("broken.mp3 is not a readable audio file")
-        good = [j for j in ui.engine._JOBS.values() if not j.future.done()]
-        assert len(good) == 1 and "decomposition" in good[0].stages  # ...while good.wav is held
-    finally:
-        release.set()
+    assert not at.exception
+    (error,) = at.error                 # the bad file's line is there...
+    assert error.value.startswith("broken.mp3 is not a readable audio file")
+    good = [j for j in ui.engine._JOBS.values() if not j.future.done()]
+    assert len(good) == 1 and "decomposition" in good[0].stages  # ...while good.wav is held

@@ -111,35 +111,6 @@ def warm_up() -> None:
             pool.submit(_import_madmom)
 
 
-def _malloc_trim() -> None:
-    """Give the C heap's free memory back to the system (glibc; a no-op elsewhere).
-
-    madmom's buffers are freed after each task, but glibc keeps the pages; trimmed, an idle
-    worker holds ~60 MB instead of ~130 MB, and the main process enters the Viterbi
-    decoding (1.5 GB for a 4-minute song) without the spectrogram's leftovers."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _call_and_trim(fn, *args):
-    """Run ``fn(*args)`` in a worker, then trim its heap (see :func:`_malloc_trim`)."""
-    try:
-        return fn(*args)
-    finally:
-        _malloc_trim()
-
-
-def _pool_map(fn, *iterables):
-    """``map`` over the worker processes, trimming each worker's heap after its task."""
-    from functools import partial
-
-    return _workers().map(partial(_call_and_trim, fn), *iterables)
-
-
 def _import_madmom() -> None:
     import madmom.audio.stft  # noqa: F401
     import madmom.features.downbeats  # noqa: F401
@@ -158,9 +129,9 @@ def _parallel(processor) -> None:
     if pool is None:
         return
     if isinstance(processor, DBNDownBeatTrackingProcessor) and len(processor.hmms) > 1:
-        processor.map = _pool_map  # one meter's Viterbi decoding per worker process
+        processor.map = pool.map  # one meter's Viterbi decoding per worker process
     if isinstance(processor, ParallelProcessor) and not _holds_networks(processor):
-        processor.map = _pool_map
+        processor.map = pool.map
     for part in getattr(processor, "processors", None) or []:
         _parallel(part)
 
@@ -278,7 +249,6 @@ def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...
 
     duration = np.asarray(audio).shape[-1] / sr
     act = downbeat_activations(audio, sr)
-    _malloc_trim()  # the features' pages, before the Viterbi decoding's big allocation
     if act.size == 0 or float(act.max()) < 0.05:
         raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
     try:

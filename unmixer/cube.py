@@ -167,20 +167,24 @@ def frame_steps(grid: CubeGrid, n_frames: int) -> tuple[np.ndarray, np.ndarray, 
     return seg, j0, j1, (step - np.floor(step)).astype(np.float32)
 
 
-def cube_to_frames(values: np.ndarray, grid: CubeGrid, n_frames: int) -> np.ndarray:
+def cube_to_frames(values: np.ndarray, grid: CubeGrid, n_frames: int | None = None, *,
+                   steps: tuple | None = None) -> np.ndarray:
     """Map cube-domain values back onto STFT frames (the inverse of :func:`spectral_cube`).
 
     Parameters
     ----------
     values : np.ndarray, shape=(..., n_steps, n_segments)
     grid : CubeGrid
-    n_frames : int
+    n_frames : int, the song's STFT frames (when ``steps`` is not given)
+    steps : (segment, j0, j1, weight), optional: :func:`frame_steps` already computed, or a
+        slice of it (some frames only), with ``segment`` indexing the last axis of ``values``
 
     Returns
     -------
-    np.ndarray, shape=(..., n_frames): frame t takes the value of its segment at its
-    fractional step, interpolated linearly between steps (wrapping within the segment).
+    np.ndarray, shape=(..., n_frames) (or as many frames as ``steps`` holds): frame t takes
+    the value of its segment at its fractional step, interpolated linearly between steps
+    (wrapping within the segment).
     """
-    seg, j0, j1, w = frame_steps(grid, n_frames)
+    seg, j0, j1, w = frame_steps(grid, n_frames) if steps is None else steps
     w = w.astype(values.dtype)
     return values[..., j0, seg] * (1 - w) + values[..., j1, seg] * w

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unmixer.cube import CubeGrid, frame_steps
+from unmixer.cube import CubeGrid, cube_to_frames, frame_steps
 from unmixer.labels import LABELS, label_loop  # noqa: F401  (re-exported from unmixer.labels)
 from unmixer.spectrum import HOP_LENGTH, istft
 
@@ -112,32 +112,18 @@ def frame_models(templates: np.ndarray, activations: np.ndarray, grid: CubeGrid,
     return model
 
 
-def _frame_masks(pk: np.ndarray, dk: np.ndarray, denom: np.ndarray, grid: CubeGrid,
-                 steps: tuple, frames: slice, loops) -> np.ndarray:
-    """Wiener masks of ``loops`` formed on the cube and mapped onto STFT ``frames``.
-
-    Only the segments those frames touch are formed. Returns float32, shape=(len(loops),
-    n_freq, n_frames_in_slice); the masks of all K loops sum to 1 in every cell.
-    """
+def _frame_mask(pk: np.ndarray, dk: np.ndarray, denom: np.ndarray, grid: CubeGrid,
+                steps: tuple, frames: slice, k: int) -> np.ndarray:
+    """Loop k's Wiener mask formed on the cube and mapped onto STFT ``frames``, float32,
+    shape=(n_freq, n_frames_in_slice); only the segments those frames touch are formed."""
     seg, j0, j1, w = (a[frames] for a in steps)
     used, seg = np.unique(seg, return_inverse=True)
     T = grid.n_steps
-    F = pk.shape[1] // T
     eps = np.float32(1e-9)
-    out = np.empty((len(loops), F, len(seg)), dtype=np.float32)
-    den = denom[:, used] + eps  # (F·T, n_used)
-    for i, k in enumerate(loops):  # one loop's mask at a time (memory)
-        cells = pk[k][:, None] * dk[used, k][None, :]
-        cells += eps / len(dk[0])
-        cells /= den
-        cells = cells.reshape(F, T, len(used))
-        lo = cells[:, j0, seg]
-        lo *= 1 - w
-        hi = cells[:, j1, seg]
-        hi *= w
-        lo += hi
-        out[i] = lo
-    return out
+    cells = pk[k][:, None] * dk[used, k][None, :]
+    cells += eps / dk.shape[1]
+    cells /= denom[:, used] + eps  # (F·T, n_used)
+    return cube_to_frames(cells.reshape(-1, T, len(used)), grid, steps=(seg, j0, j1, w))
 
 
 def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np.ndarray,
@@ -215,7 +201,7 @@ def _resynthesise(mix_spec, pk, dk, denom, grid, steps, k: int, start: int, stop
     reach = n_fft // hop_length + 1  # frames whose window overlaps a sample, either side
     f0 = max(0, start // hop_length - reach)
     f1 = min(n_frames, -(-stop // hop_length) + reach + 1)
-    mask = _frame_masks(pk, dk, denom, grid, steps, slice(f0, f1), [k])[0]
+    mask = _frame_mask(pk, dk, denom, grid, steps, slice(f0, f1), k)
     # frame f0 is centred on sample f0·hop: the inverse STFT of frames f0..f1 starts there
     span = (length if f1 == n_frames else (f1 - 1) * hop_length) - f0 * hop_length
     part = istft(mix_spec[:, :, f0:f1] * mask, span, hop_length)

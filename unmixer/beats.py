@@ -111,6 +111,35 @@ def warm_up() -> None:
             pool.submit(_import_madmom)
 
 
+def _malloc_trim() -> None:
+    """Give the C heap's free memory back to the system (glibc; a no-op elsewhere).
+
+    madmom's buffers are freed after each task, but glibc keeps some of the pages. Trimmed in
+    the workers and before the main process's Viterbi decoding (1.5 GB for a 4-minute song),
+    the process tree's peak on that song was 1948-1959 MiB (PSS) against 1987 MiB without."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _call_and_trim(fn, *args):
+    """Run ``fn(*args)`` in a worker, then trim its heap (see :func:`_malloc_trim`)."""
+    try:
+        return fn(*args)
+    finally:
+        _malloc_trim()
+
+
+def _pool_map(fn, *iterables):
+    """``map`` over the worker processes, trimming each worker's heap after its task."""
+    from functools import partial
+
+    return _workers().map(partial(_call_and_trim, fn), *iterables)
+
+
 def _import_madmom() -> None:
     import madmom.audio.stft  # noqa: F401
     import madmom.features.downbeats  # noqa: F401
@@ -129,9 +158,9 @@ def _parallel(processor) -> None:
     if pool is None:
         return
     if isinstance(processor, DBNDownBeatTrackingProcessor) and len(processor.hmms) > 1:
-        processor.map = pool.map  # one meter's Viterbi decoding per worker process
+        processor.map = _pool_map  # one meter's Viterbi decoding per worker process
     if isinstance(processor, ParallelProcessor) and not _holds_networks(processor):
-        processor.map = pool.map
+        processor.map = _pool_map
     for part in getattr(processor, "processors", None) or []:
         _parallel(part)
 
@@ -249,6 +278,7 @@ def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...
 
     duration = np.asarray(audio).shape[-1] / sr
     act = downbeat_activations(audio, sr)
+    _malloc_trim()  # the features' pages, before the Viterbi decoding's big allocation
     if act.size == 0 or float(act.max()) < 0.05:
         raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
     try:

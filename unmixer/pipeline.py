@@ -19,6 +19,7 @@ from unmixer.audio import SAMPLE_RATE
 from unmixer.bargrid import choose_bar_phase
 from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
 from unmixer.errors import UnmixerError
+from unmixer.loopcount import AUTO, estimate_loop_count
 from unmixer.loops import (choose_segments, cut_loop, label_loop, loop_templates, mask_shares,
                            segment_map_to_bars, separate_clips, separate_tracks)
 from unmixer.ntd import (default_ranks, loop_ranks, ntd_hals, ntd_tensorly, purify_core,
@@ -177,7 +178,7 @@ class _Stages:
 
 def extract_loops(
     audio: np.ndarray,
-    n_loops: int = 5,
+    n_loops: int | str = 5,
     *,
     loop_bars: int = 2,
     seed: int = 0,
@@ -203,7 +204,9 @@ def extract_loops(
     ----------
     audio : np.ndarray, shape=(2, samples), float32 at 44.1 kHz (from
         :func:`unmixer.audio.load_audio`)
-    n_loops : int, K, 1 to 12
+    n_loops : int, K, 1 to 12; or "auto": K chosen from the song by
+        :func:`unmixer.loopcount.estimate_loop_count` (2 to 10, on the tracker's grid, then
+        again on the bar phase chosen with it); ``len(result.loops)`` tells it
     loop_bars : int, bars per loop: 1 or 2 (4 is accepted)
     seed : int, seed of every random choice (the result is deterministic)
     downbeats_s : np.ndarray, shape=(n_bars + 1,), s, optional
@@ -250,8 +253,9 @@ def extract_loops(
 
     Source: Smith & Goto, ICASSP 2018; Smith, Kawasaki & Goto, ISMIR 2019.
     """
-    if not MIN_LOOPS <= int(n_loops) <= MAX_LOOPS:
-        raise UnmixerError(f"The number of loops must be between {MIN_LOOPS} and {MAX_LOOPS}, not {n_loops}.")
+    auto = isinstance(n_loops, str) and n_loops.strip().lower() == AUTO
+    if not auto and (isinstance(n_loops, str) or not MIN_LOOPS <= int(n_loops) <= MAX_LOOPS):
+        raise UnmixerError(f"The number of loops must be 'auto' or between {MIN_LOOPS} and {MAX_LOOPS}, not {n_loops}.")
     if solver not in ("hals", "tensorly"):
         raise UnmixerError(f"Unknown NTD solver {solver!r}: use 'hals' or 'tensorly'.")
     audio = np.asarray(audio, dtype=np.float32)
@@ -271,8 +275,13 @@ def extract_loops(
     stages.start("cube")
     mix_spec = stft(audio)  # (2, F, N)
     magnitude = np.abs(mix_spec).mean(axis=0)
+    if auto:  # K from the song (unmixer.loopcount); again below if the bar phase moves
+        n_loops = estimate_loop_count(magnitude, grid_beats.downbeats_s, grid_beats.meter, loop_bars, seed=seed, sr=sr)
     if downbeats_s is None:  # the tracker's bar line may sit on the wrong beat (unmixer.bargrid)
+        tracked = grid_beats
         grid_beats = choose_bar_phase(grid_beats, magnitude, int(n_loops), loop_bars, duration_s=length / sr, sr=sr)
+        if auto and grid_beats is not tracked:
+            n_loops = estimate_loop_count(magnitude, grid_beats.downbeats_s, grid_beats.meter, loop_bars, seed=seed, sr=sr)
     boundaries = segment_boundaries_s(grid_beats.downbeats_s, loop_bars)
     grid = make_grid(boundaries, sr)
     cube = spectral_cube(magnitude, grid)

@@ -70,7 +70,7 @@ REFINING_BADGE = ":orange-badge[:material/autorenew: refining…]"
 
 
 @st.fragment(run_every=1.0)
-def _progress(song: state.Song, n_loops: int, loop_bars: int, rough_shown: bool = False) -> None:
+def _progress(song: state.Song, n_loops: int | str, loop_bars: int, rough_shown: bool = False) -> None:
     """The progress of a song's analysis, one line per stage, redrawn every second on its own
     (the rest of the page, the playing deck included, is left alone); a full rerun when
     the quick first result comes (unless it is already shown) and when the analysis ends.
@@ -136,7 +136,9 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
         with head[1]:
             state.kept(st.selectbox, "Loops", state.n_loops_key(song.id),
                        state.DEFAULT_N_LOOPS, options=state.N_LOOPS_CHOICES,
-                       help="How many loops to pull out of this song (3 to 10).")
+                       format_func=lambda n: "Auto" if n == state.AUTO_LOOPS else str(n),
+                       help="How many loops to pull out of this song (3 to 10), or Auto: "
+                            "Unmixer counts them (2 to 10) from how the bars repeat.")
         with head[2]:
             state.kept(st.segmented_control, "Loop length", state.loop_bars_key(song.id),
                        state.DEFAULT_LOOP_BARS, options=state.LOOP_BARS_CHOICES,
@@ -153,7 +155,7 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
             return
         ext = result.extraction
         facts = [f"**{ext.bpm:.1f} BPM**", f"**{ext.meter}/4**", f"{ext.n_bars} bars",
-                 f"{ext.duration_s:.0f} s", f"{len(ext.loops)} loops of {ext.loop_bars} "
+                 f"{ext.duration_s:.0f} s", f"{len(ext.loops)} loops{' (auto)' if result.auto else ''} of {ext.loop_bars} "
                  f"bar{'s' if ext.loop_bars > 1 else ''}"]
         if song.source == "demo":
             facts.append("demo song")

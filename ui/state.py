@@ -11,7 +11,7 @@ Keys
                      while it is refined, its quick first result, marked ``refining``)
 ``upload_ids_seen``  set of uploader file ids already turned into songs
 ``upload_ids_last``  file ids in the uploader at the end of the last run
-``n_loops:<song>``   loops to extract (3-10, default 5)
+``n_loops:<song>``   loops to extract: "auto" (chosen from the song, the default) or 3-10
 ``loop_bars:<song>`` loop length in bars (1 or 2, default 2)
 ``in_mix:<loop>``    whether the loop is in the mix (a loop id is ``<result key>:<index>``)
 ``gain:<loop>``      the loop's gain in the mix (dB)
@@ -45,8 +45,10 @@ DECK_BPM = "deck_bpm"
 DECK_BARS = "deck_bars"
 DECK_SEQ = "deck_seq"
 
-DEFAULT_N_LOOPS = 5
-N_LOOPS_CHOICES = tuple(range(3, 11))
+AUTO_LOOPS = "auto"
+"""The loop count chosen from the song (:func:`unmixer.loopcount.estimate_loop_count`)."""
+DEFAULT_N_LOOPS = AUTO_LOOPS
+N_LOOPS_CHOICES = (AUTO_LOOPS,) + tuple(range(3, 11))
 DEFAULT_LOOP_BARS = 2
 LOOP_BARS_CHOICES = (1, 2)
 DEFAULT_DECK_BARS = 8
@@ -83,7 +85,7 @@ class SongResult:
     for a quick first result, the time it took to come.
     """
 
-    n_loops: int
+    n_loops: int | str  # a count, or AUTO_LOOPS (then len(extraction.loops) is the count)
     loop_bars: int
     extraction: Any = None
     error: str | None = None
@@ -92,8 +94,13 @@ class SongResult:
     refining: bool = False
 
     @property
-    def params(self) -> tuple[int, int]:
+    def params(self) -> tuple[int | str, int]:
         return (self.n_loops, self.loop_bars)
+
+    @property
+    def auto(self) -> bool:
+        """Whether the loop count was chosen from the song."""
+        return self.n_loops == AUTO_LOOPS
 
 
 def song_id(data: bytes) -> str:
@@ -101,7 +108,7 @@ def song_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def result_key(song: str, n_loops: int, loop_bars: int) -> str:
+def result_key(song: str, n_loops: int | str, loop_bars: int) -> str:
     """Identifies one analysis of one song (its loops change with the parameters)."""
     return f"{song}-{n_loops}x{loop_bars}"
 
@@ -204,10 +211,15 @@ def remove_song(sid: str) -> None:
             del st.session_state[key]
 
 
-def params(sid: str) -> tuple[int, int]:
-    """The (loop count, loop length in bars) chosen for a song."""
+def loop_count(value: Any) -> int | str:
+    """A loop count choice as the engine takes it: AUTO_LOOPS or an int."""
+    return AUTO_LOOPS if value == AUTO_LOOPS else int(value)
+
+
+def params(sid: str) -> tuple[int | str, int]:
+    """The (loop count or AUTO_LOOPS, loop length in bars) chosen for a song."""
     ss = st.session_state
-    return (int(ss.get(n_loops_key(sid)) or DEFAULT_N_LOOPS),
+    return (loop_count(ss.get(n_loops_key(sid)) or DEFAULT_N_LOOPS),
             int(ss.get(loop_bars_key(sid)) or DEFAULT_LOOP_BARS))
 
 

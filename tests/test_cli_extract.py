@@ -55,3 +55,28 @@ def test_extract_writes_the_contract(tmp_path, name, loops):
     assert snr > 30  # the tracks sum to the song (16-bit files)
     png = (out / "loop_map.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+@pytest.mark.parametrize("value", ["0", "13", "many", "4.5"])
+def test_bad_loop_count_exits_2_with_one_line(tmp_path, value):
+    song = shared_song("choice_drum_bass.ogg")
+    proc = subprocess.run([sys.executable, "-m", "unmixer", "extract", str(song), "--loops", value,
+                           "--out", str(tmp_path / "out"), "-q"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --loops must be 'auto' or a number from 1 to 12, not '{value}'."]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_auto_loop_count_is_the_default_and_is_reported(tmp_path):
+    song = shared_song("choice_drum_bass.ogg")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "unmixer", "extract", str(song), "--out", str(out), "-q"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((out / "loop_map.json").read_text())
+    k = len(info["activations"])
+    assert 3 <= k <= 8  # measured: 5 (bench/RESULTS_loopcount.md)
+    assert f"choice_drum_bass.ogg: {k} loops (auto)," in proc.stdout
+    assert len(list((out / "loops").glob("loop_*.wav"))) == k

@@ -20,6 +20,9 @@ from pathlib import Path
 
 from unmixer.errors import UnmixerError
 
+AUTO = "auto"  # unmixer.loopcount.AUTO; as MIN/MAX_LOOPS (unmixer.pipeline), not imported: it
+MIN_LOOPS, MAX_LOOPS = 1, 12  # would load the engine for every command and --help
+
 ORDER = ("decoding", "downbeats", "cube", "decomposition", "loops", "writing")
 
 
@@ -29,7 +32,9 @@ def add_parser(subparsers) -> None:
         "extract", help="extract the repeating loops of a song",
         description="Extract the repeating loops of a song (Smith, Kawasaki & Goto, ISMIR 2019).")
     p.add_argument("song", help="audio file: WAV, FLAC, OGG, MP3, M4A/AAC or AIFF")
-    p.add_argument("--loops", "-k", type=int, default=5, help="number of loops K (default 5)")
+    p.add_argument("--loops", "-k", default=AUTO, metavar="K",
+                   help=f"number of loops, {MIN_LOOPS} to {MAX_LOOPS}, or 'auto': chosen from the "
+                        "song, 2 to 10 (default auto)")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--loop-bars", type=int, choices=(1, 2), default=2,
                    help="loop length in bars (default 2)")
@@ -102,12 +107,23 @@ def plot_loop_map(extraction, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def parse_loops(value: str) -> int | str:
+    """``--loops``: "auto" or a count from MIN_LOOPS to MAX_LOOPS. Raises UnmixerError."""
+    text = str(value).strip().lower()
+    if text == AUTO:
+        return AUTO
+    if text.isdigit() and MIN_LOOPS <= int(text) <= MAX_LOOPS:
+        return int(text)
+    raise UnmixerError(f"--loops must be 'auto' or a number from {MIN_LOOPS} to {MAX_LOOPS}, not {value!r}.")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``extract``; returns 0. Raises UnmixerError on bad input (exit 2 in the CLI)."""
     from unmixer import pipeline
     from unmixer.audio import load_audio, write_wav
     from unmixer.pipeline import extract_loops
 
+    n_loops = parse_loops(args.loops)
     song = Path(args.song)
     if not song.is_file():
         raise UnmixerError(f"No such file: {song}")
@@ -118,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline.warm_up()  # madmom's workers start and librosa loads (after a good decode only)
     bars("decoding", 1.0)
     decode_s = time.perf_counter() - t0
-    extraction = extract_loops(audio, args.loops, loop_bars=args.loop_bars, seed=args.seed,
+    extraction = extract_loops(audio, n_loops, loop_bars=args.loop_bars, seed=args.seed,
                                progress=bars)
     extraction.timings_s = {"decoding": decode_s, **extraction.timings_s}
 
@@ -135,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "loop_map.json").write_text(json.dumps(extraction.summary(), indent=1))
 
     total = sum(extraction.timings_s.values())
-    print(f"{song.name}: {len(extraction.loops)} loops, {extraction.bpm:.1f} BPM, "
+    chosen = " (auto)" if n_loops == AUTO else ""
+    print(f"{song.name}: {len(extraction.loops)} loops{chosen}, {extraction.bpm:.1f} BPM, "
           f"{extraction.meter}/4, {extraction.n_bars} bars -> {out}/")
     for loop in extraction.loops:
         print(f"  loop {loop.index:02d}  {loop.label:<10}  from bar {loop.chosen_bar + 1}")

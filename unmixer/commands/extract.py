@@ -32,9 +32,9 @@ def add_parser(subparsers) -> None:
         "extract", help="extract the repeating loops of a song",
         description="Extract the repeating loops of a song (Smith, Kawasaki & Goto, ISMIR 2019).")
     p.add_argument("song", help="audio file: WAV, FLAC, OGG, MP3, M4A/AAC or AIFF")
-    p.add_argument("--loops", "-k", default=AUTO, metavar="K",
+    p.add_argument("--loops", "-k", default="5", metavar="K",
                    help=f"number of loops, {MIN_LOOPS} to {MAX_LOOPS}, or 'auto': chosen from the "
-                        "song, 2 to 10 (default auto)")
+                        "song, 2 to 10 (default 5)")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--loop-bars", type=int, choices=(1, 2), default=2,
                    help="loop length in bars (default 2)")

@@ -63,7 +63,7 @@ from unmixer.loops import (choose_segments, cut_loop, frame_models, loop_templat
                            segment_map_to_bars)
 from unmixer.layout import fit_layout
 from unmixer.errors import UnmixerError
-from unmixer.ntd import NTDResult, loop_ranks, ntd_hals, purify_core, refine_loop_templates
+from unmixer.ntd import NTDResult, loop_ranks, ntd_hals, purify_core, refine_loop_tails, refine_loop_templates
 from unmixer.spectrum import istft, stft
 
 
@@ -95,6 +95,7 @@ class Options:
     loop_rank: int = 0
     select: str = "error"
     rough_starts: int = 0
+    tails: bool = False
 
     def ntd_key(self) -> dict:
         """The fields the NTD depends on (for caching the model)."""
@@ -297,10 +298,11 @@ def refine_templates(cube: np.ndarray, templates: np.ndarray, activations: np.nd
 # ----------------------------------------------------------------------------- tracks and clips
 
 def model_tracks(prep: Prepared, templates: np.ndarray, activations: np.ndarray,
-                 groups: list[list[int]], power: float, length: int) -> np.ndarray:
+                 groups: list[list[int]], power: float, length: int,
+                 tails: np.ndarray | None = None) -> np.ndarray:
     """Wiener-mask tracks of groups of loop models (one group per loop: the engine's tracks)."""
     n_frames = prep.mix_spec.shape[-1]
-    model = frame_models(templates, activations, prep.grid, n_frames)
+    model = frame_models(templates, activations, prep.grid, n_frames, tails)
     scale = max(float(templates.max()) * float(activations.max()), 1e-30)
     L = templates.shape[0]
     denom = np.zeros(prep.mix_spec.shape[1:], dtype=np.float32)
@@ -377,11 +379,14 @@ def run_variant(mix: np.ndarray, n_loops: int, downbeats_s: np.ndarray, meter: i
         if best is None or fitted[2] < best[2]:
             best, model = fitted, m
     templates, activations, _ = best
+    tails = None
     if opts.oracle_layout:
         S = prep.cube.shape[2]
         activations = np.ascontiguousarray(layout[:, ::loop_bars][:, :S].T, dtype=np.float32)
         templates, activations = refine_templates(prep.cube, templates, activations,
                                                   Options(refine_iter=100, refine_activations=False))
+    elif opts.tails:
+        templates, tails = refine_loop_tails(prep.cube, templates, activations, n_iter=opts.refine_iter)
     elif opts.refine_iter:
         templates, activations = refine_templates(prep.cube, templates, activations, opts)
     cube = prep.cube
@@ -394,10 +399,10 @@ def run_variant(mix: np.ndarray, n_loops: int, downbeats_s: np.ndarray, meter: i
     else:
         groups = [[k] for k in range(n_loops)]
     if opts.bar_choice == "dm" and not opts.merge:
-        chosen = choose_segments(templates, activations, cube, opts.mask_power)
+        chosen = choose_segments(templates, activations, cube, opts.mask_power, tails)
     else:
         chosen = choose_bars(templates, activations, cube, groups, opts.mask_power, opts.bar_choice)
-    tracks = model_tracks(prep, templates, activations, groups, opts.mask_power, length)
+    tracks = model_tracks(prep, templates, activations, groups, opts.mask_power, length, tails)
     energy = np.sqrt((templates.astype(np.float64) ** 2).sum(axis=(1, 2)))
     group_act = np.stack([(activations[:, g] * energy[g]).sum(axis=1) for g in groups], axis=1)
     loop_map = segment_map_to_bars(group_act, loop_bars, prep.n_bars)

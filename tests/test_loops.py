@@ -41,36 +41,46 @@ def _random_model(seed: int = 3):
     return song, spec, grid, templates, activations
 
 
-def _whole_song_tracks(spec, templates, activations, grid, length):
-    """Reference: every loop's mask over the whole song at once, one inverse STFT each."""
+def _whole_song_tracks(spec, templates, activations, grid, length, tails=None):
+    """Reference: every loop's mask over the whole song at once, one inverse STFT each
+    (the loop models written out cell by cell, as the module docstring defines them)."""
     from unmixer.cube import cube_to_frames
-    from unmixer.loops import _powered, cube_mask_denominator
     from unmixer.spectrum import istft
 
     K, F, T = templates.shape
-    pk, dk = _powered(templates, activations, 2.0)
-    denom = cube_mask_denominator(pk, dk) + np.float32(1e-9)
-    masks = [cube_to_frames(((pk[k][:, None] * dk[None, :, k] + 1e-9 / K) / denom).reshape(F, T, -1),
+    top = max(templates.max(), 0 if tails is None else tails.max())
+    d = activations / activations.max()
+    d_prev = np.vstack([np.zeros((1, K)), d[:-1]])
+    models = np.stack([(templates[k].reshape(-1, 1) * d[None, :, k]
+                        + (0 if tails is None else tails[k].reshape(-1, 1) * d_prev[None, :, k])) / top
+                       for k in range(K)]) ** 2  # (K, F·T, S)
+    denom = models.sum(axis=0) + np.float32(1e-9)
+    masks = [cube_to_frames(((models[k] + 1e-9 / K) / denom).reshape(F, T, -1).astype(np.float32),
                             grid, spec.shape[-1]) for k in range(K)]
     return np.stack([istft(spec * m, length) for m in masks])
 
 
-def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft():
+@pytest.mark.parametrize("with_tails", [False, True])
+def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft(with_tails):
     from unmixer.loops import separate_clips, separate_tracks
 
     song, spec, grid, templates, activations = _random_model()
+    tails = np.random.default_rng(1).random(templates.shape).astype(np.float32) if with_tails else None
     length = song.mix.shape[-1]
-    ref = _whole_song_tracks(spec, templates, activations, grid, length)
+    ref = _whole_song_tracks(spec, templates, activations, grid, length, tails)
     assert np.abs(ref).max() > 0.05
+    if with_tails:  # the tails change the masks
+        assert np.abs(ref - _whole_song_tracks(spec, templates, activations, grid, length)).max() > 0.01
     for chunk in (1 << 20, 30011):  # one chunk; chunks whose edges fall anywhere in a frame
-        tracks = separate_tracks(spec, templates, activations, grid, length, chunk=chunk)
+        tracks = separate_tracks(spec, templates, activations, grid, length, chunk=chunk, tails=tails)
         assert np.abs(tracks - ref).max() < 1e-5
     # the residual last track: same track, and the tracks sum to the mixture exactly
-    tracks = separate_tracks(spec, templates, activations, grid, length, mixture=song.mix, chunk=30011)
+    tracks = separate_tracks(spec, templates, activations, grid, length, mixture=song.mix, chunk=30011,
+                             tails=tails)
     assert np.abs(tracks - ref).max() < 1e-5
     assert np.abs(tracks.sum(axis=0) - song.mix).max() < 1e-6
     ranges = np.array([[0, 5000], [100_000, 200_000], [length - 3000, length]])
-    clips = separate_clips(spec, templates, activations, grid, ranges, length)
+    clips = separate_clips(spec, templates, activations, grid, ranges, length, tails=tails)
     for k, (start, stop) in enumerate(ranges):
         assert clips[k].shape == (2, stop - start)
         assert np.abs(clips[k] - ref[k][:, start:stop]).max() < 1e-5

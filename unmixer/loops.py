@@ -4,6 +4,8 @@ With the purified core G′ (r_sound, r_rhythm, K), the sound templates W (n_fre
 the rhythm templates H (n_steps, r_rhythm) and the loop activations D′ (n_segments, K),
 loop k's spectrogram in segment s is modelled as ``D′[s, k] · P_k`` with the loop template
 ``P_k = W G′[:, :, k] Hᵀ`` (n_freq, n_steps): Smith, Kawasaki & Goto, ISMIR 2019, §3.1.
+With tail templates Q_k (:func:`unmixer.ntd.refine_loop_tails`) the model is
+``D′[s, k] · P_k + D′[s − 1, k] · Q_k``: what a loop rings on into the next segment.
 """
 
 from __future__ import annotations
@@ -48,33 +50,77 @@ def cube_mask_denominator(pk: np.ndarray, dk: np.ndarray) -> np.ndarray:
     return pk.T @ dk.T
 
 
+class _LoopCells:
+    """Every loop's model on the cube, raised to the mask power, and their sum over loops.
+
+    Without tails (D′[s,k] P_k)^p = D′[s,k]^p P_k^p, so the sum is one matrix product; with
+    tails (D′[s,k] P_k + D′[s−1,k] Q_k)^p is formed loop by loop. Scaled by the largest
+    template and activation (the masks do not depend on the scale).
+    """
+
+    def __init__(self, templates: np.ndarray, activations: np.ndarray, power: float,
+                 tails: np.ndarray | None = None):
+        K = templates.shape[0]
+        self.power = float(power)
+        self.n_loops = K
+        if tails is None:
+            self.p, self.d = _powered(templates, activations, power)
+            self.q = None
+            self.denom = cube_mask_denominator(self.p, self.d)  # (F·T, S)
+            return
+        top = max(float(templates.max()), float(tails.max()), 1e-30)
+        self.p = (templates.reshape(K, -1) / top).astype(np.float32)
+        self.q = (tails.reshape(K, -1) / top).astype(np.float32)
+        self.d = (activations / max(float(activations.max()), 1e-30)).astype(np.float32)
+        self.d_prev = np.zeros_like(self.d)
+        self.d_prev[1:] = self.d[:-1]
+        self.denom = self.cells(0)
+        for k in range(1, K):
+            self.denom += self.cells(k)
+
+    def cells(self, k: int, segments: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Loop k's powered model in ``segments``, float32, shape=(F·T, n_segments_given)."""
+        c = self.p[k][:, None] * self.d[segments, k][None, :]
+        if self.q is not None:
+            c += self.q[k][:, None] * self.d_prev[segments, k][None, :]
+            np.power(c, self.power, out=c)
+        return c
+
+
 def mask_shares(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray,
-                power: float = 2.0) -> np.ndarray:
+                power: float = 2.0, tails: np.ndarray | None = None) -> np.ndarray:
     """Fraction of each segment's energy that each loop's Wiener mask keeps.
 
     share[s, k] = Σ_{f,j} M_k(f, j, s) X(f, j, s)² / Σ_{f,j} X(f, j, s)², with
-    M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p.
+    M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p (with tails, D′[s,k] P_k + D′[s−1,k] Q_k
+    in place of D′[s,k] P_k).
 
     Parameters
     ----------
     templates : np.ndarray, shape=(K, n_freq, n_steps), P
     activations : np.ndarray, shape=(n_segments, K), D′
     cube : np.ndarray, shape=(n_freq, n_steps, n_segments), X
+    tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional
 
     Returns
     -------
     np.ndarray, float32, shape=(n_segments, K), in [0, 1]
     """
-    pk, dk = _powered(templates, activations, power)
-    denom = cube_mask_denominator(pk, dk)  # (F·T, S)
+    cells = _LoopCells(templates, activations, power, tails)
     x2 = cube.reshape(-1, cube.shape[-1]).astype(np.float32) ** 2  # (F·T, S)
-    eps = np.float32(1e-12 * float(denom.max(initial=0.0)) + 1e-30)
-    share = dk * (pk @ (x2 / (denom + eps))).T  # (S, K)
+    eps = np.float32(1e-12 * float(cells.denom.max(initial=0.0)) + 1e-30)
+    ratio = x2 / (cells.denom + eps)
+    if tails is None:
+        share = cells.d * (cells.p @ ratio).T  # (S, K): one product
+    else:
+        share = np.stack([np.einsum("cs,cs->s", cells.cells(k), ratio) for k in range(cells.n_loops)],
+                         axis=1)
     return (share / np.maximum(x2.sum(axis=0), 1e-30)[:, None]).astype(np.float32)
 
 
 def choose_segments(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray,
-                    power: float = 2.0) -> np.ndarray:
+                    power: float = 2.0, tails: np.ndarray | None = None,
+                    shares: np.ndarray | None = None) -> np.ndarray:
     """The segment that best shows each loop: argmax over s of activation × mask share.
 
     Parameters
@@ -82,6 +128,8 @@ def choose_segments(templates: np.ndarray, activations: np.ndarray, cube: np.nda
     templates : np.ndarray, shape=(K, n_freq, n_steps)
     activations : np.ndarray, shape=(n_segments, K)
     cube : np.ndarray, shape=(n_freq, n_steps, n_segments)
+    tails : np.ndarray, shape=(K, n_freq, n_steps), optional (see :func:`mask_shares`)
+    shares : np.ndarray, shape=(n_segments, K), optional: :func:`mask_shares` already computed
 
     Returns
     -------
@@ -90,50 +138,59 @@ def choose_segments(templates: np.ndarray, activations: np.ndarray, cube: np.nda
     Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1 ("D·M": activation loudness times
     soft-mask share, so the chosen bar is loud for the loop and has little crosstalk).
     """
+    if shares is None:
+        shares = mask_shares(templates, activations, cube, power, tails)
     act = activations / np.maximum(activations.max(axis=0, keepdims=True), 1e-30)
-    score = act * mask_shares(templates, activations, cube, power)
-    return np.argmax(score, axis=0)
+    return np.argmax(act * shares, axis=0)
 
 
 def frame_models(templates: np.ndarray, activations: np.ndarray, grid: CubeGrid,
-                 n_frames: int):
+                 n_frames: int, tails: np.ndarray | None = None):
     """A function k -> loop k's magnitude model on every STFT frame, shape=(n_freq, n_frames).
 
     Frame t in segment s at fractional step u gets D′[s, k] · P_k(:, u) (P_k interpolated
-    linearly between steps); see :meth:`CubeGrid.frame_cells` for frames outside the bars.
+    linearly between steps), plus D′[s − 1, k] · Q_k(:, u) with ``tails`` Q (K, n_freq,
+    n_steps); see :meth:`CubeGrid.frame_cells` for frames outside the bars.
     """
     seg, j0, j1, w = frame_steps(grid, n_frames)
     act = activations.astype(np.float32)
+    prev = np.zeros_like(act)
+    prev[1:] = act[:-1]
 
     def model(k: int) -> np.ndarray:
         p = templates[k]
-        return (p[:, j0] * (1 - w) + p[:, j1] * w) * act[seg, k][None, :]
+        out = (p[:, j0] * (1 - w) + p[:, j1] * w) * act[seg, k][None, :]
+        if tails is not None:
+            q = tails[k]
+            out += (q[:, j0] * (1 - w) + q[:, j1] * w) * prev[seg, k][None, :]
+        return out
 
     return model
 
 
-def _frame_mask(pk: np.ndarray, dk: np.ndarray, denom: np.ndarray, grid: CubeGrid,
-                steps: tuple, frames: slice, k: int) -> np.ndarray:
+def _frame_mask(cells: _LoopCells, grid: CubeGrid, steps: tuple, frames: slice, k: int) -> np.ndarray:
     """Loop k's Wiener mask formed on the cube and mapped onto STFT ``frames``, float32,
     shape=(n_freq, n_frames_in_slice); only the segments those frames touch are formed."""
     seg, j0, j1, w = (a[frames] for a in steps)
     used, seg = np.unique(seg, return_inverse=True)
     T = grid.n_steps
     eps = np.float32(1e-9)
-    cells = pk[k][:, None] * dk[used, k][None, :]
-    cells += eps / dk.shape[1]
-    cells /= denom[:, used] + eps  # (F·T, n_used)
-    return cube_to_frames(cells.reshape(-1, T, len(used)), grid, steps=(seg, j0, j1, w))
+    mask = cells.cells(k, used)
+    mask += eps / cells.n_loops
+    mask /= cells.denom[:, used] + eps  # (F·T, n_used)
+    return cube_to_frames(mask.reshape(-1, T, len(used)), grid, steps=(seg, j0, j1, w))
 
 
 def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np.ndarray,
                     grid: CubeGrid, length: int, power: float = 2.0,
                     hop_length: int = HOP_LENGTH, mixture: np.ndarray | None = None,
-                    n_threads: int = 2, chunk: int = 1 << 19) -> np.ndarray:
+                    n_threads: int = 2, chunk: int = 1 << 19,
+                    tails: np.ndarray | None = None) -> np.ndarray:
     """Full-length loop tracks: Wiener masks across all K loops on the mixture's STFT.
 
     The masks M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p are formed on the cube (the
-    denominator is one matrix product) and mapped to STFT frames as
+    denominator is one matrix product; with tails, D′[s,k] P_k + D′[s−1,k] Q_k in place of
+    D′[s,k] P_k, formed loop by loop) and mapped to STFT frames as
     :func:`unmixer.cube.cube_to_frames` does; linear interpolation keeps their sum at 1.
     Given the ``mixture`` waveform, the last track is the mixture minus the others (the
     inverse STFT is linear and the masks sum to 1, so this is the same track up to float32
@@ -153,6 +210,8 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     mixture : np.ndarray, shape=(channels, length), optional, the mixture's samples
     n_threads : int, chunks processed at once
     chunk : int, samples per chunk (2^19: 12 s at 44.1 kHz)
+    tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional: loop k's model in segment
+        s becomes D′[s,k] P_k + D′[s−1,k] Q_k (:func:`unmixer.ntd.refine_loop_tails`)
 
     Returns
     -------
@@ -165,8 +224,7 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     from concurrent.futures import ThreadPoolExecutor
 
     K = templates.shape[0]
-    pk, dk = _powered(templates, activations, power)
-    denom = cube_mask_denominator(pk, dk)  # (F·T, S)
+    cells = _LoopCells(templates, activations, power, tails)
     steps = frame_steps(grid, mix_spec.shape[-1])
     tracks = np.empty((K, mix_spec.shape[0], length), dtype=np.float32)
     computed = range(K - 1) if mixture is not None and K > 1 else range(K)
@@ -175,8 +233,7 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
 
     def one(job) -> None:
         k, a, b = job
-        tracks[k, :, a:b] = _resynthesise(mix_spec, pk, dk, denom, grid, steps, k, a, b, length,
-                                          hop_length)
+        tracks[k, :, a:b] = _resynthesise(mix_spec, cells, grid, steps, k, a, b, length, hop_length)
 
     with ThreadPoolExecutor(max(1, int(n_threads))) as pool:
         list(pool.map(one, jobs))
@@ -188,7 +245,7 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     return tracks
 
 
-def _resynthesise(mix_spec, pk, dk, denom, grid, steps, k: int, start: int, stop: int,
+def _resynthesise(mix_spec, cells: _LoopCells, grid, steps, k: int, start: int, stop: int,
                   length: int, hop_length: int) -> np.ndarray:
     """Samples [start, stop) of loop k's masked inverse STFT, from the frames that reach them.
 
@@ -201,7 +258,7 @@ def _resynthesise(mix_spec, pk, dk, denom, grid, steps, k: int, start: int, stop
     reach = n_fft // hop_length + 1  # frames whose window overlaps a sample, either side
     f0 = max(0, start // hop_length - reach)
     f1 = min(n_frames, -(-stop // hop_length) + reach + 1)
-    mask = _frame_mask(pk, dk, denom, grid, steps, slice(f0, f1), k)
+    mask = _frame_mask(cells, grid, steps, slice(f0, f1), k)
     # frame f0 is centred on sample f0·hop: the inverse STFT of frames f0..f1 starts there
     span = (length if f1 == n_frames else (f1 - 1) * hop_length) - f0 * hop_length
     part = istft(mix_spec[:, :, f0:f1] * mask, span, hop_length)
@@ -210,7 +267,7 @@ def _resynthesise(mix_spec, pk, dk, denom, grid, steps, k: int, start: int, stop
 
 def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.ndarray,
                    grid: CubeGrid, sample_ranges: np.ndarray, length: int, power: float = 2.0,
-                   hop_length: int = HOP_LENGTH) -> list[np.ndarray]:
+                   hop_length: int = HOP_LENGTH, tails: np.ndarray | None = None) -> list[np.ndarray]:
     """Samples ``[start_k, stop_k)`` of each loop's track, without the full-length tracks.
 
     The same Wiener masks as :func:`separate_tracks`, formed only on the STFT frames that
@@ -226,6 +283,7 @@ def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.
     sample_ranges : np.ndarray, int, shape=(K, 2), samples, 0 <= start < stop <= length
     length : int, samples of the song
     power : float, mask exponent
+    tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional (see :func:`separate_tracks`)
 
     Returns
     -------
@@ -242,10 +300,9 @@ def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.
     if np.any(sample_ranges[:, 0] < 0) or np.any(sample_ranges[:, 1] > length) or \
             np.any(sample_ranges[:, 1] <= sample_ranges[:, 0]):
         raise ValueError("sample ranges must satisfy 0 <= start < stop <= length")
-    pk, dk = _powered(templates, activations, power)
-    denom = cube_mask_denominator(pk, dk)
+    cells = _LoopCells(templates, activations, power, tails)
     steps = frame_steps(grid, mix_spec.shape[-1])
-    clips = [np.ascontiguousarray(_resynthesise(mix_spec, pk, dk, denom, grid, steps, k,
+    clips = [np.ascontiguousarray(_resynthesise(mix_spec, cells, grid, steps, k,
                                                 int(start), int(stop), length, hop_length))
              for k, (start, stop) in enumerate(sample_ranges)]
     return clips

@@ -571,3 +571,66 @@ def refine_loop_templates(cube: np.ndarray, templates: np.ndarray, activations: 
     fit = beta_nmf(V, K, beta=beta, n_iter=n_iter, W=W0, H=H0, update_W=False, tol=0.0,
                    loss_every=max(int(n_iter), 1))
     return fit.H.reshape(K, F, T).astype(np.float32)
+
+
+def refine_loop_tails(cube: np.ndarray, templates: np.ndarray, activations: np.ndarray, *,
+                      n_iter: int = 10, tail_start: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Full-resolution loop templates and tail templates, fitted with the activations fixed.
+
+    A loop's sound does not stop at the segment line: releases, echoes and reverb ring on
+    into the next segment, and a segment where a loop starts lacks the tail of the loop's
+    previous repetition. Each loop therefore gets a second template, its tail Q_k, that
+    sounds in the segment after every segment where the loop plays:
+
+        X(:, :, s) ≈ Σ_k D′[s, k] P_k + D′[s − 1, k] Q_k     (D′[−1, k] = 0).
+
+    With D′ fixed this is a nonnegative least-squares problem in [P; Q], solved by HALS row
+    updates of X_(3) ≈ [D′, D′_prev] [P; Q] (every cell of P and Q its own value), started
+    from the NTD's templates (and tails at ``tail_start`` times them). In a run of segments
+    where the loop plays throughout, P_k + Q_k is its spectrogram; where it starts, P_k;
+    in the segment after it stops, Q_k.
+
+    Parameters
+    ----------
+    cube : np.ndarray, shape=(n_freq, n_steps, n_segments), X, nonnegative
+    templates : np.ndarray, shape=(K, n_freq, n_steps), P (from
+        :func:`unmixer.loops.loop_templates`)
+    activations : np.ndarray, shape=(n_segments, K), D′ (from :func:`purify_core`)
+    n_iter : int ≥ 0, HALS sweeps over the 2K rows
+    tail_start : float ≥ 0, initial tails as a fraction of the templates
+
+    Returns
+    -------
+    templates : np.ndarray, float32, shape=(K, n_freq, n_steps), P, nonnegative
+    tails : np.ndarray, float32, shape=(K, n_freq, n_steps), Q, nonnegative
+
+    Raises
+    ------
+    UnmixerError
+        If the shapes disagree.
+
+    Source: the loop model of Smith & Goto (ICASSP 2018, §2: X_(3) ≈ D P) with a second,
+    one-segment-delayed activation per loop, i.e. a two-tap convolutive NMF along the
+    segment axis (Smaragdis, ICA 2004, with the activations fixed); HALS updates as in
+    Cichocki & Phan (IEICE Trans. 2009), eq. 7.
+    """
+    templates = np.asarray(templates, dtype=np.float32)
+    K, F, T = templates.shape
+    if cube.shape[:2] != (F, T) or activations.shape != (cube.shape[2], K):
+        raise UnmixerError("Cube, templates and activations disagree in shape.")
+    D = np.maximum(np.asarray(activations, dtype=np.float32), 0)
+    D_prev = np.zeros_like(D)
+    D_prev[1:] = D[:-1]
+    A = np.concatenate([D, D_prev], axis=1)  # (S, 2K)
+    V = cube.reshape(F * T, cube.shape[2])  # (F·T, S), a view
+    AtV = (V @ A).T  # (2K, F·T)
+    AtA = A.T @ A  # (2K, 2K)
+    H = np.concatenate([templates.reshape(K, F * T), float(tail_start) * templates.reshape(K, F * T)])
+    for _ in range(int(n_iter)):
+        for j in range(2 * K):  # one row of [P; Q] at a time (rows, not bins or frames)
+            if AtA[j, j] <= 0:  # silent before the last segment: no tail to fit
+                H[j] = 0
+                continue
+            row = H[j] + (AtV[j] - AtA[j] @ H) / AtA[j, j]
+            np.maximum(row, 0, out=H[j])
+    return H[:K].reshape(K, F, T).copy(), H[K:].reshape(K, F, T).copy()

@@ -22,8 +22,7 @@ from unmixer.errors import UnmixerError
 from unmixer.loopcount import AUTO, estimate_loop_count
 from unmixer.loops import (choose_segments, cut_loop, label_loop, loop_templates, mask_shares,
                            segment_map_to_bars, separate_clips, separate_tracks)
-from unmixer.ntd import (default_ranks, loop_ranks, ntd_hals, ntd_tensorly, purify_core,
-                         refine_loop_templates)
+from unmixer.ntd import default_ranks, loop_ranks, ntd_hals, ntd_tensorly, purify_core, refine_loop_tails
 from unmixer.spectrum import stft
 
 STAGES = ("decoding", "downbeats", "cube", "decomposition", "loops")
@@ -194,7 +193,7 @@ def extract_loops(
     progress: Progress | None = None,
     preview: Callable[["Extraction"], None] | None = None,
     preview_iter: int = 10,
-    refine_iter: int = 20,
+    refine_iter: int = 10,
     tracks: bool = True,
     sr: int = SAMPLE_RATE,
 ) -> Extraction:
@@ -230,11 +229,12 @@ def extract_loops(
         time since the start, s); the decomposition then continues from that state, so the
         final result is the same as without a preview.
     preview_iter : int, NTD iterations of the rough pass
-    refine_iter : int, Euclidean multiplicative updates of full-resolution loop templates
-        with the activations fixed (:func:`unmixer.ntd.refine_loop_templates`; 0: the NTD's
-        low-rank templates). 20 raised the mean SDR of bench/quality.py's 9 songs by 0.26 dB
-        (estimated downbeats) and 0.66 dB (true); 0.8 s on a 4-minute song. (The KL version
-        gains 0.61 / 0.69 dB but costs 5.7 s.) The preview skips it.
+    refine_iter : int, HALS sweeps fitting full-resolution loop templates and tail templates
+        (what each loop rings on into the next segment) with the activations fixed
+        (:func:`unmixer.ntd.refine_loop_tails`; 0: the NTD's low-rank templates, no tails).
+        Measured on bench/quality.py's 9 songs against the full-resolution templates alone:
+        mean SDR +1.15 dB with madmom's raw grid, +0.62 dB with the true one (factorial
+        +6.0 / +2.8 dB), BENCHMARKS.md lever "tails". The preview skips it.
     tracks : bool, build the full-length loop tracks (five inverse STFTs of the whole song
         for K = 5, the costliest part of the loops stage). With False only the clips are
         resynthesised, from the STFT frames around them, and each ``track`` is empty
@@ -298,12 +298,12 @@ def extract_loops(
         core, activations = purify_core(model, int(n_loops), sparsity=core_sparsity, seed=seed)
         sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
         templates = loop_templates(core, sound, rhythm)  # (K, F, T)
-        if refine_iter and refine:  # full-resolution templates, activations fixed (Euclidean)
-            templates = refine_loop_templates(cube, templates, activations, n_iter=refine_iter,
-                                              beta=2.0)
+        tails = None
+        if refine_iter and refine:  # full-resolution templates and tails, activations fixed
+            templates, tails = refine_loop_tails(cube, templates, activations, n_iter=refine_iter)
         loops = _build_loops(templates, activations, cube, mix_spec, grid, boundaries,
                              grid_beats.n_bars, loop_bars, audio, mask_power, sr, update,
-                             with_tracks)
+                             with_tracks, tails)
         return Extraction(sr, length / sr, grid_beats.bpm, grid_beats.meter, grid_beats.beats_s,
                           grid_beats.downbeats_s, loop_bars, loops, timings)
 
@@ -333,11 +333,11 @@ def extract_loops(
 
 
 def _build_loops(templates, activations, cube, mix_spec, grid, boundaries, n_bars,
-                 loop_bars, audio, mask_power, sr, update, with_tracks) -> list[LoopResult]:
+                 loop_bars, audio, mask_power, sr, update, with_tracks, tails=None) -> list[LoopResult]:
     """Templates, bar choice, Wiener-mask clips (and tracks), loop map, labels; loudest first."""
     length = audio.shape[-1]
-    chosen = choose_segments(templates, activations, cube, mask_power)
-    shares = mask_shares(templates, activations, cube, mask_power)  # (S, K)
+    shares = mask_shares(templates, activations, cube, mask_power, tails)  # (S, K)
+    chosen = choose_segments(templates, activations, cube, shares=shares)
     seg_energy = np.einsum("fts,fts->s", cube, cube)  # (S,), no copy of the cube
     energies = shares.T @ seg_energy / max(float(seg_energy.sum()), 1e-30)
     update(0.2)
@@ -348,12 +348,12 @@ def _build_loops(templates, activations, cube, mix_spec, grid, boundaries, n_bar
     hi = np.minimum(starts[chosen + 1] + fade, length)
     if with_tracks:
         tracks = separate_tracks(mix_spec, templates, activations, grid, length, mask_power,
-                                 mixture=audio)
+                                 mixture=audio, tails=tails)
         excerpts = [tracks[k][:, lo[k]:hi[k]] for k in range(len(chosen))]
     else:
         tracks = None
         excerpts = separate_clips(mix_spec, templates, activations, grid,
-                                  np.stack([lo, hi], axis=1), length, mask_power)
+                                  np.stack([lo, hi], axis=1), length, mask_power, tails=tails)
     update(0.7)
     loop_map = segment_map_to_bars(activations, loop_bars, n_bars)
     empty = np.zeros((audio.shape[0], 0), dtype=np.float32)

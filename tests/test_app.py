@@ -213,9 +213,9 @@ def test_loop_count_and_length_per_song():
     assert not at.exception
     assert CALLS[-1] == (7, 1) and len(_checkboxes(at)) == 7
     assert at.session_state["results"][sid].extraction.loops[0].clip.shape == (2, BAR)
-    # Back to the first choice (auto, 2 bars): that analysis is kept, the engine is not called again.
+    # Back to 5 loops of 2 bars: that analysis is kept, the engine is not called again.
     n_calls = len(CALLS)
-    at.selectbox(key=f"w:n_loops:{sid}").set_value("auto")
+    at.selectbox(key=f"w:n_loops:{sid}").set_value(5)
     at.button_group(key=f"w:loop_bars:{sid}").set_value(2).run()
     assert len(CALLS) == n_calls and len(_checkboxes(at)) == 5
 
@@ -265,7 +265,7 @@ def test_mix_follows_the_selection_the_tempo_and_the_length():
     assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 2 loops, 4 bars at 100.0 BPM"))
     deck = _deck_data(at)
     assert deck["bpm"] == 100.0 and len(deck["loops"]) == 10
-    assert sorted(deck["selection"]) == sorted([f"{a}-autox2:1", f"{b}-autox2:2"])
+    assert sorted(deck["selection"]) == sorted([f"{a}-5x2:1", f"{b}-5x2:2"])
     assert deck["barSeconds"] == pytest.approx(2.4, abs=1e-4)   # 4 beats at 100 BPM
     # Each deck clip is 2 bars at 100 BPM: 4.8 s, as a mono 22.05 kHz WAV.
     clip = deck["loops"][0]
@@ -437,12 +437,12 @@ def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, 
     assert zip_button.proto.disabled                                  # final loops only
     deck = _deck_data(at)
     assert len(deck["loops"]) == 5 and all(lp["refining"] for lp in deck["loops"])
-    assert deck["loops"][1]["clipKey"] == f"{sid}-autox2~rough:2@120.00"
+    assert deck["loops"][1]["clipKey"] == f"{sid}-5x2~rough:2@120.00"
     assert cache.entries() == []                          # the rough result is not cached
 
     # Loop 2 into the mix, with a gain, while the song is being refined.
     _checkboxes(at)[1].check()
-    at.slider(key=f"w:gain:{sid}-autox2:2").set_value(-6.0).run()
+    at.slider(key=f"w:gain:{sid}-5x2:2").set_value(-6.0).run()
     assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 1 loop"))
     rough_clip = deck_clip(_deck_data(at), 2)
 
@@ -455,12 +455,12 @@ def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, 
     assert not _has(at.markdown, lambda v: REFINING_BADGE in v)
     assert _has(at.markdown, lambda v: "analysed in" in v)
     assert [b.value for b in _checkboxes(at)] == [False, True, False, False, False]
-    assert at.slider(key=f"w:gain:{sid}-autox2:2").value == -6.0
+    assert at.slider(key=f"w:gain:{sid}-5x2:2").value == -6.0
     assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 1 loop"))
     deck = _deck_data(at)
-    assert deck["selection"] == [f"{sid}-autox2:2"] and deck["loops"][1]["gainDb"] == -6.0
+    assert deck["selection"] == [f"{sid}-5x2:2"] and deck["loops"][1]["gainDb"] == -6.0
     assert not any(lp["refining"] for lp in deck["loops"])
-    assert deck["loops"][1]["clipKey"] == f"{sid}-autox2:2@120.00"
+    assert deck["loops"][1]["clipKey"] == f"{sid}-5x2:2@120.00"
     final_clip = deck_clip(deck, 2)
     assert final_clip.shape == rough_clip.shape
     assert np.abs(final_clip - rough_clip).max() > 0.05    # the deck got the refined sound
@@ -504,16 +504,18 @@ def test_a_bad_file_says_so_at_once_while_another_song_is_analysed(held):
     assert len(good) == 1 and "decomposition" in good[0].stages  # ...while good.wav is held
 
 
-def test_auto_is_the_default_loop_count_and_the_facts_say_it():
+def test_auto_loop_count_is_offered_first_and_the_facts_say_it():
     at = _app()
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
     sid = _song_ids(at)[0]
     box = at.selectbox(key=f"w:n_loops:{sid}")
-    assert box.options[0] == "Auto" and box.value == "auto"
+    assert box.options[0] == "Auto" and box.value == 5   # 5 by default (auto measured no better)
+    assert REQUESTED[-1] == 5
+    box.set_value("auto").run()
     assert REQUESTED[-1] == "auto"                      # the engine chose the count
     assert _has(at.markdown, lambda v: f"{FAKE_AUTO_COUNT} loops (auto) of 2 bars" in v)
     assert len(_checkboxes(at)) == FAKE_AUTO_COUNT
-    box.set_value(7).run()                              # a count of one's own: no "(auto)"
+    at.selectbox(key=f"w:n_loops:{sid}").set_value(7).run()  # a count of one's own: no "(auto)"
     assert REQUESTED[-1] == 7 and len(_checkboxes(at)) == 7
     assert _has(at.markdown, lambda v: "7 loops of 2 bars" in v)
     assert not _has(at.markdown, lambda v: "(auto)" in v)

@@ -11,7 +11,7 @@ Keys
                      while it is refined, its quick first result, marked ``refining``)
 ``upload_ids_seen``  set of uploader file ids already turned into songs
 ``upload_ids_last``  file ids in the uploader at the end of the last run
-``n_loops:<song>``   loops to extract: "auto" (chosen from the song, the default) or 3-10
+``n_loops:<song>``   loops to extract: "auto" (chosen from the song) or 3-10 (default 5)
 ``loop_bars:<song>`` loop length in bars (1 or 2, default 2)
 ``in_mix:<loop>``    whether the loop is in the mix (a loop id is ``<result key>:<index>``)
 ``gain:<loop>``      the loop's gain in the mix (dB)
@@ -47,7 +47,7 @@ DECK_SEQ = "deck_seq"
 
 AUTO_LOOPS = "auto"
 """The loop count chosen from the song (:func:`unmixer.loopcount.estimate_loop_count`)."""
-DEFAULT_N_LOOPS = AUTO_LOOPS
+DEFAULT_N_LOOPS = 5
 N_LOOPS_CHOICES = (AUTO_LOOPS,) + tuple(range(3, 11))
 DEFAULT_LOOP_BARS = 2
 LOOP_BARS_CHOICES = (1, 2)

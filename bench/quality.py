@@ -64,7 +64,7 @@ DEFAULT_SONGS = (3, 2, 2, 2)
 CACHE = REPO / "bench" / "out" / "quality_cache"
 CACHE_VERSION = 1
 CLIP_FLOOR_DB = -30.0
-ENGINE_KEY = {"engine": 7}  # 7: tail templates; 6: Euclidean template refinement (5: KL, not adopted)
+ENGINE_KEY = {"engine": 8}  # 8: 16 purification starts; 7: tail templates; 6: Euclidean templates
 """Part of the cache key of ``extract_loops``' results: bump it when the engine changes
 (no key: the engine before issue 5's levers; 4: bar phase choice and purification L1 6)."""
 
@@ -473,6 +473,8 @@ LEVERS = {
                 Options(refine_iter=20, refine_beta=2.0, refine_activations=False)],
     "tails": [Options(refine_iter=20, refine_beta=2.0, refine_activations=False),
               Options(refine_iter=10, tails=True), Options(refine_iter=30, tails=True)],
+    "purify_starts": [Options(refine_iter=10, tails=True)]
+    + [Options(refine_iter=10, tails=True, purify_starts=n) for n in (4, 8, 16, 32)],
     "select2": [Options(), Options(starts=2, select="binary")],
     "rough_starts": [Options(), Options(rough_starts=3), Options(rough_starts=4)],
     "bar_phase": [Options(), Options(bar_phase=True), Options(bar_phase=True, kl_iter=30)],
@@ -528,7 +530,7 @@ def variant_scores(song, spec, opts: Options, which: str, L: int, use_cache: boo
         return {**score(song, sep, db, two=False, sir_sar=False), "time_s": elapsed}
 
     late = ("oracle_layout", "seed", "layout_rounds", "layout_iter", "layout_beta", "layout_gains", "starts",
-            "bar_phase", "loop_rank", "select", "rough_starts", "tails")
+            "bar_phase", "loop_rank", "select", "rough_starts", "tails", "purify_starts")
     defaults = asdict(Options())
     key = {k: v for k, v in asdict(opts).items() if k not in late or v != defaults[k]}  # old keys stay valid
     if opts.layout_rounds:

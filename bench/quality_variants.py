@@ -96,6 +96,7 @@ class Options:
     select: str = "error"
     rough_starts: int = 0
     tails: bool = False
+    purify_starts: int = 1
 
     def ntd_key(self) -> dict:
         """The fields the NTD depends on (for caching the model)."""
@@ -229,7 +230,8 @@ def purify(model: NTDResult, n_loops: int, opts: Options, seed: int = 0) -> tupl
     Returns (core (r1, r2, K), activations (n_segments, K)).
     """
     if opts.purify_beta == 2.0:
-        return purify_core(model, n_loops, sparsity=opts.core_sparsity, seed=seed)
+        return purify_core(model, n_loops, sparsity=opts.core_sparsity, seed=seed,
+                           n_starts=opts.purify_starts)
     from unmixer.nmf import beta_nmf
 
     core = np.asarray(model.core, dtype=np.float32)

@@ -482,13 +482,19 @@ def ntd_tensorly(X, ranks: tuple[int, int, int] | None = None, *, n_iter: int = 
 
 
 def purify_core(result: NTDResult, n_loops: int, *, sparsity: float = 0.1, n_iter: int = 300,
-                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                seed: int = 0, n_starts: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Condense the loop mode of the core to ``n_loops`` loops with a sparse NMF.
 
     The core is unfolded along the loop mode, G_(3) (r_loop, r_sound·r_rhythm), and
     factorised as G_(3) ≈ W_C H_C with W_C (r_loop, K) and an L1 penalty on H_C; H_C refolds
     into the purified core G′ (r_sound, r_rhythm, K), and the loop templates become
     D′ = D·W_C (n_segments, K), so that X ≈ G′ ×₁ W ×₂ H ×₃ D′.
+
+    The sparse NMF has local optima in which one loop glues parts of two instruments
+    together; with ``n_starts`` > 1 it is run from the NNDSVDa start and ``n_starts`` − 1
+    random starts (seeded by ``seed``), and the one with the lowest objective
+    ‖G_(3) − W_C H_C‖² + λ Σ H_C is kept. The core is small (r_loop × r_sound·r_rhythm), so
+    each start costs milliseconds.
 
     Parameters
     ----------
@@ -498,6 +504,8 @@ def purify_core(result: NTDResult, n_loops: int, *, sparsity: float = 0.1, n_ite
         L1 weight on H_C, relative to the mean of G_(3).
     n_iter : int
         NMF iterations.
+    seed : int, seed of the random starts (``seed``, ``seed`` + 1, ...)
+    n_starts : int >= 1, NMF starts (the first is NNDSVDa)
 
     Returns
     -------
@@ -520,8 +528,11 @@ def purify_core(result: NTDResult, n_loops: int, *, sparsity: float = 0.1, n_ite
     r1, r2, r3 = core.shape
     unfolded = np.ascontiguousarray(np.moveaxis(core, 2, 0).reshape(r3, r1 * r2))
     scale = float(unfolded.mean()) or 1.0
-    fit = beta_nmf(unfolded / scale, n_loops, beta=2.0, n_iter=n_iter, init="nndsvda",
-                   l1_H=sparsity, random_state=seed)
+    fits = [beta_nmf(unfolded / scale, n_loops, beta=2.0, n_iter=n_iter,
+                     init="nndsvda" if start == 0 else "random", l1_H=sparsity,
+                     random_state=seed + max(start - 1, 0))
+            for start in range(max(int(n_starts), 1))]
+    fit = min(fits, key=lambda f: float(np.nanmin(f.loss)))
     W_c, H_c = fit.W.astype(np.float32), (fit.H * scale).astype(np.float32)
     new_core = np.moveaxis(H_c.reshape(n_loops, r1, r2), 0, 2)
     return np.ascontiguousarray(new_core), (D @ W_c).astype(np.float32)

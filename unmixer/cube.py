@@ -151,6 +151,23 @@ def spectral_cube(magnitude: np.ndarray, grid: CubeGrid) -> np.ndarray:
     return np.ascontiguousarray(interpolate_frames(np.asarray(magnitude, np.float32), positions))
 
 
+def previous_segment(activations: np.ndarray) -> np.ndarray:
+    """Each segment's row of the segment before it: D′[s − 1, k], zero for the first segment.
+
+    Parameters
+    ----------
+    activations : np.ndarray, shape=(n_segments, K), D′
+
+    Returns
+    -------
+    np.ndarray, shape=(n_segments, K), same dtype: the activations of the tail templates
+    (:func:`unmixer.ntd.refine_loop_tails`)
+    """
+    out = np.zeros_like(activations)
+    out[1:] = activations[:-1]
+    return out
+
+
 def frame_steps(grid: CubeGrid, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Interpolation indices from cube steps to STFT frames.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unmixer.cube import CubeGrid, cube_to_frames, frame_steps
+from unmixer.cube import CubeGrid, cube_to_frames, frame_steps, previous_segment
 from unmixer.labels import LABELS, label_loop  # noqa: F401  (re-exported from unmixer.labels)
 from unmixer.spectrum import HOP_LENGTH, istft
 
@@ -55,7 +55,8 @@ class _LoopCells:
 
     Without tails (D′[s,k] P_k)^p = D′[s,k]^p P_k^p, so the sum is one matrix product; with
     tails (D′[s,k] P_k + D′[s−1,k] Q_k)^p is formed loop by loop. Scaled by the largest
-    template and activation (the masks do not depend on the scale).
+    template and activation (the masks do not depend on the scale). Without tails ``p`` and
+    ``d`` hold P^p and D′^p; with tails P, Q and D′ themselves (``cells`` powers them).
     """
 
     def __init__(self, templates: np.ndarray, activations: np.ndarray, power: float,
@@ -72,11 +73,17 @@ class _LoopCells:
         self.p = (templates.reshape(K, -1) / top).astype(np.float32)
         self.q = (tails.reshape(K, -1) / top).astype(np.float32)
         self.d = (activations / max(float(activations.max()), 1e-30)).astype(np.float32)
-        self.d_prev = np.zeros_like(self.d)
-        self.d_prev[1:] = self.d[:-1]
+        self.d_prev = previous_segment(self.d)
         self.denom = self.cells(0)
         for k in range(1, K):
             self.denom += self.cells(k)
+
+    def shares(self, ratio: np.ndarray) -> np.ndarray:
+        """Σ over cells of each loop's powered model times ``ratio`` (F·T, S): shape (S, K)."""
+        if self.q is None:
+            return self.d * (self.p @ ratio).T  # one product
+        return np.stack([np.einsum("cs,cs->s", self.cells(k), ratio) for k in range(self.n_loops)],
+                        axis=1)
 
     def cells(self, k: int, segments: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Loop k's powered model in ``segments``, float32, shape=(F·T, n_segments_given)."""
@@ -109,12 +116,7 @@ def mask_shares(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray
     cells = _LoopCells(templates, activations, power, tails)
     x2 = cube.reshape(-1, cube.shape[-1]).astype(np.float32) ** 2  # (F·T, S)
     eps = np.float32(1e-12 * float(cells.denom.max(initial=0.0)) + 1e-30)
-    ratio = x2 / (cells.denom + eps)
-    if tails is None:
-        share = cells.d * (cells.p @ ratio).T  # (S, K): one product
-    else:
-        share = np.stack([np.einsum("cs,cs->s", cells.cells(k), ratio) for k in range(cells.n_loops)],
-                         axis=1)
+    share = cells.shares(x2 / (cells.denom + eps))  # (S, K)
     return (share / np.maximum(x2.sum(axis=0), 1e-30)[:, None]).astype(np.float32)
 
 
@@ -154,8 +156,7 @@ def frame_models(templates: np.ndarray, activations: np.ndarray, grid: CubeGrid,
     """
     seg, j0, j1, w = frame_steps(grid, n_frames)
     act = activations.astype(np.float32)
-    prev = np.zeros_like(act)
-    prev[1:] = act[:-1]
+    prev = previous_segment(act)
 
     def model(k: int) -> np.ndarray:
         p = templates[k]

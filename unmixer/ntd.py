@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import tensorly as tl
 
+from unmixer.cube import previous_segment
 from unmixer.errors import UnmixerError
 
 DEFAULT_RANKS = (50, 40, 30)
@@ -538,6 +539,16 @@ def purify_core(result: NTDResult, n_loops: int, *, sparsity: float = 0.1, n_ite
     return np.ascontiguousarray(new_core), (D @ W_c).astype(np.float32)
 
 
+def _checked_templates(cube: np.ndarray, templates: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """The templates as float32 (K, n_freq, n_steps), after checking that the cube
+    (n_freq, n_steps, n_segments) and the activations (n_segments, K) agree with them."""
+    templates = np.asarray(templates, dtype=np.float32)
+    K, F, T = templates.shape
+    if cube.shape[:2] != (F, T) or activations.shape != (cube.shape[2], K):
+        raise UnmixerError("Cube, templates and activations disagree in shape.")
+    return templates
+
+
 def refine_loop_templates(cube: np.ndarray, templates: np.ndarray, activations: np.ndarray, *,
                           n_iter: int = 20, beta: float = 1.0) -> np.ndarray:
     """Full-resolution loop templates fitted to the cube with the activations held fixed.
@@ -572,10 +583,8 @@ def refine_loop_templates(cube: np.ndarray, templates: np.ndarray, activations: 
     """
     from unmixer.nmf import beta_nmf
 
-    templates = np.asarray(templates, dtype=np.float32)
+    templates = _checked_templates(cube, templates, activations)
     K, F, T = templates.shape
-    if cube.shape[:2] != (F, T) or activations.shape != (cube.shape[2], K):
-        raise UnmixerError("Cube, templates and activations disagree in shape.")
     V = cube.reshape(F * T, cube.shape[2]).T  # (S, F·T), a view
     W0 = np.maximum(activations, 1e-6).astype(np.float32)
     H0 = np.maximum(templates.reshape(K, F * T), 1e-9 * float(templates.max(initial=0.0)) + 1e-30)
@@ -625,14 +634,10 @@ def refine_loop_tails(cube: np.ndarray, templates: np.ndarray, activations: np.n
     segment axis (Smaragdis, ICA 2004, with the activations fixed); HALS updates as in
     Cichocki & Phan (IEICE Trans. 2009), eq. 7.
     """
-    templates = np.asarray(templates, dtype=np.float32)
+    templates = _checked_templates(cube, templates, activations)
     K, F, T = templates.shape
-    if cube.shape[:2] != (F, T) or activations.shape != (cube.shape[2], K):
-        raise UnmixerError("Cube, templates and activations disagree in shape.")
     D = np.maximum(np.asarray(activations, dtype=np.float32), 0)
-    D_prev = np.zeros_like(D)
-    D_prev[1:] = D[:-1]
-    A = np.concatenate([D, D_prev], axis=1)  # (S, 2K)
+    A = np.concatenate([D, previous_segment(D)], axis=1)  # (S, 2K)
     V = cube.reshape(F * T, cube.shape[2])  # (F·T, S), a view
     AtV = (V @ A).T  # (2K, F·T)
     AtA = A.T @ A  # (2K, 2K)

@@ -29,13 +29,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unmixer import spectrum  # noqa: E402
-from unmixer.drums import CLASSES, data  # noqa: E402
+from unmixer.core import spectrum  # noqa: E402
+from unmixer.core.metrics import bss_eval  # noqa: E402
+from unmixer.datasets import drums as data  # noqa: E402
+from unmixer.drums import CLASSES  # noqa: E402
 from unmixer.drums.features import FRAME_RATE, log_mel  # noqa: E402
 from unmixer.drums.separate import split_drums  # noqa: E402
-from unmixer.drums.transcribe import (Transcription, onset_profiles, transcribe)  # noqa: E402
-from unmixer.metrics import bss_eval  # noqa: E402
-from unmixer.nmf import beta_nmf, component_models, resynthesise_components  # noqa: E402
+from unmixer.drums.transcribe import Transcription, onset_profiles, transcribe  # noqa: E402
+from unmixer.lab.nmf import beta_nmf, component_models, resynthesise_components  # noqa: E402
 
 
 def pooled_f(pairs) -> dict[str, tuple[float, float, float, int]]:
@@ -227,7 +228,7 @@ def main() -> int:
 
 Made by `{cmd}` ({time.time() - t0:.0f} s) on {platform.processor() or platform.machine()},
 {len(__import__('os').sched_getaffinity(0))} cores shared with other jobs; weights
-`unmixer/drums/weights/drum_cnn.onnx` from `python -m unmixer.drums.train`.
+`unmixer/drums/weights/drum_cnn.onnx` from `python -m training.drums.train`.
 
 ## Transcription: onset F-measure per class (mir_eval, +-50 ms)
 

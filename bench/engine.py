@@ -5,15 +5,15 @@
 
 ``stages`` runs the CLI's pipeline on a 4-minute real recording: Vibe Ace (Kevin MacLeod,
 CC BY, 61 s) played four times in a row (../shared/audio). ``quality`` generates 8 songs
-(unmixer.synth, seeds 101-108) and scores the full-length loop tracks against the true
+(unmixer.datasets.synth, seeds 101-108) and scores the full-length loop tracks against the true
 stems, with the true downbeats and with madmom's.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,10 +23,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from unmixer.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from unmixer.metrics import bss_eval, layout_scores, si_sdr  # noqa: E402
-from unmixer.pipeline import extract_loops, warm_up  # noqa: E402
-from unmixer.synth import make_song  # noqa: E402
+from unmixer.core.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from unmixer.core.metrics import bss_eval, layout_scores, si_sdr  # noqa: E402
+from unmixer.datasets.synth import make_song  # noqa: E402
+from unmixer.loops.pipeline import extract_loops, warm_up  # noqa: E402
 
 SONGS = [  # tempo, meter, loop length, layout family, instruments: one line each
     dict(seed=101, bpm=120, meter=4, loop_bars=2, n_bars=32, family="composed"),
@@ -93,13 +93,13 @@ def bench_stages(repeats: int) -> None:
     """The 4-minute song two ways: as the app runs it (clips only, with the quick first
     result) in this process, and as ``python -m unmixer extract`` (full-length tracks,
     WAV files) in a subprocess whose whole process tree's memory is sampled."""
-    from unmixer import beats
+    from unmixer.loops import beats
 
     song = REPO.parent / "shared" / "audio" / "vibe_ace.ogg"
     audio = np.concatenate([load_audio(song)] * 4, axis=1)
     wav = REPO / "bench" / "out" / "vibe_ace_x4.wav"
     wav.parent.mkdir(parents=True, exist_ok=True)
-    from unmixer.audio import write_wav
+    from unmixer.core.audio import write_wav
 
     write_wav(wav, audio, SAMPLE_RATE)
     print(f"Song: vibe_ace.ogg x4 = {audio.shape[1] / SAMPLE_RATE:.0f} s; K = 5 loops, 2-bar loops; "
@@ -201,10 +201,10 @@ def main() -> None:
         if args.inner_sweeps:  # a variant of the engine's NTD, for BENCHMARKS.md's NTD section
             import functools
 
-            import unmixer.pipeline
-            from unmixer.ntd import ntd_hals
+            import unmixer.loops.pipeline
+            from unmixer.loops.ntd import ntd_hals
 
-            unmixer.pipeline.ntd_hals = functools.partial(ntd_hals, inner_sweeps=args.inner_sweeps)
+            unmixer.loops.pipeline.ntd_hals = functools.partial(ntd_hals, inner_sweeps=args.inner_sweeps)
         bench_quality(args.songs)
 
 

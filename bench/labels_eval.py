@@ -5,12 +5,12 @@
     nice -n 19 .venv/bin/python bench/labels_eval.py eval             # held-out confusion, before/after
     nice -n 19 .venv/bin/python bench/labels_eval.py real DIR ...     # label the clips of `unmixer extract` outputs
 
-The labelled set: songs from :func:`unmixer.synth.make_song` (4-5 loops: one drum loop, one
+The labelled set: songs from :func:`unmixer.datasets.synth.make_song` (4-5 loops: one drum loop, one
 bass line and 2-3 tonal loops drawn from the generator's and the General MIDI instruments),
-run through :func:`unmixer.pipeline.extract_loops` with the true downbeats. Each extracted
+run through :func:`unmixer.loops.pipeline.extract_loops` with the true downbeats. Each extracted
 loop is matched one-to-one to a true stem by the SI-SDR of the full-length tracks
-(:func:`unmixer.metrics.match_sources`), and takes the matched instrument's class
-(:data:`unmixer.synth.LABEL_OF`: drums; bass; chords = pad, piano, organ, strings playing
+(:func:`unmixer.core.metrics.match_sources`), and takes the matched instrument's class
+(:data:`unmixer.datasets.synth.LABEL_OF`: drums; bass; chords = pad, piano, organ, strings playing
 chords; lead = plucks, leads, e-piano, guitar, marimba, brass, flute playing single-note
 melodies; vocal-like = the formant "vocal" synth and the choir). So the set holds what the
 app labels: loops with the other instruments' leakage. The clip's SI-SDR against its matched
@@ -34,8 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from unmixer import labels  # noqa: E402
-from unmixer.synth import LABEL_OF  # noqa: E402
+from unmixer.datasets.synth import LABEL_OF  # noqa: E402
+from unmixer.loops import labels  # noqa: E402
 
 SR = 44100
 CACHE = REPO / "bench" / "out" / "labels_set"
@@ -67,9 +67,9 @@ def song_spec(i: int) -> dict:
 
 def build_song(i: int) -> dict:
     """Extract the loops of song ``i``, match them to the stems; cache clips and labels."""
-    from unmixer.metrics import match_sources, si_sdr, si_sdr_matrix
-    from unmixer.pipeline import extract_loops
-    from unmixer.synth import make_song
+    from unmixer.core.metrics import match_sources, si_sdr, si_sdr_matrix
+    from unmixer.datasets.synth import make_song
+    from unmixer.loops.pipeline import extract_loops
 
     meta_path = CACHE / f"song_{i:03d}.json"
     if meta_path.exists():
@@ -113,7 +113,7 @@ def load_set(n_songs: int = N_SONGS):
 
 
 def rules_label(clip: np.ndarray, sr: int) -> str:
-    """The labeller before this study (unmixer/loops.py at commit 425110e): hand-set rules.
+    """The labeller before this study (unmixer/loops/masks.py at commit 425110e): hand-set rules.
 
     1. percussive share (HPSS) >= 0.15 and median frequency >= 2.5 kHz -> drums; 2. median
     frequency < 300 Hz or >= 75% of the energy below 300 Hz -> bass; 3. >= 2.4 active pitch
@@ -204,7 +204,7 @@ def cmd_fit(args) -> None:
     def listed(v, digits):
         return "[" + ", ".join(f"{float(x):.{digits}f}" for x in v) + "]"
 
-    print("# paste into unmixer/labels.py")
+    print("# paste into unmixer/loops/labels.py")
     print(f"FEATURE_MEAN = np.array({listed(mean, 4)}, dtype=np.float32)")
     print(f"FEATURE_STD = np.array({listed(std, 4)}, dtype=np.float32)")
     print("WEIGHTS = np.array([\n" + "\n".join(f"    {listed(w, 3)},  # {c}" for w, c in zip(clf.coef_, CLASSES))

@@ -1,11 +1,11 @@
-"""How well "auto" chooses the number of loops (unmixer.loopcount.estimate_loop_count).
+"""How well "auto" chooses the number of loops (unmixer.loops.loopcount.estimate_loop_count).
 
     nice -n 19 .venv/bin/python bench/loopcount.py count   # hit rates, true and madmom's downbeats
     nice -n 19 .venv/bin/python bench/loopcount.py sdr     # separation with the chosen K vs the true K
     nice -n 19 .venv/bin/python bench/loopcount.py real    # the two real songs and a 4-minute song
 
 Songs: bench/quality.py's ``song_specs`` (6 per family: composed and factorial K = 4,
-sparse and dense K = 10) and 20 more songs from :func:`unmixer.synth.make_song` with other
+sparse and dense K = 10) and 20 more songs from :func:`unmixer.datasets.synth.make_song` with other
 counts (composed K = 3, 5, 6, 8; factorial K = 3, 5; sparse and dense K = 6). "true
 downbeats": the generator's bar lines. "estimated": madmom's grid (cached in
 ``bench/out/loopcount_cache``), with the bar phase chosen as ``extract_loops`` does
@@ -30,17 +30,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from quality import (FAMILIES, GM_TONAL, SYNTH_TONAL, extraction_separation, score,  # noqa: E402
-                     song_key, song_specs)
-from unmixer import baselines  # noqa: E402
-from unmixer.audio import load_audio  # noqa: E402
-from unmixer.bargrid import choose_bar_phase  # noqa: E402
-from unmixer.beats import grid_from_downbeats, track_beats  # noqa: E402
+from quality import FAMILIES, GM_TONAL, SYNTH_TONAL, extraction_separation, score, song_key, song_specs  # noqa: E402
+
+from bench import baselines  # noqa: E402
+from unmixer.core.audio import load_audio  # noqa: E402
+from unmixer.core.spectrum import stft  # noqa: E402
+from unmixer.datasets.synth import make_song  # noqa: E402
 from unmixer.errors import UnmixerError  # noqa: E402
-from unmixer.loopcount import estimate_loop_count  # noqa: E402
-from unmixer.pipeline import extract_loops  # noqa: E402
-from unmixer.spectrum import stft  # noqa: E402
-from unmixer.synth import make_song  # noqa: E402
+from unmixer.loops.bargrid import choose_bar_phase  # noqa: E402
+from unmixer.loops.beats import grid_from_downbeats, track_beats  # noqa: E402
+from unmixer.loops.loopcount import estimate_loop_count  # noqa: E402
+from unmixer.loops.pipeline import extract_loops  # noqa: E402
 
 CACHE = REPO / "bench" / "out" / "loopcount_cache"
 OUT = REPO / "bench" / "out"

@@ -28,10 +28,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from unmixer.audio import load_audio  # noqa: E402
+from unmixer.core.audio import load_audio  # noqa: E402
+from unmixer.core.spectrum import stft  # noqa: E402
 from unmixer.data import DEMO_SONG  # noqa: E402
-from unmixer.nmf import beta_nmf, sklearn_nmf_curve  # noqa: E402
-from unmixer.spectrum import stft  # noqa: E402
+from unmixer.lab.nmf import beta_nmf, sklearn_nmf_curve  # noqa: E402
 
 N_FRAMES = 2600
 HOP = 1024

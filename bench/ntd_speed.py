@@ -24,11 +24,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from unmixer.audio import load_audio  # noqa: E402
-from unmixer.beats import track_beats  # noqa: E402
-from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube  # noqa: E402
-from unmixer.ntd import NTDResult, initialise, ntd_hals  # noqa: E402
-from unmixer.spectrum import stft  # noqa: E402
+from unmixer.core.audio import load_audio  # noqa: E402
+from unmixer.core.spectrum import stft  # noqa: E402
+from unmixer.loops.beats import track_beats  # noqa: E402
+from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube  # noqa: E402
+from unmixer.loops.ntd import NTDResult, initialise, ntd_hals  # noqa: E402
 
 RANKS = (50, 40, 30)
 

@@ -10,20 +10,26 @@ purification objective if it is lower than NNDSVDa's by more than a margin (0: a
 lowest; 1.0: always NNDSVDa). Prints each song's ratio best / NNDSVDa objective, the mean SDR
 (BSS Eval, full-length tracks) per rule and song, and the means.
 """
-import sys, json, numpy as np
+import json
+import sys
 from pathlib import Path
+
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench")); sys.path.insert(0, str(REPO))
 MARGINS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 1.0)  # 1.0: always NNDSVDa
 def main():
-    import quality as q, quality_variants as qv
+    import quality as q
+    import quality_variants as qv
     from engine import SONGS
-    from unmixer.synth import make_song
-    from unmixer.loops import loop_templates
-    from unmixer.ntd import refine_loop_tails
-    from unmixer.nmf import beta_nmf
-    from unmixer.metrics import bss_eval_blocks
-    from unmixer.pipeline import extract_loops
+
+    from unmixer.core.metrics import bss_eval_blocks
+    from unmixer.datasets.synth import make_song
+    from unmixer.lab.nmf import beta_nmf
+    from unmixer.loops.masks import loop_templates
+    from unmixer.loops.ntd import refine_loop_tails
+    from unmixer.loops.pipeline import extract_loops
     which = "true" if sys.argv[1] == "true" else "est"
     songs = []
     for fam, cnt in zip(q.FAMILIES, (3, 2, 2, 2)):

@@ -5,7 +5,7 @@
     nice -n 10 .venv/bin/python bench/quality.py levers mask_power   # one lever, before/after
     nice -n 10 .venv/bin/python bench/quality.py check               # the composed pipeline == extract_loops
 
-Songs come from :func:`unmixer.synth.make_song` in four layout families: "composed" (4 loops,
+Songs come from :func:`unmixer.datasets.synth.make_song` in four layout families: "composed" (4 loops,
 an arranged form in blocks of 2 or 4 bars), "factorial" (4 loops, every combination),
 "sparse" and "dense" (10 loops; Ramires et al., ISMIR 2020). Tempo (80-170 BPM), meter (4/4,
 3/4), loop length (1, 2, 4 bars, loops of one song may differ), swing and instruments (the
@@ -18,7 +18,7 @@ NMF + k-means, and REPET (2 sources: loops that play in more than half the bars 
 rest). Baselines that need bars get madmom's downbeats (the ones ``extract_loops`` found).
 Every method is told K and the loop length (the longest loop of the song).
 
-Metrics: BSS Eval SDR/SIR/SAR (512-tap filter; :func:`unmixer.metrics.bss_eval_blocks`) and
+Metrics: BSS Eval SDR/SIR/SAR (512-tap filter; :func:`unmixer.core.metrics.bss_eval_blocks`) and
 SI-SDR of every full-length track under the best permutation, the loop map's layout accuracy
 and F1 (0-1 per loop, threshold 0.5, on the true bars: each true bar takes the estimated bar
 holding its middle), and the SI-SDR of each loop's clip against the true stem over the same
@@ -46,17 +46,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from quality_variants import (Options, auto_loop_count, choose_loop_bars, fit_ntd,  # noqa: E402
-                              prepare, run_variant)
-from unmixer import baselines  # noqa: E402
-from unmixer.bargrid import choose_bar_phase  # noqa: E402
-from unmixer.beats import grid_from_downbeats  # noqa: E402
-from unmixer.spectrum import stft  # noqa: E402
+from quality_variants import Options, auto_loop_count, choose_loop_bars, fit_ntd, prepare, run_variant  # noqa: E402
+
+from bench import baselines  # noqa: E402
+from unmixer.core.metrics import bss_eval_blocks, layout_scores, si_sdr  # noqa: E402
+from unmixer.core.spectrum import stft  # noqa: E402
+from unmixer.datasets.synth import make_song  # noqa: E402
 from unmixer.errors import UnmixerError  # noqa: E402
-from unmixer.metrics import bss_eval_blocks, layout_scores, si_sdr  # noqa: E402
-from unmixer.ntd import NTDResult  # noqa: E402
-from unmixer.pipeline import extract_loops  # noqa: E402
-from unmixer.synth import make_song  # noqa: E402
+from unmixer.loops.bargrid import choose_bar_phase  # noqa: E402
+from unmixer.loops.beats import grid_from_downbeats  # noqa: E402
+from unmixer.loops.ntd import NTDResult  # noqa: E402
+from unmixer.loops.pipeline import extract_loops  # noqa: E402
 
 SR = 44100
 FAMILIES = ("composed", "factorial", "sparse", "dense")

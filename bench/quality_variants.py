@@ -2,7 +2,7 @@
 
 Used by ``bench/quality.py levers`` to measure candidate improvements one at a time without
 touching the engine. With default :class:`Options` the composition is exactly
-``unmixer.pipeline.extract_loops`` given known downbeats (checked by ``quality.py check``).
+``unmixer.loops.pipeline.extract_loops`` given known downbeats (checked by ``quality.py check``).
 
 Levers (each an :class:`Options` field):
 
@@ -27,7 +27,7 @@ Levers (each an :class:`Options` field):
   separates once the activations are right;
 * ``seed``: the seed of the NTD's randomized SVD start and of the purification (its spread
   is the noise level of a lever);
-* ``layout_rounds``: binary activations (:func:`unmixer.layout.fit_layout`): each loop on
+* ``layout_rounds``: binary activations (:func:`bench.layout.fit_layout`): each loop on
   or off in each segment, alternated with full-resolution templates (``layout_iter``
   multiplicative updates per round, ``layout_beta``; ``layout_gains``: a level per
   segment where the loop is on);
@@ -39,7 +39,7 @@ Levers (each an :class:`Options` field):
   purified activations continued to ``n_iter`` (a multi-start on the rough pass only);
 * ``loop_rank``: the NTD's loop rank r3 as a multiple of K (0: the engine's K + 2), purified to K;
 * ``bar_phase`` (estimated downbeats only): the bar line and loop start chosen by
-  :func:`unmixer.bargrid.choose_bar_phase` from the tracker's grid;
+  :func:`unmixer.loops.bargrid.choose_bar_phase` from the tracker's grid;
 * ``bar_choice``: which segment becomes each loop's clip ("dm": activation × mask share as
   in the engine; "argmax": the largest activation, as loopextractor; "share": the largest
   mask share among segments where the loop plays at ≥ half its peak; "dm2": activation ×
@@ -55,16 +55,29 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from unmixer.audio import SAMPLE_RATE
-from unmixer.baselines import Separation
-from unmixer.beats import grid_from_downbeats
-from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
-from unmixer.loops import (choose_segments, cut_loop, frame_models, loop_templates, mask_shares,
-                           segment_map_to_bars)
-from unmixer.layout import fit_layout
+from bench.baselines import Separation
+from bench.layout import fit_layout
+from unmixer.core.audio import SAMPLE_RATE
+from unmixer.core.spectrum import istft, stft
 from unmixer.errors import UnmixerError
-from unmixer.ntd import NTDResult, loop_ranks, ntd_hals, purify_core, refine_loop_tails, refine_loop_templates
-from unmixer.spectrum import istft, stft
+from unmixer.loops.beats import grid_from_downbeats
+from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube
+from unmixer.loops.masks import (
+    choose_segments,
+    cut_loop,
+    frame_models,
+    loop_templates,
+    mask_shares,
+    segment_map_to_bars,
+)
+from unmixer.loops.ntd import (
+    NTDResult,
+    loop_ranks,
+    ntd_hals,
+    purify_core,
+    refine_loop_tails,
+    refine_loop_templates,
+)
 
 
 @dataclass(frozen=True)
@@ -202,7 +215,7 @@ def ntd_kl(X: np.ndarray, start: NTDResult, n_iter: int, eps: float = 1e-12) -> 
 
 def fit_ntd(prep: Prepared, n_loops: int, opts: Options, seed: int = 0,
             ranks_loops: int | None = None) -> NTDResult:
-    """The engine's NTD (HALS, ranks of :func:`unmixer.ntd.loop_ranks`), then optional KL refinement."""
+    """The engine's NTD (HALS, ranks of :func:`unmixer.loops.ntd.loop_ranks`), then optional KL refinement."""
     ranks = loop_ranks(prep.cube.shape, ranks_loops or n_loops)
     if opts.loop_rank:
         ranks = (ranks[0], ranks[1], min(opts.loop_rank * n_loops, prep.cube.shape[2]))
@@ -232,7 +245,7 @@ def purify(model: NTDResult, n_loops: int, opts: Options, seed: int = 0) -> tupl
     if opts.purify_beta == 2.0:
         return purify_core(model, n_loops, sparsity=opts.core_sparsity, seed=seed,
                            n_starts=opts.purify_starts)
-    from unmixer.nmf import beta_nmf
+    from unmixer.lab.nmf import beta_nmf
 
     core = np.asarray(model.core, dtype=np.float32)
     D = np.asarray(model.factors[2], dtype=np.float32)
@@ -277,13 +290,13 @@ def refine_templates(cube: np.ndarray, templates: np.ndarray, activations: np.nd
                      opts: Options) -> tuple[np.ndarray, np.ndarray]:
     """Full-resolution templates: X_(3) ≈ D′ P by β-NMF started from the NTD's (D′, P).
 
-    With ``opts.refine_activations=False`` this is :func:`unmixer.ntd.refine_loop_templates`;
+    With ``opts.refine_activations=False`` this is :func:`unmixer.loops.ntd.refine_loop_templates`;
     otherwise D′ is refitted too. Returns (templates (K, F, T), activations (S, K)), float32.
 
     Source: multiplicative β-NMF updates (Févotte & Idier, Neural Computation 2011), i.e.
     NMF of the segment-unfolded cube (Smith & Goto, ICASSP 2018, §2) started from the NTD.
     """
-    from unmixer.nmf import beta_nmf
+    from unmixer.lab.nmf import beta_nmf
 
     if not opts.refine_activations:
         return refine_loop_templates(cube, templates, activations, n_iter=opts.refine_iter,

@@ -19,13 +19,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unmixer.beats import grid_from_downbeats  # noqa: E402
-from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube  # noqa: E402
-from unmixer.loops import loop_templates, segment_map_to_bars, separate_tracks  # noqa: E402
-from unmixer.metrics import layout_scores, match_sources, si_sdr, si_sdr_matrix  # noqa: E402
-from unmixer.ntd import ntd_hals, purify_core  # noqa: E402
-from unmixer.spectrum import stft  # noqa: E402
-from unmixer.synth import make_song  # noqa: E402
+from unmixer.core.metrics import layout_scores, match_sources, si_sdr, si_sdr_matrix  # noqa: E402
+from unmixer.core.spectrum import stft  # noqa: E402
+from unmixer.datasets.synth import make_song  # noqa: E402
+from unmixer.loops.beats import grid_from_downbeats  # noqa: E402
+from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube  # noqa: E402
+from unmixer.loops.masks import loop_templates, segment_map_to_bars, separate_tracks  # noqa: E402
+from unmixer.loops.ntd import ntd_hals, purify_core  # noqa: E402
 
 SONGS = [dict(seed=11, meter=4, loop_bars=2, bpm=120, n_bars=24),
          dict(seed=12, meter=3, loop_bars=1, bpm=100, n_bars=24),

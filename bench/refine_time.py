@@ -19,12 +19,12 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
-    from unmixer.audio import load_audio
-    from unmixer.beats import track_beats
-    from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
-    from unmixer.loops import loop_templates
-    from unmixer.ntd import loop_ranks, ntd_hals, purify_core, refine_loop_tails, refine_loop_templates
-    from unmixer.spectrum import stft
+    from unmixer.core.audio import load_audio
+    from unmixer.core.spectrum import stft
+    from unmixer.loops.beats import track_beats
+    from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube
+    from unmixer.loops.masks import loop_templates
+    from unmixer.loops.ntd import loop_ranks, ntd_hals, purify_core, refine_loop_tails, refine_loop_templates
 
     path = sys.argv[1] if len(sys.argv) > 1 else str(REPO / "bench" / "out" / "vibe_ace_x4.wav")
     audio = load_audio(path, max_duration_s=900)

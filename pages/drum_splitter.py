@@ -7,17 +7,15 @@ KL-NMF with H from the onsets -> Wiener masks), :mod:`unmixer.drums.oneshots` an
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from unmixer.audio import load_audio, wav_bytes
+from unmixer.core.audio import load_audio, wav_bytes, zip_bytes
+from unmixer.datasets.drums import demo_loop
 from unmixer.drums import CLASS_LABELS, CLASSES
-from unmixer.drums.data import demo_loop
 from unmixer.drums.features import FRAME_RATE, log_mel
 from unmixer.drums.oneshots import default_library, extract_oneshots, load_library, replace_samples
 from unmixer.drums.separate import MIN_DURATION_S, percussive_part, split_drums
@@ -87,15 +85,11 @@ def piano_roll(mel: np.ndarray, transcription) -> go.Figure:
 
 
 def _zip(result: dict, midi: bytes) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for cls, data in zip(CLASSES, result["layer_wavs"]):
-            zf.writestr(f"layers/{cls}.wav", data)
-        for cls, hit in result["oneshots"].items():
-            zf.writestr(f"oneshots/{cls}.wav", wav_bytes(hit))
-        zf.writestr("drums.mid", midi)
-        zf.writestr("onsets.json", json.dumps(result["transcription"].to_json(), indent=1))
-    return buf.getvalue()
+    files = {f"layers/{cls}.wav": data for cls, data in zip(CLASSES, result["layer_wavs"])}
+    files.update({f"oneshots/{cls}.wav": wav_bytes(hit) for cls, hit in result["oneshots"].items()})
+    files["drums.mid"] = midi
+    files["onsets.json"] = json.dumps(result["transcription"].to_json(), indent=1).encode()
+    return zip_bytes(files)
 
 
 def _use_demo() -> None:

@@ -18,11 +18,12 @@ import streamlit as st
 from plotly.colors import sequential
 from plotly.subplots import make_subplots
 
-from unmixer import hpss, ica, metrics, mosaic, nmf
-from unmixer.audio import SAMPLE_RATE, load_audio, wav_bytes
+from unmixer.core import metrics
+from unmixer.core.audio import SAMPLE_RATE, load_audio, ogg_bytes, wav_bytes
+from unmixer.core.spectrum import HOP_LENGTH, stft
 from unmixer.data import DEMO_ATTRIBUTION, DEMO_SONG, DEMO_TITLE
 from unmixer.errors import UnmixerError
-from unmixer.spectrum import HOP_LENGTH, N_FFT, stft
+from unmixer.lab import hpss, ica, mosaic, nmf
 
 MAX_CLIP_S = 60.0  # longest excerpt the lab works on (s); longer clips are trimmed
 
@@ -109,10 +110,7 @@ def _excerpt(clip: dict, start_s: float) -> np.ndarray:
 
 def _ogg(audio: np.ndarray) -> bytes:
     """Ogg Vorbis bytes for the players (a tenth of the WAV size)."""
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(audio, np.float32).T, -1, 1), SAMPLE_RATE,
-             format="OGG", subtype="VORBIS")
-    return buf.getvalue()
+    return ogg_bytes(audio)
 
 
 def _pool(x: np.ndarray, rows: int, cols: int, how: str = "mean") -> np.ndarray:

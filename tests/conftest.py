@@ -22,6 +22,6 @@ def shared_song(name: str) -> Path:
 @functools.lru_cache(maxsize=None)
 def synth_song(**kwargs):
     """A generated song (cached per argument set, so tests share them)."""
-    from unmixer.synth import make_song
+    from unmixer.datasets.synth import make_song
 
     return make_song(**kwargs)

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 import ui.engine
 import ui.songs
-from unmixer.pipeline import STAGES, Extraction, LoopResult
+from unmixer.loops.pipeline import STAGES, Extraction, LoopResult
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 SR = 44100
@@ -324,9 +324,9 @@ def test_deck_selection_is_applied_to_the_checkboxes():
 
 
 def test_a_tempo_too_far_for_one_song_leaves_only_that_song_out(monkeypatch):
-    import unmixer.mashup
+    import unmixer.mashup.stretch
 
-    monkeypatch.setattr(unmixer.mashup, "MAX_STRETCH", 1.5)  # 120 -> 70 BPM is x1.7
+    monkeypatch.setattr(unmixer.mashup.stretch, "MAX_STRETCH", 1.5)  # 120 -> 70 BPM is x1.7
     at = _app()
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
     _checkboxes(at)[0].check().run()

@@ -8,11 +8,10 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-
-from unmixer.audio import SAMPLE_RATE, load_audio, wav_bytes, write_wav
-from unmixer.errors import UnmixerError
-
 from conftest import REPO
+
+from unmixer.core.audio import SAMPLE_RATE, load_audio, wav_bytes, write_wav
+from unmixer.errors import UnmixerError
 
 
 def tone(sr: int, seconds: float, channels: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The baselines of the quality benchmark (unmixer.baselines), its metric for long signals and
+"""The baselines of the quality benchmark (bench.baselines), its metric for long signals and
 the generator's General MIDI instruments, on small generated songs with ground truth."""
 
 from __future__ import annotations
@@ -7,11 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-
-from unmixer import baselines
-from unmixer.metrics import bss_eval, bss_eval_blocks, si_sdr
-
 from conftest import synth_song
+
+from bench import baselines
+from unmixer.core.metrics import bss_eval, bss_eval_blocks, si_sdr
 
 # Two loops with different layouts, 1-bar patterns, 10 bars at 140 BPM (17 s).
 SMALL = dict(seed=5, n_loops=2, n_bars=10, bpm=140, meter=4, loop_bars=1, block_bars=2,

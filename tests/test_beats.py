@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from unmixer.beats import grid_from_downbeats, track_beats
-from unmixer.errors import UnmixerError
-
 from conftest import synth_song
+
+from unmixer.errors import UnmixerError
+from unmixer.loops.beats import grid_from_downbeats, track_beats
 
 
 @pytest.mark.parametrize("bpm,meter,loop_bars", [(120.0, 4, 2), (100.0, 3, 1)])
@@ -47,7 +46,7 @@ def test_grid_from_known_downbeats():
 
 def test_worker_processes_give_madmoms_serial_result(monkeypatch):
     """The pool runs madmom's own processors: activations and grid equal the serial ones."""
-    import unmixer.beats as beats
+    import unmixer.loops.beats as beats
 
     song = synth_song(seed=21, bpm=120.0, meter=4, loop_bars=2, n_bars=8,
                       instruments=("drums", "bass", "pad", "lead"))

@@ -50,8 +50,8 @@ pytestmark = [
 # waits for the file $UNMIXER_TEST_GATE to exist.
 _GATED_STREAMLIT = """
 import os, sys, time
-import unmixer.pipeline as pipeline
-from unmixer.ntd import NTDResult
+import unmixer.loops.pipeline as pipeline
+from unmixer.loops.ntd import NTDResult
 solve = pipeline.ntd_hals
 def gated(*args, init="svd", **kwargs):
     if isinstance(init, NTDResult):

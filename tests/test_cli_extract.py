@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import REPO, shared_song
 
 

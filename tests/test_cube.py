@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unmixer.cube import (CubeGrid, cube_to_frames, make_grid, segment_boundaries_s,
-                          spectral_cube)
 from unmixer.errors import UnmixerError
+from unmixer.loops.cube import CubeGrid, cube_to_frames, make_grid, segment_boundaries_s, spectral_cube
 
 
 def test_cells_sample_the_right_frames():

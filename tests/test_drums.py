@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from unmixer.audio import SAMPLE_RATE, resample, write_wav
+from training.drums.data import training_kits
+from training.drums.train import reference_input
+from unmixer.core.audio import SAMPLE_RATE, resample, write_wav
+from unmixer.core.metrics import si_sdr
+from unmixer.datasets import drums as data
 from unmixer.drums import CLASSES, GM_NOTES
-from unmixer.drums import data
 from unmixer.drums.oneshots import extract_oneshots, make_library, nearest_oneshots
 from unmixer.drums.separate import split_drums
-from unmixer.drums.train import reference_input
-from unmixer.drums.transcribe import (WEIGHTS, Transcription, load_model, onset_scores,
-                                      to_midi, transcribe)
-from unmixer.metrics import si_sdr
+from unmixer.drums.transcribe import WEIGHTS, Transcription, load_model, onset_scores, to_midi, transcribe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_committed_onnx_reproduces_its_reference_output():
 
 def test_onnx_matches_pytorch_model():
     torch = pytest.importorskip("torch")
-    from unmixer.drums.model import DrumCNN
+    from training.drums.model import DrumCNN
 
     model = DrumCNN()
     model.load_state_dict(torch.load(WEIGHTS.with_suffix(".pt"), weights_only=True))
@@ -73,7 +73,7 @@ def _unseen_kit(name: str) -> data.Kit:
 @pytest.mark.parametrize("kit_name", ["synth", "gm-" + data.HELDOUT_GM_KIT])
 def test_kick_and_snare_onsets_on_an_unseen_kit(kit_name):
     kit = _unseen_kit(kit_name)
-    assert kit.name not in {k.name for k in data.training_kits(0)}
+    assert kit.name not in {k.name for k in training_kits(0)}
     ex = data.generate_example(kit, data.HELDOUT_SEED_BASE + 5, 20.0, background=False)
     assert ex.onsets["kick"].size >= 8 and ex.onsets["snare"].size >= 8
     tr = transcribe(np.stack([ex.mix, ex.mix]))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from unmixer.errors import UnmixerError
-from unmixer.labels import LABELS
-from unmixer.metrics import layout_scores, match_sources, si_sdr, si_sdr_matrix
-from unmixer.pipeline import Extraction, extract_loops
-
 from conftest import synth_song
+
+from unmixer.core.metrics import layout_scores, match_sources, si_sdr, si_sdr_matrix
+from unmixer.errors import UnmixerError
+from unmixer.loops.labels import LABELS
+from unmixer.loops.pipeline import Extraction, extract_loops
 
 # Songs: several instruments, 1- and 2-bar loops, 3/4 and 4/4, layouts in 4-bar blocks.
 SONGS = {

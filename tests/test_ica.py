@@ -1,11 +1,11 @@
-"""FastICA of stereo instantaneous mixtures (unmixer.ica)."""
+"""FastICA of stereo instantaneous mixtures (unmixer.lab.ica)."""
 
 import numpy as np
 import pytest
 
+from unmixer.core.metrics import bss_eval
 from unmixer.errors import UnmixerError
-from unmixer.ica import fastica_stereo
-from unmixer.metrics import bss_eval
+from unmixer.lab.ica import fastica_stereo
 
 SR = 44100
 

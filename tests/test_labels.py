@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unmixer import labels, loops
-from unmixer.synth import LABEL_OF, make_song
+from unmixer.datasets.synth import LABEL_OF, make_song
+from unmixer.loops import labels
+from unmixer.loops import masks as loops
 
 SR = 44100
 

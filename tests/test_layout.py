@@ -1,15 +1,15 @@
-"""Binary loop layouts (unmixer.layout) and the bar phase choice (unmixer.bargrid), on planted data."""
+"""Binary loop layouts (bench.layout) and the bar phase choice (unmixer.loops.bargrid), on planted data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from unmixer.bargrid import choose_bar_phase, shifted_grid
-from unmixer.beats import grid_from_beats
+from bench.layout import best_layout, fit_layout
+from unmixer.core.spectrum import HOP_LENGTH
 from unmixer.errors import UnmixerError
-from unmixer.layout import best_layout, fit_layout
-from unmixer.spectrum import HOP_LENGTH
+from unmixer.loops.bargrid import choose_bar_phase, shifted_grid
+from unmixer.loops.beats import grid_from_beats
 
 SR = 44100
 
@@ -81,7 +81,7 @@ def test_bar_phase_moves_a_misplaced_bar_line_onto_the_loops(meter):
 
 
 def test_extend_back_fills_the_song_start_with_whole_segments():
-    from unmixer.bargrid import extend_back
+    from unmixer.loops.bargrid import extend_back
 
     bar = 2.0
     db = 2 * bar - 0.01 + bar * np.arange(8)  # first loop start 2 bars in, a hair early

@@ -1,18 +1,18 @@
-"""The loop count chosen from the song (unmixer.loopcount, extract_loops(n_loops="auto"))."""
+"""The loop count chosen from the song (unmixer.loops.loopcount, extract_loops(n_loops="auto"))."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import shared_song
-from unmixer.audio import load_audio
-from unmixer.beats import track_beats
+
+from unmixer.core.audio import load_audio
+from unmixer.core.spectrum import stft
+from unmixer.datasets.synth import make_song
 from unmixer.errors import UnmixerError
-from unmixer.loopcount import choose_count, estimate_loop_count, heldout_errors
-from unmixer.pipeline import extract_loops
-from unmixer.spectrum import stft
-from unmixer.synth import make_song
+from unmixer.loops.beats import track_beats
+from unmixer.loops.loopcount import choose_count, estimate_loop_count, heldout_errors
+from unmixer.loops.pipeline import extract_loops
 
 
 def _planted(K: int, S: int = 24, N: int = 600, noise: float = 0.01, seed: int = 0) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unmixer.loops import cut_loop
-from unmixer.synth import make_song
+from unmixer.datasets.synth import make_song
+from unmixer.loops.masks import cut_loop
 
 
 def test_cut_loop_is_seamless_and_exact():
@@ -28,8 +28,8 @@ def test_cut_loop_is_seamless_and_exact():
 
 
 def _random_model(seed: int = 3):
-    from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
-    from unmixer.spectrum import stft
+    from unmixer.core.spectrum import stft
+    from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube
 
     song = make_song(seed=seed, n_loops=3, n_bars=8, bpm=120)
     spec = stft(song.mix)
@@ -44,8 +44,8 @@ def _random_model(seed: int = 3):
 def _whole_song_tracks(spec, templates, activations, grid, length, tails=None):
     """Reference: every loop's mask over the whole song at once, one inverse STFT each
     (the loop models written out cell by cell, as the module docstring defines them)."""
-    from unmixer.cube import cube_to_frames
-    from unmixer.spectrum import istft
+    from unmixer.core.spectrum import istft
+    from unmixer.loops.cube import cube_to_frames
 
     K, F, T = templates.shape
     top = max(templates.max(), 0 if tails is None else tails.max())
@@ -62,7 +62,7 @@ def _whole_song_tracks(spec, templates, activations, grid, length, tails=None):
 
 @pytest.mark.parametrize("with_tails", [False, True])
 def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft(with_tails):
-    from unmixer.loops import separate_clips, separate_tracks
+    from unmixer.loops.masks import separate_clips, separate_tracks
 
     song, spec, grid, templates, activations = _random_model()
     tails = np.random.default_rng(1).random(templates.shape).astype(np.float32) if with_tails else None

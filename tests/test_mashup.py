@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from unmixer import mashup
+from unmixer.core.audio import ogg_bytes, zip_bytes
 from unmixer.errors import UnmixerError
 
 SR = 44100
@@ -138,7 +139,7 @@ def test_preview_wav_is_light_mono_and_keeps_duration():
 
 def test_ogg_bytes_decode():
     clip = _click_clip(1, 120.0, tone_hz=220.0)
-    audio, sr = sf.read(io.BytesIO(mashup.ogg_bytes(clip)))
+    audio, sr = sf.read(io.BytesIO(ogg_bytes(clip)))
     assert sr == SR and audio.shape == (clip.shape[-1], 2)
 
 
@@ -149,7 +150,7 @@ def test_file_names_and_zip():
     assert mashup.loop_filename("../../etc/pass wd.mp3", 12, "drums", 90) == \
         "etc-pass-wd_loop12_drums_90bpm.wav"
     assert mashup.slug("???") == "song"
-    data = mashup.zip_bytes({"a.wav": b"123", "b/c.wav": b"45"})
+    data = zip_bytes({"a.wav": b"123", "b/c.wav": b"45"})
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.namelist() == ["a.wav", "b/c.wav"]
         assert archive.read("b/c.wav") == b"45"

@@ -1,11 +1,11 @@
-"""Let-it-Bee mosaicing (unmixer.mosaic): diagonal filter, self-mosaic, length and onsets."""
+"""Let-it-Bee mosaicing (unmixer.lab.mosaic): diagonal filter, self-mosaic, length and onsets."""
 
 import numpy as np
 import pytest
 from scipy.ndimage import correlate
 
 from unmixer.errors import UnmixerError
-from unmixer.mosaic import diagonal_filter, mosaic, mosaic_activations
+from unmixer.lab.mosaic import diagonal_filter, mosaic, mosaic_activations
 
 SR = 44100
 

@@ -7,8 +7,7 @@ import pytest
 import tensorly as tl
 
 from unmixer.errors import UnmixerError
-from unmixer.ntd import (NTDResult, default_ranks, initialise, ntd_hals, ntd_tensorly,
-                         purify_core)
+from unmixer.loops.ntd import NTDResult, default_ranks, initialise, ntd_hals, ntd_tensorly, purify_core
 
 RANKS = (6, 5, 4)
 
@@ -123,7 +122,7 @@ def test_pytorch_backend_runs_the_same_solver():
 
 
 def test_refine_loop_templates_recovers_full_resolution_templates():
-    from unmixer.ntd import refine_loop_templates
+    from unmixer.loops.ntd import refine_loop_templates
 
     rng = np.random.default_rng(4)
     K, F, T, S = 3, 30, 12, 20
@@ -142,7 +141,7 @@ def test_refine_loop_templates_recovers_full_resolution_templates():
 
 
 def test_refine_loop_tails_recovers_planted_templates_and_tails():
-    from unmixer.ntd import refine_loop_tails, refine_loop_templates
+    from unmixer.loops.ntd import refine_loop_tails, refine_loop_templates
 
     rng = np.random.default_rng(5)
     K, F, T, S = 3, 30, 12, 24
@@ -169,7 +168,7 @@ def test_refine_loop_tails_recovers_planted_templates_and_tails():
 
 
 def test_purification_keeps_the_start_with_the_lowest_objective():
-    from unmixer.nmf import beta_nmf
+    from unmixer.lab.nmf import beta_nmf
 
     X = planted(seed=8)
     result = ntd_hals(X, RANKS, n_iter=60)

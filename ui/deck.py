@@ -22,7 +22,7 @@ import streamlit as st
 from ui import engine, state
 from ui.loop_map import loop_caption, loop_color
 from unmixer import mashup
-from unmixer.audio import wav_bytes
+from unmixer.core.audio import ogg_bytes, wav_bytes
 from unmixer.errors import UnmixerError
 
 _HERE = Path(__file__).resolve().parent
@@ -174,4 +174,4 @@ def mix_section(ready: list[ReadySong], bpm: float, meter: int, n_bars: int,
     with cols[0]:
         st.markdown(f"**Your mix** · {len(live)} loop{'s' if len(live) > 1 else ''}, "
                     f"{n_bars} bars at {bpm:.1f} BPM")
-        st.audio(mashup.ogg_bytes(mix), format="audio/ogg")
+        st.audio(ogg_bytes(mix), format="audio/ogg")

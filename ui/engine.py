@@ -2,7 +2,7 @@
 
 Heavy work sits here, keyed by content: :func:`analyse` looks the song up in the on-disk
 :class:`unmixer.cache.ResultCache` (sha256 of the file's bytes + parameters + engine code
-version) before decoding and running :func:`unmixer.pipeline.extract_loops`. What is kept
+version) before decoding and running :func:`unmixer.loops.pipeline.extract_loops`. What is kept
 (on disk and in the session) is the Extraction without its full-length tracks: the page
 only plays and downloads loop clips, and a 4-minute song's tracks weigh ~400 MB.
 
@@ -14,7 +14,7 @@ instead of killing and restarting it, and a second user adding the same song wai
 same job. The page polls the job and draws its progress.
 
 Quick first result (issue 4): the engine hands over the loops of a rough decomposition
-(:func:`unmixer.pipeline.extract_loops`'s ``preview``) and then refines it. The job keeps
+(:func:`unmixer.loops.pipeline.extract_loops`'s ``preview``) and then refines it. The job keeps
 them as :attr:`Job.rough`, a :class:`SongResult` marked ``refining``, so the page can show
 and play them until the final result replaces them. Only the final result is written to
 the disk cache.
@@ -30,24 +30,25 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from unmixer import mashup, pipeline
-from unmixer.audio import SAMPLE_RATE, load_audio, resample, wav_bytes
-from unmixer.cache import ResultCache, cache_key, code_version
-from unmixer.errors import UnmixerError
 from ui.state import Song, SongResult, loop_count
+from unmixer import mashup
+from unmixer.cache import ResultCache, cache_key, code_version
+from unmixer.core.audio import SAMPLE_RATE, load_audio, ogg_bytes, resample, wav_bytes
+from unmixer.errors import UnmixerError
+from unmixer.loops import pipeline
 
 log = logging.getLogger("unmixer.app")
 
 EXTRACT_LOOPS: Callable | None = None
-"""Tests may put a fake engine here; None means :func:`unmixer.pipeline.extract_loops`."""
+"""Tests may put a fake engine here; None means :func:`unmixer.loops.pipeline.extract_loops`."""
 
 SEED = 0
 _APP_SIDE = {"mashup.py", "cache.py", "metrics.py", "cli.py", "__main__.py"}
@@ -120,13 +121,13 @@ def submit(song: Song, n_loops: int | str, loop_bars: int) -> Job:
 def _extract_fn() -> Callable:
     if EXTRACT_LOOPS is not None:
         return EXTRACT_LOOPS
-    from unmixer.pipeline import extract_loops
+    from unmixer.loops.pipeline import extract_loops
 
     return extract_loops
 
 
 def _load(directory: Path):
-    from unmixer.pipeline import Extraction
+    from unmixer.loops.pipeline import Extraction
 
     return Extraction.load(directory)
 
@@ -246,7 +247,7 @@ def _finished(job: Job, done: Future) -> None:
 def player_ogg(audio_key: str, index: int, _clip: np.ndarray) -> bytes:
     """Ogg Vorbis of a loop clip at its own tempo, for its tile's player. ``audio_key``
     (:func:`ui.state.audio_key`) tells rough loops from final ones."""
-    return mashup.ogg_bytes(_clip)
+    return ogg_bytes(_clip)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -12,7 +12,7 @@ PALETTE = ("#4E79A7", "#F28E2B", "#E15759", "#59A14F", "#B07AA1",
 
 def loop_caption(label: str) -> str:
     """" · drums" after a loop's number; nothing for the neutral label "loop" (unsure)."""
-    from unmixer.labels import FALLBACK
+    from unmixer.loops.labels import FALLBACK
 
     return "" if label == FALLBACK else f" · {label}"
 
@@ -32,7 +32,7 @@ def loop_map_figure(extraction, title: str = "") -> go.Figure:
 
     Parameters
     ----------
-    extraction : unmixer.pipeline.Extraction
+    extraction : unmixer.loops.pipeline.Extraction
         Uses ``activations`` (K, n_bars), ``loops[k].label``, ``loops[k].chosen_bar``,
         ``loop_bars`` and ``downbeats_s`` (bar start times, s).
     title : str

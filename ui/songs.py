@@ -10,7 +10,7 @@ import streamlit as st
 from ui import engine, state
 from ui.loop_map import loop_caption, loop_color, loop_map_figure
 from unmixer import mashup
-from unmixer.audio import wav_bytes
+from unmixer.core.audio import wav_bytes
 from unmixer.data import DEMO_ATTRIBUTION, DEMO_SONG, DEMO_TITLE
 
 AUDIO_TYPES = ["wav", "mp3", "ogg", "flac", "m4a", "aac", "aif", "aiff", "opus"]

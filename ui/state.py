@@ -46,7 +46,7 @@ DECK_BARS = "deck_bars"
 DECK_SEQ = "deck_seq"
 
 AUTO_LOOPS = "auto"
-"""The loop count chosen from the song (:func:`unmixer.loopcount.estimate_loop_count`)."""
+"""The loop count chosen from the song (:func:`unmixer.loops.loopcount.estimate_loop_count`)."""
 DEFAULT_N_LOOPS = 5
 N_LOOPS_CHOICES = (AUTO_LOOPS,) + tuple(range(3, 11))
 DEFAULT_LOOP_BARS = 2

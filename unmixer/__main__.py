@@ -4,5 +4,5 @@ import sys
 
 from unmixer.cli import main
 
-if __name__ == "__main__":  # worker processes (unmixer.beats) import this module again
+if __name__ == "__main__":  # worker processes (unmixer.loops.beats) import this module again
     sys.exit(main())

@@ -1,7 +1,7 @@
 """An on-disk cache of decomposition results, keyed by the audio's content and the parameters.
 
 One entry is one directory ``<root>/<key>/`` written by the result's own ``save(directory)``
-(e.g. :meth:`unmixer.pipeline.Extraction.save`) and read back by its ``load(directory)``.
+(e.g. :meth:`unmixer.loops.pipeline.Extraction.save`) and read back by its ``load(directory)``.
 The key is ``sha256(audio bytes)`` combined with the parameters (and a code version), so the
 same song with the same settings is found again after a rerun, by a second user, or after a
 restart of the server. Writes go to a temporary directory renamed into place, so a reader

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -43,7 +42,7 @@ def _input_format(path: str, audio: np.ndarray) -> tuple[int, int, int]:
     """(sample rate Hz, samples, channels) of the file as stored (44.1 kHz stereo if unknown)."""
     import soundfile as sf
 
-    from unmixer.audio import SAMPLE_RATE
+    from unmixer.core.audio import SAMPLE_RATE
 
     try:
         info = sf.info(path)
@@ -53,7 +52,7 @@ def _input_format(path: str, audio: np.ndarray) -> tuple[int, int, int]:
 
 
 def _to_format(x: np.ndarray, sr: int, n: int, channels: int) -> np.ndarray:
-    from unmixer.audio import SAMPLE_RATE, resample
+    from unmixer.core.audio import SAMPLE_RATE, resample
 
     x = resample(x, SAMPLE_RATE, sr)
     x = x[..., :n] if x.shape[-1] >= n else np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
@@ -63,7 +62,7 @@ def _to_format(x: np.ndarray, sr: int, n: int, channels: int) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unmixer.audio import load_audio, write_wav
+    from unmixer.core.audio import load_audio, write_wav
     from unmixer.drums import CLASSES
     from unmixer.drums.oneshots import extract_oneshots, load_library, replace_samples
     from unmixer.drums.separate import MIN_DURATION_S, percussive_part, split_drums

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from unmixer.errors import UnmixerError
 
-AUTO = "auto"  # unmixer.loopcount.AUTO; as MIN/MAX_LOOPS (unmixer.pipeline), not imported: it
+AUTO = "auto"  # unmixer.loops.loopcount.AUTO; as MIN/MAX_LOOPS (unmixer.loops.pipeline), not imported: it
 MIN_LOOPS, MAX_LOOPS = 1, 12  # would load the engine for every command and --help
 
 ORDER = ("decoding", "downbeats", "cube", "decomposition", "loops", "writing")
@@ -119,9 +119,9 @@ def parse_loops(value: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``extract``; returns 0. Raises UnmixerError on bad input (exit 2 in the CLI)."""
-    from unmixer import pipeline
-    from unmixer.audio import load_audio, write_wav
-    from unmixer.pipeline import extract_loops
+    from unmixer.core.audio import load_audio, write_wav
+    from unmixer.loops import pipeline
+    from unmixer.loops.pipeline import extract_loops
 
     n_loops = parse_loops(args.loops)
     song = Path(args.song)

@@ -125,9 +125,9 @@ def plot_decomposition(path: Path, V: np.ndarray, W: np.ndarray, H: np.ndarray, 
 
 def run_nmf(args: argparse.Namespace) -> int:
     """Run ``nmf``; returns 0 (UnmixerError for bad input)."""
-    from unmixer.audio import SAMPLE_RATE, load_audio, write_wav
-    from unmixer.nmf import beta_nmf, resynthesise_components
-    from unmixer.spectrum import HOP_LENGTH, stft
+    from unmixer.core.audio import SAMPLE_RATE, load_audio, write_wav
+    from unmixer.core.spectrum import HOP_LENGTH, stft
+    from unmixer.lab.nmf import beta_nmf, resynthesise_components
 
     audio = load_audio(args.clip, min_duration_s=MIN_CLIP_S)
     spec = stft(audio)
@@ -152,8 +152,8 @@ def run_nmf(args: argparse.Namespace) -> int:
 
 def run_mosaic(args: argparse.Namespace) -> int:
     """Run ``mosaic``; returns 0 (UnmixerError for bad input)."""
-    from unmixer.audio import SAMPLE_RATE, load_audio, write_wav
-    from unmixer.mosaic import mosaic
+    from unmixer.core.audio import SAMPLE_RATE, load_audio, write_wav
+    from unmixer.lab.mosaic import mosaic
 
     source = load_audio(args.source, min_duration_s=MIN_CLIP_S)
     target = load_audio(args.target, min_duration_s=MIN_CLIP_S)

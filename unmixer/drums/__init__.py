@@ -11,8 +11,8 @@ source separation combining CNNs and NMF", ISMIR 2021 LBD):
 4. :mod:`unmixer.drums.oneshots`: the cleanest hit per class, and sample replacement by
    nearest neighbour on MFCC statistics.
 
-Training (needs PyTorch, ``requirements-train.txt``): :mod:`unmixer.drums.data` generates
-the patterns, :mod:`unmixer.drums.model` is the network, ``python -m unmixer.drums.train``
+Training (needs PyTorch, ``requirements-train.txt``) lives outside the library: :mod:`unmixer.datasets.drums` generates
+the patterns, :mod:`training.drums.model` is the network, ``python -m training.drums.train``
 trains and exports ``unmixer/drums/weights/drum_cnn.onnx``.
 """
 

@@ -1,7 +1,7 @@
 """The CNN's input: a level-normalised log-mel spectrogram of the mono mix.
 
 It is computed from the same STFT (2048 samples, hop 512 at 44.1 kHz, see
-:mod:`unmixer.spectrum`) that the separation masks, so a song is transformed once.
+:mod:`unmixer.core.spectrum`) that the separation masks, so a song is transformed once.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from unmixer.audio import SAMPLE_RATE
-from unmixer.spectrum import HOP_LENGTH, N_FFT
+from unmixer.core.audio import SAMPLE_RATE
+from unmixer.core.spectrum import HOP_LENGTH, N_FFT
 
 N_MELS = 80
 """Mel bands of the CNN input."""
@@ -67,7 +67,7 @@ def log_mel(mono: np.ndarray) -> np.ndarray:
     np.ndarray, float32, shape=(N_MELS, 1 + samples // HOP_LENGTH); frame t is centred on
     sample t * HOP_LENGTH.
     """
-    from unmixer.spectrum import stft
+    from unmixer.core.spectrum import stft
 
     mono = np.asarray(mono, dtype=np.float32)
     rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64)))) if mono.size else 0.0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unmixer.audio import SAMPLE_RATE, resample
+from unmixer.core.audio import SAMPLE_RATE, resample
 from unmixer.drums import CLASSES
 from unmixer.drums.transcribe import Transcription
 from unmixer.errors import UnmixerError
@@ -155,7 +155,7 @@ def load_library(sources) -> OneShotLibrary:
 def default_library(n_kits: int = 4) -> OneShotLibrary:
     """A built-in library: ``n_kits`` procedurally synthesised kits (generated, not stored),
     three sounds per class each, labelled with their classes."""
-    from unmixer.drums.data import synth_kit
+    from unmixer.datasets.drums import synth_kit
 
     names, sounds, classes = [], [], []
     for k in range(n_kits):

@@ -9,8 +9,8 @@ the layers sum to the input.
 
 Source: Koretzky & Rajashekharappa, "Transcription-driven spectral basis learning for audio
 source separation combining CNNs and NMF", ISMIR 2021 LBD, §2.2; KL multiplicative updates of
-Lee & Seung (NIPS 2000) via :func:`unmixer.nmf.beta_nmf`; soft masks of Liutkus & Badeau
-(ICASSP 2015) via :func:`unmixer.nmf.resynthesise_components`.
+Lee & Seung (NIPS 2000) via :func:`unmixer.lab.nmf.beta_nmf`; soft masks of Liutkus & Badeau
+(ICASSP 2015) via :func:`unmixer.lab.nmf.resynthesise_components`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unmixer import spectrum
+from unmixer.core import spectrum
 from unmixer.drums import CLASSES
 from unmixer.drums.features import FRAME_RATE
 from unmixer.drums.transcribe import Transcription, transcribe
 from unmixer.errors import UnmixerError
-from unmixer.nmf import beta_nmf, resynthesise_components
+from unmixer.lab.nmf import beta_nmf, resynthesise_components
 
 DECAYS_S = {
     "kick": (0.04, 0.20),

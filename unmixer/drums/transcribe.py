@@ -1,6 +1,6 @@
 """Drum transcription: the CNN's onset profiles (ONNX Runtime), peak picking, MIDI and JSON.
 
-The CNN (:mod:`unmixer.drums.model`, trained by ``python -m unmixer.drums.train``) is run
+The CNN (:mod:`training.drums.model`, trained by ``python -m training.drums.train``) is run
 with onnxruntime from ``weights/drum_cnn.onnx``; the per-class peak-picking thresholds that
 were tuned on validation data travel in the ONNX file's metadata.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
-from unmixer.audio import SAMPLE_RATE
+from unmixer.core.audio import SAMPLE_RATE
 from unmixer.drums import CLASSES, GM_NOTES
 from unmixer.drums.features import FRAME_RATE, N_MELS, log_mel, log_mel_from_magnitude
 from unmixer.errors import UnmixerError
@@ -72,7 +72,7 @@ def load_model(path: str = str(WEIGHTS)):
     import onnxruntime as ort
 
     if not Path(path).exists():
-        raise UnmixerError(f"Drum CNN weights not found at {path}; run python -m unmixer.drums.train.")
+        raise UnmixerError(f"Drum CNN weights not found at {path}; run python -m training.drums.train.")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from unmixer.audio import SAMPLE_RATE
-from unmixer.beats import BeatGrid, grid_from_beats
-from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
+from unmixer.core.audio import SAMPLE_RATE
+from unmixer.core.spectrum import HOP_LENGTH
 from unmixer.errors import UnmixerError
-from unmixer.ntd import _blas_threads
-from unmixer.spectrum import HOP_LENGTH
+from unmixer.loops.beats import BeatGrid, grid_from_beats
+from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube
+from unmixer.loops.ntd import _blas_threads
 
 N_BANDS = 96
 """Frequency bands of the small cube (log-spaced pooling of the STFT bins)."""
@@ -44,7 +44,7 @@ def shifted_grid(grid: BeatGrid, shift_beats: int, duration_s: float) -> BeatGri
     Raises
     ------
     UnmixerError
-        If the shifted grid has fewer than 4 bars (from :func:`unmixer.beats.grid_from_beats`).
+        If the shifted grid has fewer than 4 bars (from :func:`unmixer.loops.beats.grid_from_beats`).
     """
     beats = np.asarray(grid.beats_s, dtype=np.float64)
     first = int(np.argmin(np.abs(beats - grid.downbeats_s[0])))
@@ -71,7 +71,7 @@ def loop_fit_error(magnitude: np.ndarray, downbeats_s: np.ndarray, meter: int, l
     updates from NNDSVDa) of the segment-unfolded cube X_(3) (n_segments, n_bands·n_steps),
     with ``STEPS_PER_BEAT`` steps per beat.
     """
-    from unmixer.nmf import beta_nmf
+    from unmixer.lab.nmf import beta_nmf
 
     boundaries = segment_boundaries_s(downbeats_s, loop_bars)
     grid = make_grid(boundaries, sr, hop_length, n_steps=STEPS_PER_BEAT * meter * loop_bars)
@@ -96,7 +96,7 @@ def choose_bar_phase(grid: BeatGrid, magnitude: np.ndarray, n_loops: int, loop_b
 
     Parameters
     ----------
-    grid : BeatGrid, from :func:`unmixer.beats.track_beats`
+    grid : BeatGrid, from :func:`unmixer.loops.beats.track_beats`
     magnitude : np.ndarray, shape=(n_freq, n_frames), the song's magnitude STFT
         (hop ``hop_length`` samples)
     n_loops : int, K

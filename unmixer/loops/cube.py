@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unmixer.audio import SAMPLE_RATE
+from unmixer.core.audio import SAMPLE_RATE
+from unmixer.core.spectrum import HOP_LENGTH
 from unmixer.errors import UnmixerError
-from unmixer.spectrum import HOP_LENGTH
 
 
 @dataclass
@@ -161,7 +161,7 @@ def previous_segment(activations: np.ndarray) -> np.ndarray:
     Returns
     -------
     np.ndarray, shape=(n_segments, K), same dtype: the activations of the tail templates
-    (:func:`unmixer.ntd.refine_loop_tails`)
+    (:func:`unmixer.loops.ntd.refine_loop_tails`)
     """
     out = np.zeros_like(activations)
     out[1:] = activations[:-1]

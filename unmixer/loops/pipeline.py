@@ -14,16 +14,31 @@ from typing import Callable
 
 import numpy as np
 
-from unmixer import beats as beats_mod
-from unmixer.audio import SAMPLE_RATE
-from unmixer.bargrid import choose_bar_phase
-from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
+from unmixer.core.audio import SAMPLE_RATE
+from unmixer.core.spectrum import stft
 from unmixer.errors import UnmixerError
-from unmixer.loopcount import AUTO, estimate_loop_count
-from unmixer.loops import (choose_segments, cut_loop, label_loop, loop_templates, mask_shares,
-                           segment_map_to_bars, separate_clips, separate_tracks)
-from unmixer.ntd import default_ranks, loop_ranks, ntd_hals, ntd_tensorly, purify_core, refine_loop_tails
-from unmixer.spectrum import stft
+from unmixer.loops import beats as beats_mod
+from unmixer.loops.bargrid import choose_bar_phase
+from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube
+from unmixer.loops.loopcount import AUTO, estimate_loop_count
+from unmixer.loops.masks import (
+    choose_segments,
+    cut_loop,
+    label_loop,
+    loop_templates,
+    mask_shares,
+    segment_map_to_bars,
+    separate_clips,
+    separate_tracks,
+)
+from unmixer.loops.ntd import (
+    default_ranks,
+    loop_ranks,
+    ntd_hals,
+    ntd_tensorly,
+    purify_core,
+    refine_loop_tails,
+)
 
 STAGES = ("decoding", "downbeats", "cube", "decomposition", "loops")
 """Stage names, in order, as reported to the progress callback and in ``timings_s``."""
@@ -33,7 +48,7 @@ MIN_LOOPS, MAX_LOOPS = 1, 12
 
 def warm_up() -> None:
     """Get ready for :func:`extract_loops` while the caller decodes the song: start madmom's
-    worker processes (:func:`unmixer.beats.warm_up`) and import librosa in a background
+    worker processes (:func:`unmixer.loops.beats.warm_up`) and import librosa in a background
     thread (1.4 s on a 2-core machine, otherwise paid at the start of the cube stage)."""
     import threading
 
@@ -56,7 +71,7 @@ class LoopResult:
     Attributes
     ----------
     index : int, 1-based; loops are ordered by energy, loudest first
-    label : str, one of :data:`unmixer.loops.LABELS`
+    label : str, one of :data:`unmixer.loops.masks.LABELS`
     clip : np.ndarray, shape=(2, samples), float32, 44.1 kHz: exactly ``loop_bars`` bars,
         cut at the downbeats, seamless when repeated
     track : np.ndarray, shape=(2, song samples), float32: the loop over the whole song;
@@ -203,30 +218,30 @@ def extract_loops(
     Parameters
     ----------
     audio : np.ndarray, shape=(2, samples), float32 at 44.1 kHz (from
-        :func:`unmixer.audio.load_audio`)
+        :func:`unmixer.core.audio.load_audio`)
     n_loops : int, K, 1 to 12; or "auto": K chosen from the song by
-        :func:`unmixer.loopcount.estimate_loop_count` (2 to 10, on the tracker's grid, then
+        :func:`unmixer.loops.loopcount.estimate_loop_count` (2 to 10, on the tracker's grid, then
         again on the bar phase chosen with it); ``len(result.loops)`` tells it
     loop_bars : int, bars per loop: 1 or 2 (4 is accepted)
     seed : int, seed of every random choice (the result is deterministic)
     downbeats_s : np.ndarray, shape=(n_bars + 1,), s, optional
         Known bar boundaries; skips the downbeat tracker (``meter`` is then required).
     ranks : (sound, rhythm, loop) NTD ranks, clipped to the cube's size; default
-        :func:`unmixer.ntd.loop_ranks` (4K + 8, 4K + 8, K), at most (50, 40, 30)
+        :func:`unmixer.loops.ntd.loop_ranks` (4K + 8, 4K + 8, K), at most (50, 40, 30)
     solver : "hals" (ours, fast) or "tensorly" (the reference)
     n_iter : int, NTD iterations at most
     time_budget_s : float, optional, NTD time budget
     mask_power : float, exponent of the Wiener masks
-    core_sparsity : float, L1 weight of the core purification (:func:`unmixer.ntd.purify_core`).
+    core_sparsity : float, L1 weight of the core purification (:func:`unmixer.loops.ntd.purify_core`).
         6 (each loop keeps only its strongest sound × rhythm atoms) separated best on
         bench/quality.py's songs: mean SDR 1.8 -> 6.6 dB with true downbeats, 1.3 -> 4.3 dB
         with estimated ones, against 0.1 (BENCHMARKS.md, "Separation quality against
         baselines", lever "purify_l1")
     purify_starts : int, starts of the purification's sparse NMF, the one with the lowest
-        objective kept (:func:`unmixer.ntd.purify_core`). 16 raised the mean SDR of
+        objective kept (:func:`unmixer.loops.ntd.purify_core`). 16 raised the mean SDR of
         bench/quality.py's 9 songs from 9.2 to 10.3 dB (estimated downbeats) and from 10.1 to
         12.1 dB (true ones), dense songs most (BENCHMARKS.md lever "purify_starts")
-    core_l1 : float, L1 penalty on the NTD core (see :func:`unmixer.ntd.ntd_hals`)
+    core_l1 : float, L1 penalty on the NTD core (see :func:`unmixer.loops.ntd.ntd_hals`)
     progress : callable(stage, fraction), optional; stages from :data:`STAGES`
     preview : callable(Extraction), optional
         Quick first result: after ``preview_iter`` NTD iterations the loops of the rough
@@ -236,7 +251,7 @@ def extract_loops(
     preview_iter : int, NTD iterations of the rough pass
     refine_iter : int, HALS sweeps fitting full-resolution loop templates and tail templates
         (what each loop rings on into the next segment) with the activations fixed
-        (:func:`unmixer.ntd.refine_loop_tails`; 0: the NTD's low-rank templates, no tails).
+        (:func:`unmixer.loops.ntd.refine_loop_tails`; 0: the NTD's low-rank templates, no tails).
         Measured on bench/quality.py's 9 songs against the full-resolution templates alone:
         mean SDR +1.15 dB with madmom's raw grid, +0.62 dB with the true one (factorial
         +6.0 / +2.8 dB), BENCHMARKS.md lever "tails". The preview skips it.
@@ -265,7 +280,7 @@ def extract_loops(
         raise UnmixerError(f"Unknown NTD solver {solver!r}: use 'hals' or 'tensorly'.")
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] != 2:
-        raise UnmixerError("Audio must be stereo, shape (2, samples); use unmixer.audio.load_audio.")
+        raise UnmixerError("Audio must be stereo, shape (2, samples); use unmixer.core.audio.load_audio.")
     length = audio.shape[-1]
     stages = _Stages(progress)
 
@@ -280,9 +295,9 @@ def extract_loops(
     stages.start("cube")
     mix_spec = stft(audio)  # (2, F, N)
     magnitude = np.abs(mix_spec).mean(axis=0)
-    if auto:  # K from the song (unmixer.loopcount); again below if the bar phase moves
+    if auto:  # K from the song (unmixer.loops.loopcount); again below if the bar phase moves
         n_loops = estimate_loop_count(magnitude, grid_beats.downbeats_s, grid_beats.meter, loop_bars, seed=seed, sr=sr)
-    if downbeats_s is None:  # the tracker's bar line may sit on the wrong beat (unmixer.bargrid)
+    if downbeats_s is None:  # the tracker's bar line may sit on the wrong beat (unmixer.loops.bargrid)
         tracked = grid_beats
         grid_beats = choose_bar_phase(grid_beats, magnitude, int(n_loops), loop_bars, duration_s=length / sr, sr=sr)
         if auto and grid_beats is not tracked:

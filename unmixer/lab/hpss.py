@@ -3,7 +3,7 @@
 Median-filtering HPSS (Fitzgerald, "Harmonic/percussive separation using median filtering",
 DAFx 2010; librosa's ``decompose.hpss``) splits the magnitude spectrogram into a harmonic part
 (smooth in time) and a percussive part (smooth in frequency). Each part is then factorised
-with :func:`unmixer.nmf.beta_nmf`, and every component of both parts competes in one set of
+with :func:`unmixer.lab.nmf.beta_nmf`, and every component of both parts competes in one set of
 Wiener masks on the mixture STFT, so the components (and any grouping of them) sum to the
 input. This replaces the seed's hard split (harmonic/percussive NMF models, then a fixed
 200 Hz brick-wall for bass) with soft masks throughout: a harmonic component is "bass" when
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unmixer.core.spectrum import N_FFT
 from unmixer.errors import UnmixerError
-from unmixer.nmf import NMFResult, beta_nmf
-from unmixer.spectrum import N_FFT
+from unmixer.lab.nmf import NMFResult, beta_nmf
 
 STEM_NAMES = ("drums", "bass", "melody")
 
@@ -97,7 +97,7 @@ def hpss_nmf(magnitude: np.ndarray, n_harmonic: int = 4, n_percussive: int = 4, 
     Raises
     ------
     UnmixerError
-        On a bad spectrogram or parameters (see :func:`unmixer.nmf.beta_nmf`).
+        On a bad spectrogram or parameters (see :func:`unmixer.lab.nmf.beta_nmf`).
 
     Source: Fitzgerald, DAFx 2010 (HPSS); Févotte & Idier 2011 (NMF).
     """

@@ -11,6 +11,7 @@ permutation of loops.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -255,8 +256,7 @@ def bss_eval_blocks(reference: np.ndarray, estimate: np.ndarray, *, match: np.nd
 
     Source: Vincent, Gribonval & Févotte, IEEE TASLP 2006; Scheibler, ICASSP 2022.
     """
-    from fast_bss_eval.numpy.cgd import (block_toeplitz_conjugate_gradient,
-                                         toeplitz_conjugate_gradient)
+    from fast_bss_eval.numpy.cgd import block_toeplitz_conjugate_gradient, toeplitz_conjugate_gradient
     from fast_bss_eval.numpy.metrics import _base_metrics_bss_eval
 
     ref, est = _as_sources(reference), _as_sources(estimate)

@@ -637,9 +637,9 @@ def resynthesise_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
     power : float
         Mask exponent p (2: Wiener filter on magnitudes, 1: ratio masks).
     spec : np.ndarray, complex, shape=(channels, n_freq, n_frames), optional
-        The mixture's STFT (:func:`unmixer.spectrum.stft`), if already computed.
+        The mixture's STFT (:func:`unmixer.core.spectrum.stft`), if already computed.
     hop_length : int, samples, optional
-        STFT hop (default :data:`unmixer.spectrum.HOP_LENGTH`).
+        STFT hop (default :data:`unmixer.core.spectrum.HOP_LENGTH`).
 
     Returns
     -------
@@ -669,7 +669,7 @@ def iter_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
     caller can encode or write each one before the next is made. The inputs are checked
     before the first output is yielded (raises UnmixerError as there).
     """
-    from unmixer import spectrum
+    from unmixer.core import spectrum
 
     hop = spectrum.HOP_LENGTH if hop_length is None else int(hop_length)
     audio = np.asarray(audio, dtype=np.float32)
@@ -704,7 +704,7 @@ def iter_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
 def _masked_outputs(length: int, W: np.ndarray, H: np.ndarray, groups: list[list[int]],
                     outputs: list[int], power: float, spec: np.ndarray, hop: int,
                     eps: float) -> Iterator[np.ndarray]:
-    from unmixer import spectrum
+    from unmixer.core import spectrum
 
     scale = np.float32(max(float((W @ H).max()), 1e-30))
     p = np.float32(power)

@@ -6,7 +6,7 @@ steady its pitch is, how often notes start, how noise-like and how level-varying
 a multinomial logistic regression on the standardised features gives each class a
 probability. The regression's numbers (:data:`FEATURE_MEAN`, :data:`FEATURE_STD`,
 :data:`WEIGHTS`, :data:`BIAS`) were fitted by ``bench/labels_eval.py fit`` on loops SEPARATED
-by :func:`unmixer.pipeline.extract_loops` from generated songs (so with the other
+by :func:`unmixer.loops.pipeline.extract_loops` from generated songs (so with the other
 instruments' leakage), not on clean stems; ``bench/labels_eval.py eval`` scores it on
 held-out songs (bench/RESULTS_labels.md). Below :data:`MIN_CONFIDENCE` the label is the
 neutral "loop": a wrong label misleads more than none.

@@ -29,8 +29,8 @@ from typing import Callable
 import numpy as np
 import tensorly as tl
 
-from unmixer.cube import previous_segment
 from unmixer.errors import UnmixerError
+from unmixer.loops.cube import previous_segment
 
 DEFAULT_RANKS = (50, 40, 30)
 """(sound, rhythm, loop) ranks of Unmixer's production setting (ISMIR 2019, §3)."""
@@ -520,7 +520,7 @@ def purify_core(result: NTDResult, n_loops: int, *, sparsity: float = 0.1, n_ite
 
     Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.2.
     """
-    from unmixer.nmf import beta_nmf
+    from unmixer.lab.nmf import beta_nmf
 
     if n_loops < 1:
         raise UnmixerError(f"The number of loops must be at least 1, not {n_loops}.")
@@ -563,7 +563,7 @@ def refine_loop_templates(cube: np.ndarray, templates: np.ndarray, activations: 
     ----------
     cube : np.ndarray, shape=(n_freq, n_steps, n_segments), X, nonnegative
     templates : np.ndarray, shape=(K, n_freq, n_steps), P (from
-        :func:`unmixer.loops.loop_templates`)
+        :func:`unmixer.loops.masks.loop_templates`)
     activations : np.ndarray, shape=(n_segments, K), D′ (from :func:`purify_core`)
     n_iter : int, multiplicative updates
     beta : float, β-divergence of the fit (1: Kullback-Leibler)
@@ -581,7 +581,7 @@ def refine_loop_templates(cube: np.ndarray, templates: np.ndarray, activations: 
     Computation 2011), i.e. the NMF of the segment-unfolded cube (Smith & Goto, ICASSP 2018,
     §2) started from the purified NTD (Smith, Kawasaki & Goto, ISMIR 2019).
     """
-    from unmixer.nmf import beta_nmf
+    from unmixer.lab.nmf import beta_nmf
 
     templates = _checked_templates(cube, templates, activations)
     K, F, T = templates.shape
@@ -614,7 +614,7 @@ def refine_loop_tails(cube: np.ndarray, templates: np.ndarray, activations: np.n
     ----------
     cube : np.ndarray, shape=(n_freq, n_steps, n_segments), X, nonnegative
     templates : np.ndarray, shape=(K, n_freq, n_steps), P (from
-        :func:`unmixer.loops.loop_templates`)
+        :func:`unmixer.loops.masks.loop_templates`)
     activations : np.ndarray, shape=(n_segments, K), D′ (from :func:`purify_core`)
     n_iter : int ≥ 0, HALS sweeps over the 2K rows
     tail_start : float ≥ 0, initial tails as a fraction of the templates

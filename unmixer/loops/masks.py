@@ -1,10 +1,10 @@
-"""From a (purified) Tucker model to loops: templates, bar choice, masks, clips (labels: unmixer.labels).
+"""From a (purified) Tucker model to loops: templates, bar choice, masks, clips (labels: unmixer.loops.labels).
 
 With the purified core G′ (r_sound, r_rhythm, K), the sound templates W (n_freq, r_sound),
 the rhythm templates H (n_steps, r_rhythm) and the loop activations D′ (n_segments, K),
 loop k's spectrogram in segment s is modelled as ``D′[s, k] · P_k`` with the loop template
 ``P_k = W G′[:, :, k] Hᵀ`` (n_freq, n_steps): Smith, Kawasaki & Goto, ISMIR 2019, §3.1.
-With tail templates Q_k (:func:`unmixer.ntd.refine_loop_tails`) the model is
+With tail templates Q_k (:func:`unmixer.loops.ntd.refine_loop_tails`) the model is
 ``D′[s, k] · P_k + D′[s − 1, k] · Q_k``: what a loop rings on into the next segment.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from unmixer.cube import CubeGrid, cube_to_frames, frame_steps, previous_segment
-from unmixer.labels import LABELS, label_loop  # noqa: F401  (re-exported from unmixer.labels)
-from unmixer.spectrum import HOP_LENGTH, istft
+from unmixer.core.spectrum import HOP_LENGTH, istft
+from unmixer.loops.cube import CubeGrid, cube_to_frames, frame_steps, previous_segment
+from unmixer.loops.labels import LABELS, label_loop  # noqa: F401  (re-exported from unmixer.loops.labels)
 
 
 def loop_templates(core: np.ndarray, sound: np.ndarray, rhythm: np.ndarray) -> np.ndarray:
@@ -192,7 +192,7 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     The masks M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p are formed on the cube (the
     denominator is one matrix product; with tails, D′[s,k] P_k + D′[s−1,k] Q_k in place of
     D′[s,k] P_k, formed loop by loop) and mapped to STFT frames as
-    :func:`unmixer.cube.cube_to_frames` does; linear interpolation keeps their sum at 1.
+    :func:`unmixer.loops.cube.cube_to_frames` does; linear interpolation keeps their sum at 1.
     Given the ``mixture`` waveform, the last track is the mixture minus the others (the
     inverse STFT is linear and the masks sum to 1, so this is the same track up to float32
     rounding, one inverse STFT fewer, and the tracks sum to the mixture exactly). Each track
@@ -212,7 +212,7 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     n_threads : int, chunks processed at once
     chunk : int, samples per chunk (2^19: 12 s at 44.1 kHz)
     tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional: loop k's model in segment
-        s becomes D′[s,k] P_k + D′[s−1,k] Q_k (:func:`unmixer.ntd.refine_loop_tails`)
+        s becomes D′[s,k] P_k + D′[s−1,k] Q_k (:func:`unmixer.loops.ntd.refine_loop_tails`)
 
     Returns
     -------
@@ -220,7 +220,7 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     (the masks sum to 1 in every cell; each channel keeps its own phase).
 
     Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1; masks as in
-    :func:`unmixer.spectrum.wiener_masks`.
+    :func:`unmixer.core.spectrum.wiener_masks`.
     """
     from concurrent.futures import ThreadPoolExecutor
 

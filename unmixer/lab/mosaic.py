@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
-from unmixer.audio import SAMPLE_RATE
+from unmixer.core.audio import SAMPLE_RATE
 from unmixer.errors import UnmixerError
-from unmixer.nmf import EPS, beta_divergence
+from unmixer.lab.nmf import EPS, beta_divergence
 
 N_FFT = 4096
 """Mosaicing STFT frame (93 ms at 44.1 kHz, the paper's 2048 samples at 22.05 kHz)."""

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from unmixer.audio import SAMPLE_RATE
-from unmixer.bargrid import _band_pool
-from unmixer.cube import make_grid, segment_boundaries_s, spectral_cube
+from unmixer.core.audio import SAMPLE_RATE
+from unmixer.core.spectrum import HOP_LENGTH
 from unmixer.errors import UnmixerError
-from unmixer.ntd import _blas_threads
-from unmixer.spectrum import HOP_LENGTH
+from unmixer.loops.bargrid import _band_pool
+from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube
+from unmixer.loops.ntd import _blas_threads
 
 AUTO = "auto"
-"""The value of ``n_loops`` (:func:`unmixer.pipeline.extract_loops`, the CLI's ``--loops``,
+"""The value of ``n_loops`` (:func:`unmixer.loops.pipeline.extract_loops`, the CLI's ``--loops``,
 the app's "Loops" choice) that asks for :func:`estimate_loop_count`."""
 
 K_MIN, K_MAX = 2, 10
@@ -55,13 +55,13 @@ def segment_matrix(magnitude: np.ndarray, downbeats_s: np.ndarray, meter: int, l
     Returns
     -------
     np.ndarray, float32, shape=(n_segments, n_bands·n_steps), nonnegative, max 1: the
-    cube of :func:`unmixer.cube.spectral_cube` on log-spaced bands
-    (:data:`unmixer.bargrid.N_BANDS`) with :data:`STEPS_PER_BEAT` steps per beat.
+    cube of :func:`unmixer.loops.cube.spectral_cube` on log-spaced bands
+    (:data:`unmixer.loops.bargrid.N_BANDS`) with :data:`STEPS_PER_BEAT` steps per beat.
 
     Raises
     ------
     UnmixerError
-        If fewer than 2 segments fit (from :func:`unmixer.cube.segment_boundaries_s`).
+        If fewer than 2 segments fit (from :func:`unmixer.loops.cube.segment_boundaries_s`).
 
     Source: Smith & Goto, ICASSP 2018, §2 (the cube and its segment unfolding).
     """
@@ -169,7 +169,7 @@ def estimate_loop_count(magnitude: np.ndarray, downbeats_s: np.ndarray, meter: i
     Parameters
     ----------
     magnitude : np.ndarray, shape=(n_freq, n_frames), the song's magnitude STFT
-        (e.g. ``np.abs(unmixer.spectrum.stft(audio)).mean(axis=0)``)
+        (e.g. ``np.abs(unmixer.core.spectrum.stft(audio)).mean(axis=0)``)
     downbeats_s : np.ndarray, shape=(n_bars + 1,), s, the bar lines
     meter : int, beats per bar
     loop_bars : int, bars per loop (1, 2 or 4)

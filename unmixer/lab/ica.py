@@ -112,7 +112,7 @@ def fastica_stereo(audio: np.ndarray, n_components: int = 2, *, variant: str = "
         step = max(1, xc.shape[1] // max_samples)
         train = xc[:, ::step]
     else:
-        from unmixer.spectrum import stft
+        from unmixer.core.spectrum import stft
 
         spec = stft(xc)  # (C, F, N) complex
         coeffs = spec.reshape(n_ch, -1)

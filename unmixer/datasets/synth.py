@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from unmixer.audio import SAMPLE_RATE
+from unmixer.core.audio import SAMPLE_RATE
 from unmixer.errors import UnmixerError
 
 INSTRUMENTS = ("drums", "bass", "pad", "pluck", "lead", "vocal")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unmixer.audio import SAMPLE_RATE
+from unmixer.core.audio import SAMPLE_RATE
 from unmixer.errors import UnmixerError
 
 FPS = 100

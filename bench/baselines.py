@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unmixer.audio import SAMPLE_RATE
+from unmixer.core.audio import SAMPLE_RATE
+from unmixer.core.spectrum import HOP_LENGTH, N_FFT, istft, stft
 from unmixer.errors import UnmixerError
-from unmixer.spectrum import HOP_LENGTH, N_FFT, istft, stft
 
 
 @dataclass
@@ -269,7 +269,7 @@ def nmf_kmeans(mix: np.ndarray, n_loops: int, downbeats_s: np.ndarray, *,
     from sklearn.cluster import KMeans
     from sklearn.decomposition import NMF
 
-    from unmixer.nmf import resynthesise_components
+    from unmixer.lab.nmf import resynthesise_components
 
     mix = _check_audio(mix)
     R = int(n_components or min(4 * n_loops, 40))

@@ -1,4 +1,4 @@
-"""Train the drum-transcription CNN and export it to ONNX: ``python -m unmixer.drums.train``.
+"""Train the drum-transcription CNN and export it to ONNX: ``python -m training.drums.train``.
 
 Needs PyTorch (``pip install -r requirements-train.txt``). With the defaults it generates
 1,000 eight-second patterns (half with six GM kits, half with 60 synthetic kits; the GM
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from training.drums.data import feature_example, training_kits
+from unmixer.datasets.drums import generate_example
 from unmixer.drums import CLASSES
-from unmixer.drums.data import feature_example, generate_example, training_kits
 from unmixer.drums.features import N_MELS
 from unmixer.drums.transcribe import WEIGHTS, onset_scores, pick_peaks
 
@@ -118,7 +119,7 @@ def export_onnx(model, path: Path, thresholds: np.ndarray) -> None:
     proto = onnx.load(str(path))
     meta = {"thresholds": json.dumps([round(float(t), 3) for t in thresholds]),
             "classes": ",".join(CLASSES), "n_mels": str(N_MELS),
-            "source": "python -m unmixer.drums.train"}
+            "source": "python -m training.drums.train"}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -130,7 +131,7 @@ def export_onnx(model, path: Path, thresholds: np.ndarray) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unmixer.drums.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m training.drums.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=1000, help="training patterns (8 s each)")
     parser.add_argument("--val", type=int, default=120, help="validation patterns")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from unmixer.drums.model import DrumCNN
+    from training.drums.model import DrumCNN
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)

@@ -1,0 +1,10 @@
+"""The loop engine: song -> downbeats -> bar grid -> spectral cube -> NTD -> purified core -> loops.
+
+In data-path order: :mod:`~unmixer.loops.beats` (madmom's downbeats), :mod:`~unmixer.loops.bargrid`
+(the bar phase the loops fit), :mod:`~unmixer.loops.loopcount` (K from the song),
+:mod:`~unmixer.loops.cube` (the bar-synchronous spectral cube), :mod:`~unmixer.loops.ntd`
+(nonnegative Tucker decomposition, core purification, templates), :mod:`~unmixer.loops.masks`
+(bar choice, Wiener masks, clips and tracks), :mod:`~unmixer.loops.labels` (drums, bass, ...);
+:mod:`~unmixer.loops.pipeline` runs them all (:func:`unmixer.extract_loops`). The loops go next
+to :mod:`unmixer.mashup`.
+"""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unmixer.core.audio import SAMPLE_RATE
-from unmixer.core.spectrum import HOP_LENGTH, N_FFT, istft, stft
+from unmixer.core.spectrum import HOP_LENGTH, N_FFT, istft, stft, wiener_mask
 from unmixer.errors import UnmixerError
 
 
@@ -88,13 +88,15 @@ def ideal_ratio_mask(mix: np.ndarray, stems: np.ndarray, *, power: float = 2.0) 
     if stems.ndim != 3 or stems.shape[1:] != mix.shape:
         raise UnmixerError(f"stems {stems.shape} do not match the mixture {mix.shape}")
     mix_spec = stft(mix)
+    scale = np.float32(max(float(np.abs(mix_spec).max()), 1e-30))  # the models' level
+    p = np.float32(power)
     denom = np.zeros(mix_spec.shape, dtype=np.float32)
     for s in stems:  # two passes, one stem at a time: memory stays at a few STFTs
-        denom += np.abs(stft(s)) ** power
-    denom += np.float32(1e-20)
+        denom += (np.abs(stft(s)) / scale) ** p
     tracks = np.empty(stems.shape, dtype=np.float32)
     for k, s in enumerate(stems):
-        tracks[k] = istft(mix_spec * (np.abs(stft(s)) ** power / denom), mix.shape[-1])
+        mask = wiener_mask((np.abs(stft(s)) / scale) ** p, denom, len(stems))
+        tracks[k] = istft(mix_spec * mask, mix.shape[-1])
     return Separation(tracks)
 
 

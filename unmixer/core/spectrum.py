@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from unmixer.errors import UnmixerError
+
 N_FFT = 2048
 """STFT frame length (samples at 44.1 kHz, 46 ms)."""
 
@@ -60,8 +62,42 @@ def frame_times(n_frames: int, sr: int, hop_length: int = HOP_LENGTH) -> np.ndar
     return np.arange(n_frames, dtype=np.float64) * hop_length / sr
 
 
-def wiener_masks(models: np.ndarray, power: float = 2.0, eps: float = 1e-12) -> np.ndarray:
-    """Soft masks from nonnegative source models: M_k = V_k^p / sum_l V_l^p.
+MASK_EPS = 1e-9
+"""Regulariser of every Wiener mask, relative to the largest powered model (which is 1)."""
+
+
+def wiener_mask(powered: np.ndarray, powered_sum: np.ndarray, n_sources: int,
+                eps: float = MASK_EPS, out: np.ndarray | None = None) -> np.ndarray:
+    """One source's soft mask from its powered model and the sum over all sources.
+
+    M_k = (V_k^p + ε / K) / (Σ_l V_l^p + ε): the K masks sum to 1 in every cell, and a cell
+    where every model is 0 gets 1/K for each source. This is the one mask formula of Unmixer
+    (NMF Lab, loop engine, baselines); the models are scaled so that the largest powered
+    value is about 1, which makes ε a relative floor.
+
+    Parameters
+    ----------
+    powered : np.ndarray, any shape, V_k^p (nonnegative, float32)
+    powered_sum : np.ndarray, broadcastable to ``powered``, Σ_l V_l^p
+    n_sources : int, K
+    eps : float, ε
+    out : np.ndarray, optional, where to write the mask (may be ``powered`` itself)
+
+    Returns
+    -------
+    np.ndarray, float32, shape of ``powered``, in [0, 1]
+
+    Source: Liutkus & Badeau, "Generalized Wiener filtering with fractional power
+    spectrograms", ICASSP 2015, eq. (7)-(9).
+    """
+    floor = np.float32(eps)
+    out = np.add(powered, floor / max(int(n_sources), 1), out=out, dtype=np.float32)
+    out /= powered_sum + floor
+    return out
+
+
+def wiener_masks(models: np.ndarray, power: float = 2.0, eps: float = MASK_EPS) -> np.ndarray:
+    """Soft masks from nonnegative source models: M_k = V_k^p / sum_l V_l^p (:func:`wiener_mask`).
 
     Cells where every model is 0 get 1/K for each source, so the masks always sum to 1.
 
@@ -71,24 +107,27 @@ def wiener_masks(models: np.ndarray, power: float = 2.0, eps: float = 1e-12) -> 
     power : float
         Exponent p (2: Wiener filter on magnitudes; 1: ratio of magnitudes).
     eps : float
-        Regulariser added to the denominator, relative to the largest model value.
+        Regulariser, relative to the largest powered model.
 
     Returns
     -------
     np.ndarray, float32, shape=models.shape, in [0, 1], summing to 1 over axis 0.
 
+    Raises
+    ------
+    UnmixerError
+        If ``models`` has no source axis.
+
     Source: Liutkus & Badeau, ICASSP 2015, eq. (7)-(9).
     """
     models = np.asarray(models, dtype=np.float32)
     if models.ndim < 2:
-        raise ValueError("models must have a leading source axis")
+        raise UnmixerError("Wiener masks need models of shape (K, ...), with a source axis.")
     scale = float(models.max(initial=0.0))
     if scale <= 0:
         return np.full(models.shape, 1.0 / models.shape[0], dtype=np.float32)
-    powered = (models / scale) ** power
-    floor = np.float32(eps)
-    denom = powered.sum(axis=0) + floor
-    return ((powered + floor / models.shape[0]) / denom).astype(np.float32)
+    powered = (models / scale) ** np.float32(power)
+    return wiener_mask(powered, powered.sum(axis=0), models.shape[0], eps, out=powered)
 
 
 def resynthesise(mix_spec: np.ndarray, masks: np.ndarray, length: int,

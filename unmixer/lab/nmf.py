@@ -35,6 +35,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from unmixer.core.spectrum import MASK_EPS
 from unmixer.errors import UnmixerError
 
 EPS = np.float32(1e-12)
@@ -614,7 +615,7 @@ def resynthesise_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
                             groups: Sequence[Sequence[int]] | None = None, *,
                             which: Sequence[int] | None = None, power: float = 2.0,
                             spec: np.ndarray | None = None, hop_length: int | None = None,
-                            eps: float = 1e-12) -> np.ndarray:
+                            eps: float = MASK_EPS) -> np.ndarray:
     """Audio of NMF components (or groups of them) by Wiener masks on the mixture STFT.
 
     Each group's model Λ_g = W_g H_g gives the soft mask M_g = Λ_g^p / Σ_g' Λ_g'^p, applied
@@ -662,7 +663,7 @@ def iter_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
                     groups: Sequence[Sequence[int]] | None = None, *,
                     which: Sequence[int] | None = None, power: float = 2.0,
                     spec: np.ndarray | None = None, hop_length: int | None = None,
-                    eps: float = 1e-12) -> Iterator[np.ndarray]:
+                    eps: float = MASK_EPS) -> Iterator[np.ndarray]:
     """:func:`resynthesise_components` one output at a time.
 
     Same parameters; yields np.ndarray, float32, shape=(channels, samples) per output, so a
@@ -712,12 +713,11 @@ def _masked_outputs(length: int, W: np.ndarray, H: np.ndarray, groups: list[list
     def model(members: list[int]) -> np.ndarray:
         return (W[:, members] / scale) @ H[members]
 
-    floor = np.float32(eps)
-    denom = np.full(spec.shape[1:], floor, dtype=np.float32)
+    denom = np.zeros(spec.shape[1:], dtype=np.float32)
     for members in groups:  # one F x N model at a time
         denom += model(members) ** p
     for g in outputs:
-        mask = (model(groups[g]) ** p + floor / len(groups)) / denom
+        mask = spectrum.wiener_mask(model(groups[g]) ** p, denom, len(groups), eps)
         yield spectrum.istft(spec * mask[None], length, hop)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unmixer.core.spectrum import HOP_LENGTH, istft
+from unmixer.core.spectrum import HOP_LENGTH, MASK_EPS, istft, wiener_mask
 from unmixer.loops.cube import CubeGrid, cube_to_frames, frame_steps, previous_segment
 from unmixer.loops.labels import LABELS, label_loop  # noqa: F401  (re-exported from unmixer.loops.labels)
 
@@ -115,8 +115,7 @@ def mask_shares(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray
     """
     cells = _LoopCells(templates, activations, power, tails)
     x2 = cube.reshape(-1, cube.shape[-1]).astype(np.float32) ** 2  # (F·T, S)
-    eps = np.float32(1e-12 * float(cells.denom.max(initial=0.0)) + 1e-30)
-    share = cells.shares(x2 / (cells.denom + eps))  # (S, K)
+    share = cells.shares(x2 / (cells.denom + np.float32(MASK_EPS)))  # (S, K)
     return (share / np.maximum(x2.sum(axis=0), 1e-30)[:, None]).astype(np.float32)
 
 
@@ -175,10 +174,8 @@ def _frame_mask(cells: _LoopCells, grid: CubeGrid, steps: tuple, frames: slice, 
     seg, j0, j1, w = (a[frames] for a in steps)
     used, seg = np.unique(seg, return_inverse=True)
     T = grid.n_steps
-    eps = np.float32(1e-9)
     mask = cells.cells(k, used)
-    mask += eps / cells.n_loops
-    mask /= cells.denom[:, used] + eps  # (F·T, n_used)
+    wiener_mask(mask, cells.denom[:, used], cells.n_loops, out=mask)  # (F·T, n_used)
     return cube_to_frames(mask.reshape(-1, T, len(used)), grid, steps=(seg, j0, j1, w))
 
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import streamlit as st
 
+from unmixer.loops import AUTO
+
 SONGS = "songs"
 RESULTS = "results"
 UPLOAD_IDS_SEEN = "upload_ids_seen"
@@ -45,7 +47,7 @@ DECK_BPM = "deck_bpm"
 DECK_BARS = "deck_bars"
 DECK_SEQ = "deck_seq"
 
-AUTO_LOOPS = "auto"
+AUTO_LOOPS = AUTO
 """The loop count chosen from the song (:func:`unmixer.loops.loopcount.estimate_loop_count`)."""
 DEFAULT_N_LOOPS = 5
 N_LOOPS_CHOICES = (AUTO_LOOPS,) + tuple(range(3, 11))

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 from unmixer.errors import UnmixerError
+from unmixer.loops import AUTO, MAX_LOOPS, MIN_LOOPS  # constants only: the engine loads when used
 
-AUTO = "auto"  # unmixer.loops.loopcount.AUTO; as MIN/MAX_LOOPS (unmixer.loops.pipeline), not imported: it
-MIN_LOOPS, MAX_LOOPS = 1, 12  # would load the engine for every command and --help
 
 ORDER = ("decoding", "downbeats", "cube", "decomposition", "loops", "writing")
 

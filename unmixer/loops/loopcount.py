@@ -22,13 +22,11 @@ import numpy as np
 from unmixer.core.audio import SAMPLE_RATE
 from unmixer.core.spectrum import HOP_LENGTH
 from unmixer.errors import UnmixerError
+from unmixer.loops import AUTO  # noqa: F401  (re-exported: the value that asks for this module)
 from unmixer.loops.bargrid import _band_pool
 from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube
 from unmixer.loops.ntd import _blas_threads
 
-AUTO = "auto"
-"""The value of ``n_loops`` (:func:`unmixer.loops.pipeline.extract_loops`, the CLI's ``--loops``,
-the app's "Loops" choice) that asks for :func:`estimate_loop_count`."""
 
 K_MIN, K_MAX = 2, 10
 """The range of loop counts :func:`estimate_loop_count` chooses from."""

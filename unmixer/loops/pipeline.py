@@ -17,10 +17,12 @@ import numpy as np
 from unmixer.core.audio import SAMPLE_RATE
 from unmixer.core.spectrum import stft
 from unmixer.errors import UnmixerError
+from unmixer.loops import AUTO, LOOP_BARS, MAX_LOOPS, MIN_LOOPS
 from unmixer.loops import beats as beats_mod
 from unmixer.loops.bargrid import choose_bar_phase
-from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube
-from unmixer.loops.loopcount import AUTO, estimate_loop_count
+from unmixer.loops.beats import BeatGrid
+from unmixer.loops.cube import CubeGrid, make_grid, segment_boundaries_s, spectral_cube
+from unmixer.loops.loopcount import estimate_loop_count
 from unmixer.loops.masks import (
     choose_segments,
     cut_loop,
@@ -32,6 +34,7 @@ from unmixer.loops.masks import (
     separate_tracks,
 )
 from unmixer.loops.ntd import (
+    NTDResult,
     default_ranks,
     loop_ranks,
     ntd_hals,
@@ -42,8 +45,6 @@ from unmixer.loops.ntd import (
 
 STAGES = ("decoding", "downbeats", "cube", "decomposition", "loops")
 """Stage names, in order, as reported to the progress callback and in ``timings_s``."""
-
-MIN_LOOPS, MAX_LOOPS = 1, 12
 
 
 def warm_up() -> None:
@@ -60,6 +61,7 @@ def _import_librosa() -> None:
     import librosa
 
     librosa.stft(np.zeros(4096, dtype=np.float32))  # its first call compiles/loads the FFT plan
+
 
 Progress = Callable[[str, float], None]
 
@@ -190,6 +192,334 @@ class _Stages:
         self._stage = None
 
 
+# ----------------------------------------------------------------------------- what passes between stages
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine's settings that do not depend on the song (see :func:`extract_loops`)."""
+
+    seed: int = 0
+    ranks: tuple[int, int, int] | None = None
+    solver: str = "hals"
+    n_iter: int = 100
+    time_budget_s: float | None = None
+    mask_power: float = 2.0
+    core_sparsity: float = 6.0
+    purify_starts: int = 16
+    core_l1: float = 0.3
+    preview_iter: int = 10
+    refine_iter: int = 10
+
+
+@dataclass
+class SongGrid:
+    """Where the song's segments lie, and how many loops are looked for in them.
+
+    Attributes
+    ----------
+    beats : BeatGrid, the chosen grid (beats, bar lines, meter, BPM)
+    tracked : BeatGrid, the downbeat tracker's grid before any choice (``beats`` itself when
+        the bar lines were given or kept)
+    loop_bars : int, bars per segment (and per loop clip)
+    n_loops : int, K
+    auto_count : bool, whether K was chosen from the song
+    boundaries_s : np.ndarray, shape=(n_segments + 1,), s, the segment boundaries
+    cube_grid : CubeGrid, cube cells <-> STFT frames
+    """
+
+    beats: BeatGrid
+    tracked: BeatGrid
+    loop_bars: int
+    n_loops: int
+    auto_count: bool
+    boundaries_s: np.ndarray
+    cube_grid: CubeGrid
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.boundaries_s) - 1
+
+
+@dataclass
+class LoopModel:
+    """Every loop's model on the cube: segment s of loop k is D′[s, k] P_k + D′[s − 1, k] Q_k.
+
+    Attributes
+    ----------
+    templates : np.ndarray, float32, shape=(K, n_freq, n_steps), P
+    activations : np.ndarray, float32, shape=(n_segments, K), D′
+    tails : np.ndarray, float32, shape=(K, n_freq, n_steps), Q, or None (no tail templates)
+    """
+
+    templates: np.ndarray
+    activations: np.ndarray
+    tails: np.ndarray | None = None
+
+
+# ----------------------------------------------------------------------------- the stages
+
+def _checked_request(audio: np.ndarray, n_loops: int | str, loop_bars: int,
+                     settings: EngineSettings) -> np.ndarray:
+    """The audio as float32 (2, samples), after checking every argument (raises UnmixerError)."""
+    auto = _is_auto(n_loops)
+    if not auto and (isinstance(n_loops, str) or not MIN_LOOPS <= int(n_loops) <= MAX_LOOPS):
+        raise UnmixerError(f"The number of loops must be 'auto' or between {MIN_LOOPS} and {MAX_LOOPS}, not {n_loops}.")
+    if loop_bars not in LOOP_BARS:
+        raise UnmixerError(f"Loop length must be 1, 2 or 4 bars, not {loop_bars}.")
+    if settings.solver not in ("hals", "tensorly"):
+        raise UnmixerError(f"Unknown NTD solver {settings.solver!r}: use 'hals' or 'tensorly'.")
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2 or audio.shape[0] != 2:
+        raise UnmixerError("Audio must be stereo, shape (2, samples); use unmixer.load_audio.")
+    return audio
+
+
+def _is_auto(n_loops: int | str) -> bool:
+    return isinstance(n_loops, str) and n_loops.strip().lower() == AUTO
+
+
+def track_grid(audio: np.ndarray, sr: int = SAMPLE_RATE, downbeats_s: np.ndarray | None = None,
+               meter: int | None = None) -> BeatGrid:
+    """Stage "downbeats": the song's beats and bar lines, tracked by madmom or given.
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(2, samples), float32 at ``sr`` Hz
+    downbeats_s : np.ndarray, shape=(n_bars + 1,), s, optional: known bar lines (then
+        ``meter`` is required and the tracker is skipped)
+    meter : int, beats per bar of the known bar lines
+
+    Returns
+    -------
+    BeatGrid
+
+    Raises
+    ------
+    UnmixerError
+        If no usable beat grid is found, or known bar lines come without a meter.
+
+    Source: :func:`unmixer.loops.beats.track_beats` (Böck, Krebs & Widmer, ISMIR 2016).
+    """
+    if downbeats_s is None:
+        return beats_mod.track_beats(audio, sr)
+    if meter is None:
+        raise UnmixerError("Give the meter with known downbeats.")
+    return beats_mod.grid_from_downbeats(downbeats_s, meter)
+
+
+def choose_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int | str, loop_bars: int, *,
+                move_bar_lines: bool = True, seed: int = 0, duration_s: float | None = None,
+                sr: int = SAMPLE_RATE) -> SongGrid:
+    """Stage "cube", first half: the segments and the loop count.
+
+    With ``n_loops="auto"`` K is estimated on the tracker's grid
+    (:func:`unmixer.loops.loopcount.estimate_loop_count`); then, with ``move_bar_lines``, the
+    bar line and loop start that K loops fit best are chosen
+    (:func:`unmixer.loops.bargrid.choose_bar_phase`), and if they moved an automatic K is
+    estimated again on the chosen grid. This back-and-forth lives here only.
+
+    Parameters
+    ----------
+    magnitude : np.ndarray, shape=(n_freq, n_frames), the song's magnitude STFT
+        (hop :data:`unmixer.core.spectrum.HOP_LENGTH`)
+    tracked : BeatGrid, from :func:`track_grid`
+    n_loops : int or "auto"
+    loop_bars : int, 1, 2 or 4
+    move_bar_lines : bool, whether the bar phase may move (False for known downbeats)
+    seed : int
+    duration_s : float, optional, the song's length (s)
+
+    Returns
+    -------
+    SongGrid
+
+    Raises
+    ------
+    UnmixerError
+        If fewer than 2 segments of ``loop_bars`` bars fit in the song.
+
+    Source: Smith & Goto, ICASSP 2018, §2 (segments cut at the downbeats); bar phase and K
+    by the loop model's fit (unmixer.loops.bargrid, unmixer.loops.loopcount).
+    """
+    auto = _is_auto(n_loops)
+
+    def count(grid: BeatGrid) -> int:
+        return estimate_loop_count(magnitude, grid.downbeats_s, grid.meter, loop_bars, seed=seed, sr=sr)
+
+    k = count(tracked) if auto else int(n_loops)
+    grid = tracked
+    if move_bar_lines:  # the tracker's bar line may sit on the wrong beat (unmixer.loops.bargrid)
+        grid = choose_bar_phase(tracked, magnitude, k, loop_bars, duration_s=duration_s, sr=sr)
+        if auto and grid is not tracked:
+            k = count(grid)
+    boundaries = segment_boundaries_s(grid.downbeats_s, loop_bars)
+    return SongGrid(grid, tracked, loop_bars, k, auto, boundaries, make_grid(boundaries, sr))
+
+
+def build_cube(magnitude: np.ndarray, grid: SongGrid) -> np.ndarray:
+    """Stage "cube", second half: the bar-synchronous spectral cube, scaled to a maximum of 1.
+
+    Parameters
+    ----------
+    magnitude : np.ndarray, shape=(n_freq, n_frames)
+    grid : SongGrid
+
+    Returns
+    -------
+    np.ndarray, float32, shape=(n_freq, n_steps, n_segments)
+
+    Raises
+    ------
+    UnmixerError
+        If the song is silent inside its bars.
+
+    Source: :func:`unmixer.loops.cube.spectral_cube` (Smith & Goto, ICASSP 2018, §2).
+    """
+    cube = spectral_cube(magnitude, grid.cube_grid)
+    top = float(cube.max(initial=0.0))
+    if top <= 0:
+        raise UnmixerError("The song is silent inside its bars.")
+    cube /= top
+    return cube
+
+
+def decompose(cube: np.ndarray, n_loops: int, settings: EngineSettings, *,
+              update: Callable[[float], None] = lambda fraction: None,
+              rough: Callable[[NTDResult], None] | None = None) -> NTDResult:
+    """Stage "decomposition": the nonnegative Tucker decomposition of the cube.
+
+    Parameters
+    ----------
+    cube : np.ndarray, shape=(n_freq, n_steps, n_segments), nonnegative
+    n_loops : int, K (sets the ranks, :func:`unmixer.loops.ntd.loop_ranks`)
+    settings : EngineSettings (ranks, solver, n_iter, time_budget_s, core_l1, seed, preview_iter)
+    update : callable(fraction), progress
+    rough : callable(NTDResult), optional: called with the model after
+        ``settings.preview_iter`` iterations (the quick first result); the decomposition then
+        continues from that state, so the final model is the same as without it.
+
+    Returns
+    -------
+    NTDResult
+
+    Raises
+    ------
+    UnmixerError
+        If the cube is not a nonnegative 3-way array (from the solvers).
+
+    Source: Smith & Goto, ICASSP 2018, eq. (1); solvers in :mod:`unmixer.loops.ntd`.
+    """
+    ranks = loop_ranks(cube.shape, n_loops) if settings.ranks is None else default_ranks(cube.shape, settings.ranks)
+    if settings.solver == "tensorly":
+        return ntd_tensorly(cube, ranks, n_iter=settings.n_iter, seed=settings.seed, core_l1=settings.core_l1)
+
+    def hals(init, iterations: int) -> NTDResult:
+        return ntd_hals(cube, ranks, n_iter=iterations, tol=1e-4, time_budget_s=settings.time_budget_s,
+                        init=init, seed=settings.seed, core_l1=settings.core_l1,
+                        callback=lambda r: update(r.n_iter / settings.n_iter))
+
+    if rough is None or settings.preview_iter >= settings.n_iter:
+        return hals("svd", settings.n_iter)
+    model = hals("svd", settings.preview_iter)
+    rough(model)
+    if model.n_iter == settings.preview_iter:  # not converged yet: continue from the rough state
+        model = hals(model, settings.n_iter - settings.preview_iter)
+    return model
+
+
+def fit_loop_model(model: NTDResult, cube: np.ndarray, n_loops: int, settings: EngineSettings,
+                   refine: bool = True) -> LoopModel:
+    """Core purification to K loops, then (with ``refine``) full-resolution templates and tails.
+
+    Parameters
+    ----------
+    model : NTDResult, from :func:`decompose`
+    cube : np.ndarray, shape=(n_freq, n_steps, n_segments), the decomposed cube
+    n_loops : int, K
+    settings : EngineSettings (core_sparsity, purify_starts, seed, refine_iter)
+    refine : bool, fit full-resolution templates and tail templates (the final model; the
+        quick first result skips it)
+
+    Returns
+    -------
+    LoopModel
+
+    Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1-3.2 (purification, P_k = W G′_k Hᵀ);
+    tails: :func:`unmixer.loops.ntd.refine_loop_tails`.
+    """
+    core, activations = purify_core(model, int(n_loops), sparsity=settings.core_sparsity,
+                                    seed=settings.seed, n_starts=settings.purify_starts)
+    sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
+    templates = loop_templates(core, sound, rhythm)  # (K, F, T)
+    if not (refine and settings.refine_iter):
+        return LoopModel(templates, activations)
+    templates, tails = refine_loop_tails(cube, templates, activations, n_iter=settings.refine_iter)
+    return LoopModel(templates, activations, tails)
+
+
+def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, grid: SongGrid,
+                audio: np.ndarray, settings: EngineSettings, *, with_tracks: bool = True,
+                update: Callable[[float], None] = lambda fraction: None,
+                sr: int = SAMPLE_RATE) -> list[LoopResult]:
+    """Stage "loops": bar choice, Wiener-mask clips (and tracks), loop map, labels; loudest first.
+
+    Parameters
+    ----------
+    loop_model : LoopModel
+    cube : np.ndarray, shape=(n_freq, n_steps, n_segments)
+    mix_spec : np.ndarray, complex, shape=(2, n_freq, n_frames), the mixture's STFT
+    grid : SongGrid
+    audio : np.ndarray, shape=(2, samples), the mixture
+    settings : EngineSettings (mask_power)
+    with_tracks : bool, also the full-length tracks (else only the clips' frames are masked)
+
+    Returns
+    -------
+    list of LoopResult, ordered by energy
+
+    Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1 (D·M bar choice, Wiener masks with the
+    mixture's phase); :mod:`unmixer.loops.masks`.
+    """
+    templates, activations, tails = loop_model.templates, loop_model.activations, loop_model.tails
+    power, length = settings.mask_power, audio.shape[-1]
+    shares = mask_shares(templates, activations, cube, power, tails)  # (S, K)
+    chosen = choose_segments(templates, activations, cube, shares=shares)
+    seg_energy = np.einsum("fts,fts->s", cube, cube)  # (S,), no copy of the cube
+    energies = shares.T @ seg_energy / max(float(seg_energy.sum()), 1e-30)
+    update(0.2)
+    starts = np.round(grid.boundaries_s * sr).astype(np.int64)
+    fade = 441
+    # the samples cut_loop reads: the clip, and up to `fade` samples either side
+    lo = np.maximum(starts[chosen] - fade, 0)
+    hi = np.minimum(starts[chosen + 1] + fade, length)
+    if with_tracks:
+        tracks = separate_tracks(mix_spec, templates, activations, grid.cube_grid, length, power,
+                                 mixture=audio, tails=tails)
+        excerpts = [tracks[k][:, lo[k]:hi[k]] for k in range(len(chosen))]
+    else:
+        tracks = None
+        excerpts = separate_clips(mix_spec, templates, activations, grid.cube_grid,
+                                  np.stack([lo, hi], axis=1), length, power, tails=tails)
+    update(0.7)
+    loop_map = segment_map_to_bars(activations, grid.loop_bars, grid.beats.n_bars)
+    empty = np.zeros((audio.shape[0], 0), dtype=np.float32)
+    loops = []
+    for rank, k in enumerate(np.argsort(-energies, kind="stable")):
+        s = int(chosen[k])
+        clip = cut_loop(excerpts[k], int(starts[s] - lo[k]), int(starts[s + 1] - lo[k]), fade)
+        loops.append(LoopResult(rank + 1, label_loop(clip, sr), clip,
+                                tracks[k] if tracks is not None else empty, loop_map[k],
+                                s * grid.loop_bars, float(energies[k])))
+    return loops
+
+
+def _extraction(grid: SongGrid, loops: list[LoopResult], length: int, timings: dict[str, float],
+                sr: int) -> Extraction:
+    b = grid.beats
+    return Extraction(sr, length / sr, b.bpm, b.meter, b.beats_s, b.downbeats_s, grid.loop_bars,
+                      loops, timings)
+
+
 def extract_loops(
     audio: np.ndarray,
     n_loops: int | str = 5,
@@ -215,6 +545,11 @@ def extract_loops(
 ) -> Extraction:
     """Extract ``n_loops`` loops from a song.
 
+    The stages, in order (each a function of this module, called here one after the other):
+    :func:`track_grid` ("downbeats"), :func:`choose_grid` and :func:`build_cube` ("cube"),
+    :func:`decompose` ("decomposition"), :func:`fit_loop_model` and :func:`build_loops`
+    ("loops").
+
     Parameters
     ----------
     audio : np.ndarray, shape=(2, samples), float32 at 44.1 kHz (from
@@ -227,7 +562,7 @@ def extract_loops(
     downbeats_s : np.ndarray, shape=(n_bars + 1,), s, optional
         Known bar boundaries; skips the downbeat tracker (``meter`` is then required).
     ranks : (sound, rhythm, loop) NTD ranks, clipped to the cube's size; default
-        :func:`unmixer.loops.ntd.loop_ranks` (4K + 8, 4K + 8, K), at most (50, 40, 30)
+        :func:`unmixer.loops.ntd.loop_ranks` (4K + 8, 4K + 8, K + 2), at most (50, 40, 30)
     solver : "hals" (ours, fast) or "tensorly" (the reference)
     n_iter : int, NTD iterations at most
     time_budget_s : float, optional, NTD time budget
@@ -273,116 +608,38 @@ def extract_loops(
 
     Source: Smith & Goto, ICASSP 2018; Smith, Kawasaki & Goto, ISMIR 2019.
     """
-    auto = isinstance(n_loops, str) and n_loops.strip().lower() == AUTO
-    if not auto and (isinstance(n_loops, str) or not MIN_LOOPS <= int(n_loops) <= MAX_LOOPS):
-        raise UnmixerError(f"The number of loops must be 'auto' or between {MIN_LOOPS} and {MAX_LOOPS}, not {n_loops}.")
-    if solver not in ("hals", "tensorly"):
-        raise UnmixerError(f"Unknown NTD solver {solver!r}: use 'hals' or 'tensorly'.")
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim != 2 or audio.shape[0] != 2:
-        raise UnmixerError("Audio must be stereo, shape (2, samples); use unmixer.core.audio.load_audio.")
+    settings = EngineSettings(seed, None if ranks is None else tuple(ranks), solver, n_iter,
+                              time_budget_s, mask_power, core_sparsity, purify_starts, core_l1,
+                              preview_iter, refine_iter)
+    audio = _checked_request(audio, n_loops, loop_bars, settings)
     length = audio.shape[-1]
     stages = _Stages(progress)
 
     stages.start("downbeats")
-    if downbeats_s is None:
-        grid_beats = beats_mod.track_beats(audio, sr)
-    else:
-        if meter is None:
-            raise UnmixerError("Give the meter with known downbeats.")
-        grid_beats = beats_mod.grid_from_downbeats(downbeats_s, meter)
+    tracked = track_grid(audio, sr, downbeats_s, meter)
 
     stages.start("cube")
     mix_spec = stft(audio)  # (2, F, N)
     magnitude = np.abs(mix_spec).mean(axis=0)
-    if auto:  # K from the song (unmixer.loops.loopcount); again below if the bar phase moves
-        n_loops = estimate_loop_count(magnitude, grid_beats.downbeats_s, grid_beats.meter, loop_bars, seed=seed, sr=sr)
-    if downbeats_s is None:  # the tracker's bar line may sit on the wrong beat (unmixer.loops.bargrid)
-        tracked = grid_beats
-        grid_beats = choose_bar_phase(grid_beats, magnitude, int(n_loops), loop_bars, duration_s=length / sr, sr=sr)
-        if auto and grid_beats is not tracked:
-            n_loops = estimate_loop_count(magnitude, grid_beats.downbeats_s, grid_beats.meter, loop_bars, seed=seed, sr=sr)
-    boundaries = segment_boundaries_s(grid_beats.downbeats_s, loop_bars)
-    grid = make_grid(boundaries, sr)
-    cube = spectral_cube(magnitude, grid)
+    grid = choose_grid(magnitude, tracked, n_loops, loop_bars, move_bar_lines=downbeats_s is None,
+                       seed=seed, duration_s=length / sr, sr=sr)
+    cube = build_cube(magnitude, grid)
     del magnitude  # 90 MB for a 4-minute song; the loops stage needs the complex STFT only
-    if float(cube.max(initial=0.0)) <= 0:
-        raise UnmixerError("The song is silent inside its bars.")
-    cube /= float(cube.max())
 
     stages.start("decomposition")
-    ranks = loop_ranks(cube.shape, n_loops) if ranks is None else default_ranks(cube.shape, ranks)
 
-    def finish_loops(model, timings: dict[str, float], update=stages.update,
-                     with_tracks: bool = tracks, refine: bool = True) -> Extraction:
-        core, activations = purify_core(model, int(n_loops), sparsity=core_sparsity, seed=seed,
-                                        n_starts=purify_starts)
-        sound, rhythm = (np.asarray(f, dtype=np.float32) for f in model.factors[:2])
-        templates = loop_templates(core, sound, rhythm)  # (K, F, T)
-        tails = None
-        if refine_iter and refine:  # full-resolution templates and tails, activations fixed
-            templates, tails = refine_loop_tails(cube, templates, activations, n_iter=refine_iter)
-        loops = _build_loops(templates, activations, cube, mix_spec, grid, boundaries,
-                             grid_beats.n_bars, loop_bars, audio, mask_power, sr, update,
-                             with_tracks, tails)
-        return Extraction(sr, length / sr, grid_beats.bpm, grid_beats.meter, grid_beats.beats_s,
-                          grid_beats.downbeats_s, loop_bars, loops, timings)
+    def rough(model: NTDResult) -> None:  # the quick first result: no refit, clips only
+        loops = build_loops(fit_loop_model(model, cube, grid.n_loops, settings, refine=False),
+                            cube, mix_spec, grid, audio, settings, with_tracks=False, sr=sr)
+        result = _extraction(grid, loops, length, dict(stages.timings), sr)
+        result.timings_s["first_result"] = time.perf_counter() - stages.t_start
+        preview(result)
 
-    if solver == "tensorly":
-        model = ntd_tensorly(cube, ranks, n_iter=n_iter, seed=seed, core_l1=core_l1)
-    else:
-        def hals(init, iterations):
-            return ntd_hals(cube, ranks, n_iter=iterations, tol=1e-4, time_budget_s=time_budget_s,
-                            init=init, seed=seed, core_l1=core_l1,
-                            callback=lambda r: stages.update(r.n_iter / n_iter))
-
-        if preview is not None and preview_iter < n_iter:
-            model = hals("svd", preview_iter)
-            rough = finish_loops(model, dict(stages.timings), update=lambda fraction: None,
-                                 with_tracks=False, refine=False)
-            rough.timings_s["first_result"] = time.perf_counter() - stages.t_start
-            preview(rough)
-            if model.n_iter == preview_iter:  # not converged yet: continue from the rough state
-                model = hals(model, n_iter - preview_iter)
-        else:
-            model = hals("svd", n_iter)
+    model = decompose(cube, grid.n_loops, settings, update=stages.update,
+                      rough=rough if preview is not None else None)
 
     stages.start("loops")
-    result = finish_loops(model, stages.timings)
+    loops = build_loops(fit_loop_model(model, cube, grid.n_loops, settings), cube, mix_spec, grid,
+                        audio, settings, with_tracks=tracks, update=stages.update, sr=sr)
     stages.finish()
-    return result
-
-
-def _build_loops(templates, activations, cube, mix_spec, grid, boundaries, n_bars,
-                 loop_bars, audio, mask_power, sr, update, with_tracks, tails=None) -> list[LoopResult]:
-    """Templates, bar choice, Wiener-mask clips (and tracks), loop map, labels; loudest first."""
-    length = audio.shape[-1]
-    shares = mask_shares(templates, activations, cube, mask_power, tails)  # (S, K)
-    chosen = choose_segments(templates, activations, cube, shares=shares)
-    seg_energy = np.einsum("fts,fts->s", cube, cube)  # (S,), no copy of the cube
-    energies = shares.T @ seg_energy / max(float(seg_energy.sum()), 1e-30)
-    update(0.2)
-    starts = np.round(boundaries * sr).astype(np.int64)
-    fade = 441
-    # the samples cut_loop reads: the clip, and up to `fade` samples either side
-    lo = np.maximum(starts[chosen] - fade, 0)
-    hi = np.minimum(starts[chosen + 1] + fade, length)
-    if with_tracks:
-        tracks = separate_tracks(mix_spec, templates, activations, grid, length, mask_power,
-                                 mixture=audio, tails=tails)
-        excerpts = [tracks[k][:, lo[k]:hi[k]] for k in range(len(chosen))]
-    else:
-        tracks = None
-        excerpts = separate_clips(mix_spec, templates, activations, grid,
-                                  np.stack([lo, hi], axis=1), length, mask_power, tails=tails)
-    update(0.7)
-    loop_map = segment_map_to_bars(activations, loop_bars, n_bars)
-    empty = np.zeros((audio.shape[0], 0), dtype=np.float32)
-    loops = []
-    for rank, k in enumerate(np.argsort(-energies, kind="stable")):
-        s = int(chosen[k])
-        clip = cut_loop(excerpts[k], int(starts[s] - lo[k]), int(starts[s + 1] - lo[k]), fade)
-        loops.append(LoopResult(rank + 1, label_loop(clip, sr), clip,
-                                tracks[k] if tracks is not None else empty, loop_map[k],
-                                s * loop_bars, float(energies[k])))
-    return loops
+    return _extraction(grid, loops, length, stages.timings, sr)

@@ -24,7 +24,7 @@ def main():
     import quality_variants as qv
     from engine import SONGS
 
-    from unmixer.core.metrics import bss_eval_blocks
+    from bench.blockeval import bss_eval_blocks
     from unmixer.datasets.synth import make_song
     from unmixer.lab.nmf import beta_nmf
     from unmixer.loops.masks import loop_templates

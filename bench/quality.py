@@ -18,7 +18,7 @@ NMF + k-means, and REPET (2 sources: loops that play in more than half the bars 
 rest). Baselines that need bars get madmom's downbeats (the ones ``extract_loops`` found).
 Every method is told K and the loop length (the longest loop of the song).
 
-Metrics: BSS Eval SDR/SIR/SAR (512-tap filter; :func:`unmixer.core.metrics.bss_eval_blocks`) and
+Metrics: BSS Eval SDR/SIR/SAR (512-tap filter; :func:`bench.blockeval.bss_eval_blocks`) and
 SI-SDR of every full-length track under the best permutation, the loop map's layout accuracy
 and F1 (0-1 per loop, threshold 0.5, on the true bars: each true bar takes the estimated bar
 holding its middle), and the SI-SDR of each loop's clip against the true stem over the same
@@ -49,7 +49,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from quality_variants import Options, auto_loop_count, choose_loop_bars, fit_ntd, prepare, run_variant  # noqa: E402
 
 from bench import baselines  # noqa: E402
-from unmixer.core.metrics import bss_eval_blocks, layout_scores, si_sdr  # noqa: E402
+from bench.blockeval import bss_eval_blocks  # noqa: E402
+from unmixer.core.metrics import layout_scores, si_sdr  # noqa: E402
 from unmixer.core.spectrum import stft  # noqa: E402
 from unmixer.datasets.synth import make_song  # noqa: E402
 from unmixer.errors import UnmixerError  # noqa: E402

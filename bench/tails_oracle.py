@@ -4,7 +4,7 @@
 
 Every model below is built from the true stems and the true layout (no decomposition), on the
 engine's cube grid with the true downbeats, and turned into Wiener masks (power 2) on the
-mixture; the mean SDR over the loops (BSS Eval, ``unmixer.core.metrics.bss_eval_blocks``) says
+mixture; the mean SDR over the loops (BSS Eval, ``bench.blockeval.bss_eval_blocks``) says
 what each model of a loop could reach at best:
 
 - the stems' own magnitudes (the ideal ratio mask);
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import quality as q  # noqa: E402
 import quality_variants as qv  # noqa: E402
 
-from unmixer.core.metrics import bss_eval_blocks  # noqa: E402
+from bench.blockeval import bss_eval_blocks  # noqa: E402
 from unmixer.core.spectrum import istft, stft  # noqa: E402
 from unmixer.datasets.synth import make_song  # noqa: E402
 from unmixer.loops.cube import cube_to_frames, spectral_cube  # noqa: E402

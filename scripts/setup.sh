@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Unmixer needs on a fresh Debian machine, and is quick when all is there:
 #   1. the system packages listed in packages.txt (apt-get, only those missing);
-#   2. requirements.txt into .venv/ in the repo root (only when requirements changed).
+#   2. requirements.txt into .venv/ in the repo root, then this package in editable mode
+#      (only when requirements.txt or pyproject.toml changed).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -20,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 stamp=".venv/.requirements.sha256"
-want="$(cat requirements.txt | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
@@ -29,5 +30,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing requirements.txt into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
+  # the library itself, editable: `import unmixer` from any script, notebook or worker
+  .venv/bin/python -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi

@@ -10,7 +10,8 @@ import pytest
 from conftest import synth_song
 
 from bench import baselines
-from unmixer.core.metrics import bss_eval, bss_eval_blocks, si_sdr
+from bench.blockeval import bss_eval_blocks
+from unmixer.core.metrics import bss_eval, si_sdr
 
 # Two loops with different layouts, 1-bar patterns, 10 bars at 140 BPM (17 s).
 SMALL = dict(seed=5, n_loops=2, n_bars=10, bpm=140, meter=4, loop_bars=1, block_bars=2,

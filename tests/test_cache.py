@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +100,41 @@ def test_location_and_cap_come_from_the_environment(tmp_path, monkeypatch):
 def test_bad_keys_are_refused(tmp_path):
     with pytest.raises(UnmixerError):
         ResultCache(tmp_path).path("../escape")
+
+
+def _copy_of_the_library(tmp_path: Path) -> Path:
+    root = Path(cache_mod.__file__).resolve().parent
+    copy = tmp_path / "unmixer"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("__pycache__", "data", "weights"))
+    return copy
+
+
+def test_the_engine_key_follows_the_engine_and_what_it_imports(tmp_path):
+    root = _copy_of_the_library(tmp_path)
+    sources = {p.relative_to(root).as_posix() for p in cache_mod.package_sources("unmixer.loops", root)}
+    assert {"loops/pipeline.py", "loops/ntd.py", "loops/masks.py", "core/spectrum.py",
+            "lab/nmf.py"} <= sources  # the engine, and the STFT and NMF it uses
+    assert not sources & {"datasets/synth.py", "mashup/stretch.py", "cli.py", "cache.py"}
+    before = cache_mod.package_code_version("unmixer.loops", root)
+    for outside in ("datasets/synth.py", "mashup/mix.py", "commands/extract.py"):
+        (root / outside).write_text((root / outside).read_text() + "\n# edited\n")
+    assert cache_mod.package_code_version("unmixer.loops", root) == before
+    for inside in ("loops/cube.py", "core/spectrum.py"):
+        edited = root / inside
+        original = edited.read_text()
+        edited.write_text(original + "\n# edited\n")
+        assert cache_mod.package_code_version("unmixer.loops", root) != before
+        edited.write_text(original)
+    assert cache_mod.package_code_version("unmixer.loops", root) == before
+    # a new module in a sub-folder of the engine counts (the old key hashed unmixer/*.py only)
+    (root / "loops" / "search").mkdir()
+    (root / "loops" / "search" / "__init__.py").write_text("")
+    (root / "loops" / "search" / "grids.py").write_text("X = 1\n")
+    assert cache_mod.package_code_version("unmixer.loops", root) != before
+
+
+def test_package_sources_refuses_what_is_not_unmixer(tmp_path):
+    with pytest.raises(UnmixerError):
+        cache_mod.package_sources("numpy")
+    with pytest.raises(UnmixerError):
+        cache_mod.package_sources("unmixer.no_such_module")

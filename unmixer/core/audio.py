@@ -164,6 +164,17 @@ def load_audio(
     UnmixerError
         If the file is missing, empty, not audio or corrupt, silent, shorter than
         ``min_duration_s`` or longer than ``max_duration_s``.
+
+    Examples
+    --------
+    >>> from unmixer.data import DEMO_SONG
+    >>> audio = load_audio(DEMO_SONG)
+    >>> audio.shape[0], audio.dtype, round(audio.shape[1] / SAMPLE_RATE)
+    (2, dtype('float32'), 61)
+    >>> load_audio(b"not audio at all", name="notes.txt")
+    Traceback (most recent call last):
+    ...
+    unmixer.errors.UnmixerError: notes.txt is not a readable audio file (corrupt, or not WAV, FLAC, OGG, MP3, M4A/AAC or AIFF).
     """
     label = _describe(source, name)
     try:
@@ -174,10 +185,10 @@ def load_audio(
         raise UnmixerError(f"{label} is empty (0 bytes).")
     try:
         audio, sr = _decode_soundfile(data)
-    except Exception:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):  # not for libsndfile
         try:
             audio, sr = _decode_ffmpeg(data)
-        except Exception:
+        except (ValueError, OSError, subprocess.SubprocessError):
             raise UnmixerError(
                 f"{label} is not a readable audio file (corrupt, or not WAV, FLAC, OGG, MP3, "
                 "M4A/AAC or AIFF)."

@@ -119,6 +119,12 @@ def wiener_masks(models: np.ndarray, power: float = 2.0, eps: float = MASK_EPS) 
         If ``models`` has no source axis.
 
     Source: Liutkus & Badeau, ICASSP 2015, eq. (7)-(9).
+
+    Examples
+    --------
+    >>> masks = wiener_masks(np.array([[3.0, 0.0], [1.0, 0.0]]))  # two sources, two cells
+    >>> [[round(float(m), 2) for m in row] for row in masks]
+    [[0.9, 0.5], [0.1, 0.5]]
     """
     models = np.asarray(models, dtype=np.float32)
     if models.ndim < 2:

@@ -332,7 +332,7 @@ def make_layout(family: str, n_loops: int, n_blocks: int, rng: np.random.Generat
 
     Raises
     ------
-    ValueError
+    UnmixerError
         For an unknown family.
     """
     if family == "factorial":
@@ -357,7 +357,7 @@ def make_layout(family: str, n_loops: int, n_blocks: int, rng: np.random.Generat
     elif family == "dense":
         lay = (rng.random((n_loops, n_blocks)) < 0.7).astype(np.int8)
     else:
-        raise ValueError(f"unknown layout family {family!r}")
+        raise UnmixerError(f"unknown layout family {family!r}")
     for k in range(n_loops):  # every loop plays somewhere
         if not lay[k].any():
             lay[k, rng.integers(0, n_blocks)] = 1
@@ -403,7 +403,7 @@ def make_song(
 
     Raises
     ------
-    ValueError
+    UnmixerError
         If a loop length does not divide ``block_bars``, or an instrument is unknown.
     UnmixerError
         If a General MIDI instrument is asked for and fluidsynth or the soundfont is missing.
@@ -414,10 +414,10 @@ def make_song(
         instruments = [cycle[k % len(cycle)] for k in range(n_loops)]
     unknown = [i for i in instruments if i not in INSTRUMENTS and i not in GM_INSTRUMENTS]
     if unknown:
-        raise ValueError(f"unknown instruments {unknown}")
+        raise UnmixerError(f"unknown instruments {unknown}")
     bars_of = list(loop_bars) if isinstance(loop_bars, (list, tuple)) else [int(loop_bars)] * n_loops
     if any(block_bars % b for b in bars_of):
-        raise ValueError("every loop length must divide block_bars")
+        raise UnmixerError("every loop length must divide block_bars")
     n_blocks = max(1, n_bars // block_bars)
     blocks = make_layout(family, n_loops, n_blocks, rng)
     layout = np.repeat(blocks, block_bars, axis=1)

@@ -138,7 +138,7 @@ def load_library(sources) -> OneShotLibrary:
     for name, data in sources:
         try:
             audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except Exception:
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
             continue  # an unreadable file in a sample folder is skipped, not fatal
         if audio.size == 0:
             continue

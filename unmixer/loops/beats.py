@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,29 +79,40 @@ to about 100 s. Longer songs decode one meter at a time, which halves that memor
 for each meter of a 4-minute song)."""
 
 _pool = None
+_pool_lock = threading.Lock()
 
 
 def _workers():
-    """The process pool shared by every call (spawned once; None with one worker)."""
-    global _pool
-    if _pool is False:
-        return None
-    if _pool is None and WORKERS > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    """The process pool shared by every call (started once; None with one worker).
 
-        # "spawn": forking a process that runs threads (Streamlit, BLAS) is unsafe
-        _pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=_quiet_onnxruntime)
-        atexit.register(_shutdown)
-    return _pool
+    It is loky's process pool (joblib's, a maintained library): its workers are fresh
+    interpreters that never import the caller's ``__main__`` (functions travel by
+    cloudpickle), so a plain script, a notebook or a thread can call the engine without an
+    ``if __name__ == "__main__":`` guard; ``multiprocessing``'s "spawn" pool re-ran such a
+    script in every worker and failed in its "bootstrapping phase". A daemonic process (a Dask
+    worker, a multiprocessing pool's worker) may not have children: there madmom runs in the
+    calling process, and the cluster's workers are the parallelism.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None and WORKERS > 1:
+            import multiprocessing
+
+            if multiprocessing.current_process().daemon:
+                _pool = False
+            else:
+                from joblib.externals.loky import ProcessPoolExecutor
+
+                _pool = ProcessPoolExecutor(WORKERS, initializer=_quiet_onnxruntime)
+                atexit.register(_shutdown)
+        return _pool or None
 
 
 def _shutdown() -> None:
     """Stop the workers at exit, before the interpreter tears its modules down (a pool still
     starting up when a short run ends, e.g. on bad input, would otherwise print a warning)."""
     if _pool:
-        _pool.shutdown(wait=True, cancel_futures=True)
+        _pool.shutdown(wait=True, kill_workers=True)
 
 
 def warm_up() -> None:
@@ -281,15 +293,15 @@ def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...
     _malloc_trim()  # the features' pages, before the Viterbi decoding's big allocation
     if act.size == 0 or float(act.max()) < 0.05:
         raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
-    try:
-        def dbn():
-            return DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), fps=FPS)
 
-        n_states = sum(hmm.transition_model.num_states for hmm in dbn().hmms)
-        # each meter's Viterbi decoding holds a uint32 back-pointer per frame and state
-        result = _run(dbn, act, parallel=len(act) * n_states * 4 <= DBN_PARALLEL_BYTES)
-    except Exception:
-        raise UnmixerError("No steady beat found: Unmixer needs music with a steady beat.") from None
+    def dbn():
+        return DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), fps=FPS)
+
+    # madmom's DBN returns an empty or weak grid for music without a beat (checked below);
+    # anything it raises is a bug or a lack of memory, not bad input, and is not hidden
+    n_states = sum(hmm.transition_model.num_states for hmm in dbn().hmms)
+    # each meter's Viterbi decoding holds a uint32 back-pointer per frame and state
+    result = _run(dbn, act, parallel=len(act) * n_states * 4 <= DBN_PARALLEL_BYTES)
     if len(result) == 0 or beat_strength(act, result[:, 0]) < MIN_BEAT_STRENGTH:
         raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
     return grid_from_beats(result[:, 0], result[:, 1], duration)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from unmixer.errors import UnmixerError
+
 CLASSES = ("drums", "bass", "chords", "lead", "vocal-like")
 """The classes of the classifier."""
 
@@ -81,7 +83,7 @@ def loop_features(clip: np.ndarray, sr: int) -> np.ndarray:
 
     Raises
     ------
-    ValueError
+    UnmixerError
         If the clip is shorter than one frame (2048 samples).
 
     Source: HPSS after Fitzgerald, DAFx 2010; YIN after de Cheveigné & Kawahara, JASA 2002;
@@ -93,7 +95,7 @@ def loop_features(clip: np.ndarray, sr: int) -> np.ndarray:
     if y.ndim == 2:
         y = y.mean(axis=0)
     if y.shape[-1] < N_FFT:
-        raise ValueError(f"a loop clip needs at least {N_FFT} samples, not {y.shape[-1]}")
+        raise UnmixerError(f"a loop clip needs at least {N_FFT} samples, not {y.shape[-1]}")
     spec = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))  # (F, N)
     freqs = librosa.fft_frequencies(sr=sr, n_fft=N_FFT)
     weight = (10 ** (librosa.A_weighting(np.maximum(freqs, 1.0)) / 20)).astype(np.float32)[:, None]

@@ -27,7 +27,6 @@ from unmixer.loops.bargrid import _band_pool
 from unmixer.loops.cube import make_grid, segment_boundaries_s, spectral_cube
 from unmixer.loops.ntd import _blas_threads
 
-
 K_MIN, K_MAX = 2, 10
 """The range of loop counts :func:`estimate_loop_count` chooses from."""
 

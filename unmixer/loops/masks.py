@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from unmixer.core.spectrum import HOP_LENGTH, MASK_EPS, istft, wiener_mask
+from unmixer.errors import UnmixerError
 from unmixer.loops.cube import CubeGrid, cube_to_frames, frame_steps, previous_segment
 from unmixer.loops.labels import LABELS, label_loop  # noqa: F401  (re-exported from unmixer.loops.labels)
 
@@ -289,7 +290,7 @@ def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.
 
     Raises
     ------
-    ValueError
+    UnmixerError
         If a range lies outside the song.
 
     Source: as :func:`separate_tracks` (Smith, Kawasaki & Goto, ISMIR 2019, §3.1).
@@ -297,7 +298,7 @@ def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.
     sample_ranges = np.asarray(sample_ranges, dtype=np.int64)
     if np.any(sample_ranges[:, 0] < 0) or np.any(sample_ranges[:, 1] > length) or \
             np.any(sample_ranges[:, 1] <= sample_ranges[:, 0]):
-        raise ValueError("sample ranges must satisfy 0 <= start < stop <= length")
+        raise UnmixerError("sample ranges must satisfy 0 <= start < stop <= length")
     cells = _LoopCells(templates, activations, power, tails)
     steps = frame_steps(grid, mix_spec.shape[-1])
     clips = [np.ascontiguousarray(_resynthesise(mix_spec, cells, grid, steps, k,

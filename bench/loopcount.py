@@ -37,7 +37,7 @@ from unmixer.core.audio import load_audio  # noqa: E402
 from unmixer.core.spectrum import stft  # noqa: E402
 from unmixer.datasets.synth import make_song  # noqa: E402
 from unmixer.errors import UnmixerError  # noqa: E402
-from unmixer.loops.bargrid import choose_bar_phase  # noqa: E402
+from unmixer.loops.bargrid import search_grid  # noqa: E402
 from unmixer.loops.beats import grid_from_downbeats, track_beats  # noqa: E402
 from unmixer.loops.loopcount import estimate_loop_count  # noqa: E402
 from unmixer.loops.pipeline import extract_loops  # noqa: E402
@@ -98,8 +98,9 @@ def tracked_grid(song, spec):
 def auto_on_estimated(magnitude, grid, L, duration_s) -> int:
     """The count as ``extract_loops(n_loops="auto")`` chooses it on a tracked grid."""
     k = estimate_loop_count(magnitude, grid.downbeats_s, grid.meter, L)
-    moved = choose_bar_phase(grid, magnitude, k, L, duration_s=duration_s)
-    return k if moved is grid else estimate_loop_count(magnitude, moved.downbeats_s, moved.meter, L)
+    moved = search_grid(magnitude, grid, k, L, duration_s=duration_s).grid
+    same = np.array_equal(moved.downbeats_s, grid.downbeats_s)
+    return k if same else estimate_loop_count(magnitude, moved.downbeats_s, moved.meter, L)
 
 
 def layout_rank(song, L: int) -> int:

@@ -54,7 +54,7 @@ from unmixer.core.metrics import layout_scores, si_sdr  # noqa: E402
 from unmixer.core.spectrum import stft  # noqa: E402
 from unmixer.datasets.synth import make_song  # noqa: E402
 from unmixer.errors import UnmixerError  # noqa: E402
-from unmixer.loops.bargrid import choose_bar_phase  # noqa: E402
+from unmixer.loops.bargrid import search_grid  # noqa: E402
 from unmixer.loops.beats import grid_from_downbeats  # noqa: E402
 from unmixer.loops.ntd import NTDResult  # noqa: E402
 from unmixer.loops.pipeline import extract_loops  # noqa: E402
@@ -515,8 +515,8 @@ def variant_scores(song, spec, opts: Options, which: str, L: int, use_cache: boo
     if db is None:
         return {"failed": "no downbeats"}
     if opts.bar_phase and which == "estimated":
-        grid = choose_bar_phase(grid_from_downbeats(db, meter), np.abs(stft(song.mix)).mean(axis=0), K, L)
-        db = grid.downbeats_s
+        grid = search_grid(np.abs(stft(song.mix)).mean(axis=0), grid_from_downbeats(db, meter), K, L).grid
+        db, meter = grid.downbeats_s, grid.meter
 
     def compute():
         t0 = time.perf_counter()
@@ -537,7 +537,7 @@ def variant_scores(song, spec, opts: Options, which: str, L: int, use_cache: boo
     if opts.layout_rounds:
         key["layout_version"] = 2
     if opts.bar_phase:
-        key["bar_phase_version"] = 2  # the grid is extended back to the song's start  # the layout starts from the thresholded activations
+        key["bar_phase_version"] = 3  # the grid is extended back to the song's start  # the layout starts from the thresholded activations
     return cached("variant", {"song": song_key(spec), "db": which, "L": L, "K": K, **key}, compute, use_cache)
 
 

@@ -38,8 +38,8 @@ Levers (each an :class:`Options` field):
 * ``rough_starts``: that many 10-iteration NTDs (seeds 0 ..), the one with the most on/off
   purified activations continued to ``n_iter`` (a multi-start on the rough pass only);
 * ``loop_rank``: the NTD's loop rank r3 as a multiple of K (0: the engine's K + 2), purified to K;
-* ``bar_phase`` (estimated downbeats only): the bar line and loop start chosen by
-  :func:`unmixer.loops.bargrid.choose_bar_phase` from the tracker's grid;
+* ``bar_phase`` (estimated downbeats only): the bar grid chosen by
+  :func:`unmixer.loops.bargrid.search_grid` from the tracker's grid, at the given loop length;
 * ``bar_choice``: which segment becomes each loop's clip ("dm": activation × mask share as
   in the engine; "argmax": the largest activation, as loopextractor; "share": the largest
   mask share among segments where the loop plays at ≥ half its peak; "dm2": activation ×

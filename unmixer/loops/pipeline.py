@@ -19,7 +19,7 @@ from unmixer.core.spectrum import stft
 from unmixer.errors import UnmixerError
 from unmixer.loops import AUTO, LOOP_BARS, MAX_LOOPS, MIN_LOOPS
 from unmixer.loops import beats as beats_mod
-from unmixer.loops.bargrid import choose_bar_phase
+from unmixer.loops.bargrid import search_grid
 from unmixer.loops.beats import BeatGrid
 from unmixer.loops.cube import CubeGrid, make_grid, segment_boundaries_s, spectral_cube
 from unmixer.loops.loopcount import estimate_loop_count
@@ -96,7 +96,13 @@ class LoopResult:
 
 @dataclass
 class Extraction:
-    """The loops of one song, with its beat grid and stage timings (s)."""
+    """The loops of one song, with its beat grid and stage timings (s).
+
+    ``loop_bars_auto`` / ``n_loops_auto``: whether the loop length / count were chosen from
+    the song; ``grid_note``: how the bar grid differs from the downbeat tracker's ("as
+    tracked", "given" for known downbeats, or e.g. "tempo 240 -> 120 BPM; bar lines moved
+    0.5 beat"), :func:`unmixer.loops.bargrid.search_grid`.
+    """
 
     sr: int
     duration_s: float
@@ -107,6 +113,9 @@ class Extraction:
     loop_bars: int
     loops: list[LoopResult]
     timings_s: dict[str, float] = field(default_factory=dict)
+    loop_bars_auto: bool = False
+    n_loops_auto: bool = False
+    grid_note: str = ""
 
     @property
     def n_bars(self) -> int:
@@ -124,6 +133,9 @@ class Extraction:
             "meter": int(self.meter),
             "downbeats_s": [round(float(x), 4) for x in self.downbeats_s],
             "loop_bars": int(self.loop_bars),
+            "loop_bars_auto": bool(self.loop_bars_auto),
+            "n_loops_auto": bool(self.n_loops_auto),
+            "grid": self.grid_note,
             "activations": [[round(float(v), 4) for v in loop.activation] for loop in self.loops],
             "chosen_bar": [int(loop.chosen_bar) for loop in self.loops],
             "labels": [loop.label for loop in self.loops],
@@ -161,7 +173,8 @@ class Extraction:
             ]
         return cls(meta["sr"], meta["duration_s"], meta["bpm"], meta["meter"],
                    np.asarray(meta["beats_s"]), np.asarray(meta["downbeats_s"]),
-                   meta["loop_bars"], loops, meta["timings_s"])
+                   meta["loop_bars"], loops, meta["timings_s"], bool(meta.get("loop_bars_auto", False)),
+                   bool(meta.get("n_loops_auto", False)), str(meta.get("grid", "")))
 
 
 class _Stages:
@@ -225,6 +238,9 @@ class SongGrid:
     auto_count : bool, whether K was chosen from the song
     boundaries_s : np.ndarray, shape=(n_segments + 1,), s, the segment boundaries
     cube_grid : CubeGrid, cube cells <-> STFT frames
+    auto_bars : bool, whether the loop length was chosen from the song
+    note : str, how the grid differs from the tracker's ("as tracked", "given", or e.g.
+        "bar lines moved 0.5 beat")
     """
 
     beats: BeatGrid
@@ -234,6 +250,8 @@ class SongGrid:
     auto_count: bool
     boundaries_s: np.ndarray
     cube_grid: CubeGrid
+    auto_bars: bool = False
+    note: str = "as tracked"
 
     @property
     def n_segments(self) -> int:
@@ -264,8 +282,8 @@ def _checked_request(audio: np.ndarray, n_loops: int | str, loop_bars: int,
     auto = _is_auto(n_loops)
     if not auto and (isinstance(n_loops, str) or not MIN_LOOPS <= int(n_loops) <= MAX_LOOPS):
         raise UnmixerError(f"The number of loops must be 'auto' or between {MIN_LOOPS} and {MAX_LOOPS}, not {n_loops}.")
-    if loop_bars not in LOOP_BARS:
-        raise UnmixerError(f"Loop length must be 1, 2 or 4 bars, not {loop_bars}.")
+    if not _is_auto(loop_bars) and loop_bars not in LOOP_BARS:
+        raise UnmixerError(f"Loop length must be 'auto' or 1, 2 or 4 bars, not {loop_bars}.")
     if settings.solver not in ("hals", "tensorly"):
         raise UnmixerError(f"Unknown NTD solver {settings.solver!r}: use 'hals' or 'tensorly'.")
     audio = np.asarray(audio, dtype=np.float32)
@@ -274,12 +292,12 @@ def _checked_request(audio: np.ndarray, n_loops: int | str, loop_bars: int,
     return audio
 
 
-def _is_auto(n_loops: int | str) -> bool:
-    return isinstance(n_loops, str) and n_loops.strip().lower() == AUTO
+def _is_auto(value: int | str) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO
 
 
 def track_grid(audio: np.ndarray, sr: int = SAMPLE_RATE, downbeats_s: np.ndarray | None = None,
-               meter: int | None = None) -> BeatGrid:
+               meter: int | None = None, beat_grid: BeatGrid | None = None) -> BeatGrid:
     """Stage "downbeats": the song's beats and bar lines, tracked by madmom or given.
 
     Parameters
@@ -288,6 +306,8 @@ def track_grid(audio: np.ndarray, sr: int = SAMPLE_RATE, downbeats_s: np.ndarray
     downbeats_s : np.ndarray, shape=(n_bars + 1,), s, optional: known bar lines (then
         ``meter`` is required and the tracker is skipped)
     meter : int, beats per bar of the known bar lines
+    beat_grid : BeatGrid, optional: a grid to use as if the tracker had found it (it is
+        checked and corrected like the tracker's; benchmarks hand perturbed grids this way)
 
     Returns
     -------
@@ -300,23 +320,25 @@ def track_grid(audio: np.ndarray, sr: int = SAMPLE_RATE, downbeats_s: np.ndarray
 
     Source: :func:`unmixer.loops.beats.track_beats` (Böck, Krebs & Widmer, ISMIR 2016).
     """
-    if downbeats_s is None:
-        return beats_mod.track_beats(audio, sr)
-    if meter is None:
-        raise UnmixerError("Give the meter with known downbeats.")
-    return beats_mod.grid_from_downbeats(downbeats_s, meter)
+    if downbeats_s is not None:
+        if meter is None:
+            raise UnmixerError("Give the meter with known downbeats.")
+        return beats_mod.grid_from_downbeats(downbeats_s, meter)
+    return beat_grid if beat_grid is not None else beats_mod.track_beats(audio, sr)
 
 
-def choose_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int | str, loop_bars: int, *,
+def choose_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int | str, loop_bars: int | str, *,
                 move_bar_lines: bool = True, seed: int = 0, duration_s: float | None = None,
                 sr: int = SAMPLE_RATE) -> SongGrid:
-    """Stage "cube", first half: the segments and the loop count.
+    """Stage "cube", first half: the segments, the loop length and the loop count.
 
     With ``n_loops="auto"`` K is estimated on the tracker's grid
-    (:func:`unmixer.loops.loopcount.estimate_loop_count`); then, with ``move_bar_lines``, the
-    bar line and loop start that K loops fit best are chosen
-    (:func:`unmixer.loops.bargrid.choose_bar_phase`), and if they moved an automatic K is
-    estimated again on the chosen grid. This back-and-forth lives here only.
+    (:func:`unmixer.loops.loopcount.estimate_loop_count`); then the bar grid and the loop
+    length the song supports best are searched (:func:`unmixer.loops.bargrid.search_grid`:
+    beat phase and half-beat offsets, tempo octave, meter, bar offset and, with
+    ``loop_bars="auto"``, loop length; with ``move_bar_lines=False`` only the loop length),
+    and if the grid moved an automatic K is estimated again on the chosen grid. This
+    back-and-forth lives here only.
 
     Parameters
     ----------
@@ -324,8 +346,8 @@ def choose_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int | str, lo
         (hop :data:`unmixer.core.spectrum.HOP_LENGTH`)
     tracked : BeatGrid, from :func:`track_grid`
     n_loops : int or "auto"
-    loop_bars : int, 1, 2 or 4
-    move_bar_lines : bool, whether the bar phase may move (False for known downbeats)
+    loop_bars : 1, 2, 4 or "auto"
+    move_bar_lines : bool, whether the bar lines may move (False for known downbeats)
     seed : int
     duration_s : float, optional, the song's length (s)
 
@@ -336,24 +358,27 @@ def choose_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int | str, lo
     Raises
     ------
     UnmixerError
-        If fewer than 2 segments of ``loop_bars`` bars fit in the song.
+        If too few segments fit in the song.
 
-    Source: Smith & Goto, ICASSP 2018, §2 (segments cut at the downbeats); bar phase and K
-    by the loop model's fit (unmixer.loops.bargrid, unmixer.loops.loopcount).
+    Source: Smith & Goto, ICASSP 2018, §2 (segments cut at the downbeats); the grid and K by
+    the loop model's held-out fit (unmixer.loops.bargrid, unmixer.loops.loopcount).
     """
-    auto = _is_auto(n_loops)
+    auto_k, auto_bars = _is_auto(n_loops), _is_auto(loop_bars)
 
-    def count(grid: BeatGrid) -> int:
-        return estimate_loop_count(magnitude, grid.downbeats_s, grid.meter, loop_bars, seed=seed, sr=sr)
+    def count(grid: BeatGrid, bars: int) -> int:
+        return estimate_loop_count(magnitude, grid.downbeats_s, grid.meter, bars, seed=seed, sr=sr)
 
-    k = count(tracked) if auto else int(n_loops)
-    grid = tracked
-    if move_bar_lines:  # the tracker's bar line may sit on the wrong beat (unmixer.loops.bargrid)
-        grid = choose_bar_phase(tracked, magnitude, k, loop_bars, duration_s=duration_s, sr=sr)
-        if auto and grid is not tracked:
-            k = count(grid)
-    boundaries = segment_boundaries_s(grid.downbeats_s, loop_bars)
-    return SongGrid(grid, tracked, loop_bars, k, auto, boundaries, make_grid(boundaries, sr))
+    counted_bars = 2 if auto_bars else int(loop_bars)
+    k = count(tracked, counted_bars) if auto_k else int(n_loops)
+    choice = search_grid(magnitude, tracked, k, AUTO if auto_bars else int(loop_bars),
+                         fixed_bar_lines=not move_bar_lines, duration_s=duration_s, seed=seed, sr=sr)
+    grid, bars = (choice.grid, choice.loop_bars) if move_bar_lines else (tracked, choice.loop_bars)
+    moved = grid is not tracked and not np.array_equal(grid.downbeats_s, tracked.downbeats_s)
+    if auto_k and (moved or bars != counted_bars):
+        k = count(grid, bars)
+    boundaries = segment_boundaries_s(grid.downbeats_s, bars)
+    return SongGrid(grid, tracked, bars, k, auto_k, boundaries, make_grid(boundaries, sr),
+                    auto_bars, choice.describe(tracked) if move_bar_lines else "given")
 
 
 def build_cube(magnitude: np.ndarray, grid: SongGrid) -> np.ndarray:
@@ -517,7 +542,7 @@ def _extraction(grid: SongGrid, loops: list[LoopResult], length: int, timings: d
                 sr: int) -> Extraction:
     b = grid.beats
     return Extraction(sr, length / sr, b.bpm, b.meter, b.beats_s, b.downbeats_s, grid.loop_bars,
-                      loops, timings)
+                      loops, timings, grid.auto_bars, grid.auto_count, grid.note)
 
 
 def extract_loops(
@@ -528,6 +553,7 @@ def extract_loops(
     seed: int = 0,
     downbeats_s: np.ndarray | None = None,
     meter: int | None = None,
+    beat_grid: BeatGrid | None = None,
     ranks: tuple[int, int, int] | None = None,
     solver: str = "hals",
     n_iter: int = 100,
@@ -560,7 +586,11 @@ def extract_loops(
     loop_bars : int, bars per loop: 1 or 2 (4 is accepted)
     seed : int, seed of every random choice (the result is deterministic)
     downbeats_s : np.ndarray, shape=(n_bars + 1,), s, optional
-        Known bar boundaries; skips the downbeat tracker (``meter`` is then required).
+        Known bar boundaries; skips the downbeat tracker (``meter`` is then required) and
+        every correction of the grid.
+    beat_grid : BeatGrid, optional
+        A beat grid used in place of the tracker's and corrected like it (benchmarks hand
+        perturbed grids this way); ignored when ``downbeats_s`` is given.
     ranks : (sound, rhythm, loop) NTD ranks, clipped to the cube's size; default
         :func:`unmixer.loops.ntd.loop_ranks` (4K + 8, 4K + 8, K + 2), at most (50, 40, 30)
     solver : "hals" (ours, fast) or "tensorly" (the reference)
@@ -616,7 +646,7 @@ def extract_loops(
     stages = _Stages(progress)
 
     stages.start("downbeats")
-    tracked = track_grid(audio, sr, downbeats_s, meter)
+    tracked = track_grid(audio, sr, downbeats_s, meter, beat_grid)
 
     stages.start("cube")
     mix_spec = stft(audio)  # (2, F, N)

@@ -29,6 +29,7 @@ LABELS = ("drums", "bass", "chords", "lead", "vocal-like")
 CALLS: list[tuple[int, int]] = []
 REQUESTED: list = []  # the n_loops the page asked for ("auto" or a count)
 FAKE_AUTO_COUNT = 5
+FAKE_AUTO_BARS = 2
 
 
 def fake_extract_loops(audio, n_loops=5, *, loop_bars=2, seed=0, progress=None, preview=None,
@@ -40,18 +41,20 @@ def fake_extract_loops(audio, n_loops=5, *, loop_bars=2, seed=0, progress=None, 
     """
     REQUESTED.append(n_loops)
     n_loops = FAKE_AUTO_COUNT if n_loops == "auto" else n_loops  # the fake's own "auto" count
+    auto_bars = loop_bars == "auto"
+    loop_bars = FAKE_AUTO_BARS if auto_bars else loop_bars  # and its own "auto" length
     CALLS.append((int(n_loops), int(loop_bars)))
     for stage in STAGES[1:]:
         if progress:
             progress(stage, 0.0)
         if stage == "decomposition" and preview:
-            preview(_fake_extraction(audio, n_loops, loop_bars, seed, rough=True))
+            preview(_fake_extraction(audio, n_loops, loop_bars, seed, rough=True, auto_bars=auto_bars))
         if progress:
             progress(stage, 1.0)
-    return _fake_extraction(audio, n_loops, loop_bars, seed)
+    return _fake_extraction(audio, n_loops, loop_bars, seed, auto_bars=auto_bars)
 
 
-def _fake_extraction(audio, n_loops, loop_bars, seed, rough=False) -> Extraction:
+def _fake_extraction(audio, n_loops, loop_bars, seed, rough=False, auto_bars=False) -> Extraction:
     n_bars = audio.shape[-1] // BAR
     activations = np.random.default_rng(seed + rough).random((n_loops, n_bars)).astype(np.float32)
     starts = [(2 * k + rough) % (n_bars - loop_bars + 1) for k in range(n_loops)]
@@ -61,7 +64,8 @@ def _fake_extraction(audio, n_loops, loop_bars, seed, rough=False) -> Extraction
              for k, s in enumerate(starts)]
     return Extraction(SR, audio.shape[-1] / SR, BPM, 4, np.arange(4 * n_bars) * 0.5,
                       np.arange(n_bars + 1) * 2.0, loop_bars, loops,
-                      {"first_result": 0.1} if rough else {})
+                      {"first_result": 0.1} if rough else {}, auto_bars, False,
+                      "bar lines moved half a beat" if auto_bars else "as tracked")
 
 
 @pytest.fixture
@@ -213,10 +217,13 @@ def test_loop_count_and_length_per_song():
     assert not at.exception
     assert CALLS[-1] == (7, 1) and len(_checkboxes(at)) == 7
     assert at.session_state["results"][sid].extraction.loops[0].clip.shape == (2, BAR)
-    # Back to 5 loops of 2 bars: that analysis is kept, the engine is not called again.
+    at.button_group(key=f"w:loop_bars:{sid}").set_value(4).run()
+    assert CALLS[-1] == (7, 4) and at.session_state["results"][sid].extraction.loops[0].clip.shape == (2, 4 * BAR)
+    assert _has(at.markdown, lambda v: "7 loops of 4 bars" in v and "(auto)" not in v)
+    # Back to 5 loops of an automatic length: that analysis is kept, the engine is not called again.
     n_calls = len(CALLS)
     at.selectbox(key=f"w:n_loops:{sid}").set_value(5)
-    at.button_group(key=f"w:loop_bars:{sid}").set_value(2).run()
+    at.button_group(key=f"w:loop_bars:{sid}").set_value("auto").run()
     assert len(CALLS) == n_calls and len(_checkboxes(at)) == 5
 
 
@@ -265,7 +272,7 @@ def test_mix_follows_the_selection_the_tempo_and_the_length():
     assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 2 loops, 4 bars at 100.0 BPM"))
     deck = _deck_data(at)
     assert deck["bpm"] == 100.0 and len(deck["loops"]) == 10
-    assert sorted(deck["selection"]) == sorted([f"{a}-5x2:1", f"{b}-5x2:2"])
+    assert sorted(deck["selection"]) == sorted([f"{a}-5xauto:1", f"{b}-5xauto:2"])
     assert deck["barSeconds"] == pytest.approx(2.4, abs=1e-4)   # 4 beats at 100 BPM
     # Each deck clip is 2 bars at 100 BPM: 4.8 s, as a mono 22.05 kHz WAV.
     clip = deck["loops"][0]
@@ -437,12 +444,12 @@ def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, 
     assert zip_button.proto.disabled                                  # final loops only
     deck = _deck_data(at)
     assert len(deck["loops"]) == 5 and all(lp["refining"] for lp in deck["loops"])
-    assert deck["loops"][1]["clipKey"] == f"{sid}-5x2~rough:2@120.00"
+    assert deck["loops"][1]["clipKey"] == f"{sid}-5xauto~rough:2@120.00"
     assert cache.entries() == []                          # the rough result is not cached
 
     # Loop 2 into the mix, with a gain, while the song is being refined.
     _checkboxes(at)[1].check()
-    at.slider(key=f"w:gain:{sid}-5x2:2").set_value(-6.0).run()
+    at.slider(key=f"w:gain:{sid}-5xauto:2").set_value(-6.0).run()
     assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 1 loop"))
     rough_clip = deck_clip(_deck_data(at), 2)
 
@@ -455,12 +462,12 @@ def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, 
     assert not _has(at.markdown, lambda v: REFINING_BADGE in v)
     assert _has(at.markdown, lambda v: "analysed in" in v)
     assert [b.value for b in _checkboxes(at)] == [False, True, False, False, False]
-    assert at.slider(key=f"w:gain:{sid}-5x2:2").value == -6.0
+    assert at.slider(key=f"w:gain:{sid}-5xauto:2").value == -6.0
     assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 1 loop"))
     deck = _deck_data(at)
-    assert deck["selection"] == [f"{sid}-5x2:2"] and deck["loops"][1]["gainDb"] == -6.0
+    assert deck["selection"] == [f"{sid}-5xauto:2"] and deck["loops"][1]["gainDb"] == -6.0
     assert not any(lp["refining"] for lp in deck["loops"])
-    assert deck["loops"][1]["clipKey"] == f"{sid}-5x2:2@120.00"
+    assert deck["loops"][1]["clipKey"] == f"{sid}-5xauto:2@120.00"
     final_clip = deck_clip(deck, 2)
     assert final_clip.shape == rough_clip.shape
     assert np.abs(final_clip - rough_clip).max() > 0.05    # the deck got the refined sound
@@ -513,9 +520,25 @@ def test_auto_loop_count_is_offered_first_and_the_facts_say_it():
     assert REQUESTED[-1] == 5
     box.set_value("auto").run()
     assert REQUESTED[-1] == "auto"                      # the engine chose the count
-    assert _has(at.markdown, lambda v: f"{FAKE_AUTO_COUNT} loops (auto) of 2 bars" in v)
+    assert _has(at.markdown, lambda v: f"{FAKE_AUTO_COUNT} loops (auto) of 2 bars (auto)" in v)
     assert len(_checkboxes(at)) == FAKE_AUTO_COUNT
     at.selectbox(key=f"w:n_loops:{sid}").set_value(7).run()  # a count of one's own: no "(auto)"
     assert REQUESTED[-1] == 7 and len(_checkboxes(at)) == 7
-    assert _has(at.markdown, lambda v: "7 loops of 2 bars" in v)
-    assert not _has(at.markdown, lambda v: "(auto)" in v)
+    assert _has(at.markdown, lambda v: "7 loops of 2 bars (auto)" in v)
+    assert not _has(at.markdown, lambda v: "loops (auto)" in v)
+
+
+def test_the_loop_length_is_chosen_by_default_and_the_card_says_it_and_the_grid():
+    """Auto is the first and default loop length; the facts say the length the song got
+    and how its bar grid was corrected; forcing a length shows no "(auto)"."""
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    sid = _song_ids(at)[0]
+    control = at.button_group(key=f"w:loop_bars:{sid}")
+    assert control.options[0] == "Auto" and control.value == "auto"
+    assert REQUESTED and CALLS[-1] == (5, FAKE_AUTO_BARS)
+    assert _has(at.markdown, lambda v: f"5 loops of {FAKE_AUTO_BARS} bars (auto)" in v)
+    assert _has(at.markdown, lambda v: "grid corrected: bar lines moved half a beat" in v)
+    control.set_value(1).run()
+    assert CALLS[-1] == (5, 1)
+    assert _has(at.markdown, lambda v: "5 loops of 1 bar" in v and "(auto)" not in v and "grid corrected" not in v)

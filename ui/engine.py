@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from ui.state import Song, SongResult, loop_count
+from ui.state import Song, SongResult, loop_count, loop_length
 from unmixer import mashup
 from unmixer.cache import ResultCache, cache_key, package_code_version
 from unmixer.core.audio import SAMPLE_RATE, load_audio, ogg_bytes, resample, wav_bytes
@@ -102,13 +102,13 @@ _ANALYSES = 0  # submitted to _POOL and not finished (guarded by _JOBS_LOCK)
 _FINISHED_JOB_TTL_S = 600.0
 
 
-def find_job(song: Song, n_loops: int | str, loop_bars: int) -> Job | None:
+def find_job(song: Song, n_loops: int | str, loop_bars: int | str) -> Job | None:
     """The job of this analysis if one was submitted (running or finished), else None."""
     with _JOBS_LOCK:
         return _JOBS.get(_key(song, n_loops, loop_bars))
 
 
-def submit(song: Song, n_loops: int | str, loop_bars: int) -> Job:
+def submit(song: Song, n_loops: int | str, loop_bars: int | str) -> Job:
     """The background job analysing this song with these parameters (started if needed)."""
     key = _key(song, n_loops, loop_bars)
     with _JOBS_LOCK:
@@ -145,18 +145,18 @@ def slim(extraction):
     return dataclasses.replace(extraction, loops=loops)
 
 
-def _key(song: Song, n_loops: int | str, loop_bars: int) -> str:
+def _key(song: Song, n_loops: int | str, loop_bars: int | str) -> str:
     engine = engine_version() if EXTRACT_LOOPS is None else f"test:{EXTRACT_LOOPS.__qualname__}"
-    return cache_key(song.data, {"n_loops": loop_count(n_loops), "loop_bars": int(loop_bars),
+    return cache_key(song.data, {"n_loops": loop_count(n_loops), "loop_bars": loop_length(loop_bars),
                                  "seed": SEED, "engine": engine, "tracks": False})
 
 
-def is_cached(song: Song, n_loops: int | str, loop_bars: int) -> bool:
+def is_cached(song: Song, n_loops: int | str, loop_bars: int | str) -> bool:
     """Whether the disk cache holds this analysis (so it will come back at once)."""
     return ResultCache().path(_key(song, n_loops, loop_bars)).is_dir()
 
 
-def analyse(song: Song, n_loops: int | str, loop_bars: int,
+def analyse(song: Song, n_loops: int | str, loop_bars: int | str,
             progress: Callable[[str, float], None] | None = None,
             cache: ResultCache | None = None,
             preview: Callable[[SongResult], None] | None = None,
@@ -191,7 +191,7 @@ def analyse(song: Song, n_loops: int | str, loop_bars: int,
                                    seconds=time.perf_counter() - start))
             extra["preview"] = rough
         # the page plays and downloads clips only: no full-length tracks (tracks=False)
-        extraction = slim(_extract_fn()(audio, loop_count(n_loops), loop_bars=int(loop_bars),
+        extraction = slim(_extract_fn()(audio, loop_count(n_loops), loop_bars=loop_length(loop_bars),
                                         seed=SEED, progress=progress, tracks=False, **extra))
         cache.put(key, extraction.save)
         return SongResult(n_loops, loop_bars, extraction, seconds=time.perf_counter() - start)
@@ -216,7 +216,7 @@ def _decode(song: Song, progress: Callable[[str, float], None] | None) -> np.nda
     return audio
 
 
-def _decode_then_queue(job: Job, song: Song, n_loops: int | str, loop_bars: int) -> None:
+def _decode_then_queue(job: Job, song: Song, n_loops: int | str, loop_bars: int | str) -> None:
     """Decode a new song at once, in its own small pool, so that a bad file's one-line error
     shows without waiting for the analyses queued before it; then queue the analysis."""
     started = time.perf_counter()

@@ -142,8 +142,9 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
         with head[2]:
             state.kept(st.segmented_control, "Loop length", state.loop_bars_key(song.id),
                        state.DEFAULT_LOOP_BARS, options=state.LOOP_BARS_CHOICES,
-                       format_func=lambda n: f"{n} bar" + ("s" if n > 1 else ""),
-                       help="Each loop lasts one or two bars.")
+                       format_func=lambda n: "Auto" if n == state.AUTO else f"{n} bar" + ("s" if n > 1 else ""),
+                       help="How many bars each loop lasts: Auto finds it from how the song "
+                            "repeats (and checks the bar lines too), or force 1, 2 or 4 bars.")
         head[3].button("Remove", icon=":material/close:", key=f"remove_{song.id}",
                        help=f"Remove {song.title} from the page (and its loops from the mix)",
                        on_click=state.remove_song, args=(song.id,), width="stretch")
@@ -156,7 +157,9 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
         ext = result.extraction
         facts = [f"**{ext.bpm:.1f} BPM**", f"**{ext.meter}/4**", f"{ext.n_bars} bars",
                  f"{ext.duration_s:.0f} s", f"{len(ext.loops)} loops{' (auto)' if result.auto else ''} of {ext.loop_bars} "
-                 f"bar{'s' if ext.loop_bars > 1 else ''}"]
+                 f"bar{'s' if ext.loop_bars > 1 else ''}{' (auto)' if getattr(ext, 'loop_bars_auto', False) else ''}"]
+        if getattr(ext, "grid_note", "") not in ("", "as tracked", "given"):
+            facts.append(f"grid corrected: {ext.grid_note}")
         if song.source == "demo":
             facts.append("demo song")
         if result.refining:

@@ -12,7 +12,7 @@ Keys
 ``upload_ids_seen``  set of uploader file ids already turned into songs
 ``upload_ids_last``  file ids in the uploader at the end of the last run
 ``n_loops:<song>``   loops to extract: "auto" (chosen from the song) or 3-10 (default 5)
-``loop_bars:<song>`` loop length in bars (1 or 2, default 2)
+``loop_bars:<song>`` loop length: "auto" (chosen from the song, the default) or 1, 2, 4 bars
 ``in_mix:<loop>``    whether the loop is in the mix (a loop id is ``<result key>:<index>``)
 ``gain:<loop>``      the loop's gain in the mix (dB)
 ``deck_bpm``         the deck's tempo (BPM); ``deck_bars``: length of the rendered mix (bars)
@@ -51,8 +51,9 @@ AUTO_LOOPS = AUTO
 """The loop count chosen from the song (:func:`unmixer.loops.loopcount.estimate_loop_count`)."""
 DEFAULT_N_LOOPS = 5
 N_LOOPS_CHOICES = (AUTO_LOOPS,) + tuple(range(3, 11))
-DEFAULT_LOOP_BARS = 2
-LOOP_BARS_CHOICES = (1, 2)
+DEFAULT_LOOP_BARS = AUTO
+"""The loop length is chosen from the song with its bar grid (:func:`unmixer.loops.bargrid.search_grid`)."""
+LOOP_BARS_CHOICES = (AUTO, 1, 2, 4)
 DEFAULT_DECK_BARS = 8
 DECK_BARS_CHOICES = (4, 8, 16, 32)
 GAIN_RANGE_DB = (-24.0, 6.0)
@@ -88,7 +89,7 @@ class SongResult:
     """
 
     n_loops: int | str  # a count, or AUTO_LOOPS (then len(extraction.loops) is the count)
-    loop_bars: int
+    loop_bars: int | str  # bars, or AUTO (then extraction.loop_bars is the length)
     extraction: Any = None
     error: str | None = None
     seconds: float = 0.0
@@ -218,11 +219,16 @@ def loop_count(value: Any) -> int | str:
     return AUTO_LOOPS if value == AUTO_LOOPS else int(value)
 
 
-def params(sid: str) -> tuple[int | str, int]:
-    """The (loop count or AUTO_LOOPS, loop length in bars) chosen for a song."""
+def loop_length(value: Any) -> int | str:
+    """A loop length choice as the engine takes it: AUTO or bars (int)."""
+    return AUTO if value == AUTO else int(value)
+
+
+def params(sid: str) -> tuple[int | str, int | str]:
+    """The (loop count or AUTO_LOOPS, loop length in bars or AUTO) chosen for a song."""
     ss = st.session_state
     return (loop_count(ss.get(n_loops_key(sid)) or DEFAULT_N_LOOPS),
-            int(ss.get(loop_bars_key(sid)) or DEFAULT_LOOP_BARS))
+            loop_length(ss.get(loop_bars_key(sid)) or DEFAULT_LOOP_BARS))
 
 
 def selection() -> list[str]:

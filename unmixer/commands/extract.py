@@ -4,7 +4,8 @@ Writes, in DIR:
 
 * ``loops/loop_01.wav …``: the loop clips (``loop_bars`` bars each, seamless);
 * ``tracks/loop_01.wav …``: the full-length loop tracks (they sum to the song), nothing else;
-* ``loop_map.json``: ``bpm``, ``meter``, ``downbeats_s``, ``loop_bars``, ``activations``
+* ``loop_map.json``: ``bpm``, ``meter``, ``downbeats_s``, ``loop_bars`` (``loop_bars_auto``,
+  ``grid``: how the bar grid was corrected), ``activations``
   (K lists, one value per bar), ``chosen_bar``, ``labels``, ``timings_s``;
 * ``loop_map.png``: a picture of the loop map.
 """
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from unmixer.errors import UnmixerError
-from unmixer.loops import AUTO, MAX_LOOPS, MIN_LOOPS  # constants only: the engine loads when used
+from unmixer.loops import AUTO, LOOP_BARS, MAX_LOOPS, MIN_LOOPS  # constants only: the engine loads when used
 
 ORDER = ("decoding", "downbeats", "cube", "decomposition", "loops", "writing")
 
@@ -34,8 +35,9 @@ def add_parser(subparsers) -> None:
                    help=f"number of loops, {MIN_LOOPS} to {MAX_LOOPS}, or 'auto': chosen from the "
                         "song, 2 to 10 (default 5)")
     p.add_argument("--out", "-o", required=True, help="output folder")
-    p.add_argument("--loop-bars", type=int, choices=(1, 2), default=2,
-                   help="loop length in bars (default 2)")
+    p.add_argument("--loop-bars", default="auto", metavar="BARS",
+                   help="loop length in bars: 1, 2, 4, or 'auto': chosen from the song, with "
+                        "the bar grid (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--max-minutes", type=float, default=15.0,
                    help="longest song accepted, in minutes (default 15)")
@@ -115,6 +117,16 @@ def parse_loops(value: str) -> int | str:
     raise UnmixerError(f"--loops must be 'auto' or a number from {MIN_LOOPS} to {MAX_LOOPS}, not {value!r}.")
 
 
+def parse_loop_bars(value: str) -> int | str:
+    """``--loop-bars``: "auto" or 1, 2, 4. Raises UnmixerError."""
+    text = str(value).strip().lower()
+    if text == AUTO:
+        return AUTO
+    if text.isdigit() and int(text) in LOOP_BARS:
+        return int(text)
+    raise UnmixerError(f"--loop-bars must be 'auto', 1, 2 or 4, not {value!r}.")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``extract``; returns 0. Raises UnmixerError on bad input (exit 2 in the CLI)."""
     from unmixer.core.audio import load_audio, write_wav
@@ -122,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from unmixer.loops.pipeline import extract_loops
 
     n_loops = parse_loops(args.loops)
+    loop_bars = parse_loop_bars(args.loop_bars)
     song = Path(args.song)
     if not song.is_file():
         raise UnmixerError(f"No such file: {song}")
@@ -132,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline.warm_up()  # madmom's workers start and librosa loads (after a good decode only)
     bars("decoding", 1.0)
     decode_s = time.perf_counter() - t0
-    extraction = extract_loops(audio, n_loops, loop_bars=args.loop_bars, seed=args.seed,
+    extraction = extract_loops(audio, n_loops, loop_bars=loop_bars, seed=args.seed,
                                progress=bars)
     extraction.timings_s = {"decoding": decode_s, **extraction.timings_s}
 
@@ -150,8 +163,11 @@ def run(args: argparse.Namespace) -> int:
 
     total = sum(extraction.timings_s.values())
     chosen = " (auto)" if n_loops == AUTO else ""
-    print(f"{song.name}: {len(extraction.loops)} loops{chosen}, {extraction.bpm:.1f} BPM, "
-          f"{extraction.meter}/4, {extraction.n_bars} bars -> {out}/")
+    length = f"{extraction.loop_bars} bar{'s' if extraction.loop_bars > 1 else ''}"
+    length += " (auto)" if extraction.loop_bars_auto else ""
+    grid = "" if extraction.grid_note in ("", "as tracked") else f"; grid: {extraction.grid_note}"
+    print(f"{song.name}: {len(extraction.loops)} loops{chosen} of {length}, {extraction.bpm:.1f} BPM, "
+          f"{extraction.meter}/4, {extraction.n_bars} bars{grid} -> {out}/")
     for loop in extraction.loops:
         print(f"  loop {loop.index:02d}  {loop.label:<10}  from bar {loop.chosen_bar + 1}")
     stages = "  ".join(f"{k} {extraction.timings_s[k]:.1f}s" for k in ORDER if k in extraction.timings_s)

@@ -1,7 +1,9 @@
 """NMF Lab: factorise a clip several ways, then look, listen and measure.
 
 Methods: β-divergence NMF (ours, beside scikit-learn's ``mu`` and ``cd`` from the same start),
-HPSS + NMF with drums/bass/melody stems, FastICA of stereo mixtures, and Let-it-Bee mosaicing.
+HPSS + NMF with drums/bass/melody stems, FastICA of stereo mixtures, convolutive NMF (NMFD,
+beside plain NMF with T x K components), complex NMF (own phases, beside Wiener masks of the
+same W, H), and Let-it-Bee mosaicing.
 Each method is one section function (its settings, its run and its results), with its cached
 work beside it, and ``METHODS`` maps the method names to them. The heavy work sits in
 ``st.cache_data`` functions keyed by the SHA-1 of the audio bytes plus the parameters; the page
@@ -27,7 +29,7 @@ from unmixer.core.audio import SAMPLE_RATE, load_audio, ogg_bytes, wav_bytes
 from unmixer.core.spectrum import HOP_LENGTH, stft
 from unmixer.data import DEMO_ATTRIBUTION, DEMO_SONG, DEMO_TITLE
 from unmixer.errors import UnmixerError
-from unmixer.lab import hpss, ica, mosaic, nmf
+from unmixer.lab import complex_nmf, hpss, ica, mosaic, nmf, nmfd
 
 MAX_CLIP_S = 60.0  # longest excerpt the lab works on (s); longer clips are trimmed
 
@@ -45,7 +47,8 @@ MAGMA = [[i / (len(sequential.Magma) - 1), "rgb({},{},{})".format(*(int(c[j:j + 
 DEFAULTS = {"method": "NMF", "k": 8, "beta": 1.0, "iters": 100, "init": "nndsvda", "l1": 0.0,
             "compare": True, "nh": 4, "np": 3, "hbeta": 1.0, "hiters": 100, "variant": "tf",
             "miters": 20, "mr": 3, "mp": 10, "mc": 3, "mgl": 10, "groups": "",
-            "xaxis": "iteration"}  # initial widget values (widgets read st.session_state)
+            "xaxis": "iteration", "dk": 4, "dt": 8, "dbeta": 1.0, "diters": 100,
+            "dcompare": True, "ck": 4, "citers": 50, "cphase": "own"}  # initial widget values (widgets read st.session_state)
 
 
 # --------------------------------------------------------------------------- state
@@ -130,9 +133,10 @@ def _db(x: np.ndarray, ref: float, floor_db: float = -80.0) -> np.ndarray:
     return np.maximum(20 * np.log10(np.maximum(x, 1e-12) / ref), floor_db).astype(np.float32)
 
 
-def _display(V: np.ndarray, W: np.ndarray, H: np.ndarray) -> dict:
-    """Everything the decomposition figure needs, small enough to cache and send."""
-    R = W @ H
+def _display(V: np.ndarray, W: np.ndarray, H: np.ndarray, R: np.ndarray | None = None) -> dict:
+    """Everything the decomposition figure needs, small enough to cache and send (R: the
+    model, default W @ H)."""
+    R = W @ H if R is None else R
     ref = max(float(V.max()), 1e-12)
     energy = np.sum(W.astype(np.float64) ** 2, axis=0) * np.sum(H.astype(np.float64) ** 2, axis=1)
     return {
@@ -281,7 +285,7 @@ def _reference_scores(clip: dict, params: tuple, names: list[str], players: list
                      hide_index=True)
 
 
-def _factorisation_panels(out: dict) -> None:
+def _factorisation_panels(out: dict, models_label: str = "solver") -> None:
     """Decomposition figure, loss curves and the solver table of an NMF-type result."""
     K = out["W"].shape[1]
     labels = out.get("labels") or [str(i + 1) for i in range(K)]
@@ -293,7 +297,7 @@ def _factorisation_panels(out: dict) -> None:
                       label_visibility="collapsed")
     st.plotly_chart(loss_figure(out["curves"], x_axis), width="stretch",
                     key=KEY + "fig_loss")
-    st.dataframe({"solver": list(out["curves"]),
+    st.dataframe({models_label: list(out["curves"]),
                   "iterations": [int(c[0][-1]) for c in out["curves"].values()],
                   "final loss": [f"{c[1][-1]:.6g}" for c in out["curves"].values()],
                   "time (s)": [round(float(c[2][-1]), 2) for c in out["curves"].values()]},
@@ -548,6 +552,133 @@ def mosaic_section(clip: dict, start: float, source: dict | None) -> None:
                     key=KEY + "fig_mloss")
 
 
+# --------------------------------------------------------------------------- NMFD
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _run_nmfd(digest: str, start: float, k: int, frames: int, beta: float, n_iter: int,
+              compare: bool, _clip: dict) -> dict:
+    audio = _excerpt(_clip, start)
+    spec = stft(audio)
+    V = np.abs(spec).mean(axis=0)
+    res = nmfd.nmfd(V, k, frames, beta=beta, n_iter=n_iter)
+    per_iter = {f"NMFD ({k} templates x {frames} frames)": res}
+    if compare:  # plain NMF with T times more components on the same clip
+        per_iter[f"plain NMF ({k * frames} components)"] = nmf.beta_nmf(
+            V, k * frames, beta=beta, n_iter=n_iter, tol=0.0)
+    curves = {name: (np.arange(r.loss.size), r.loss, r.times_s - r.times_s[0])
+              for name, r in per_iter.items()}
+    F, N = V.shape
+    table = {"model": list(per_iter),
+             "parameters": [F * k * frames + k * N, F * k * frames + k * frames * N][:len(per_iter)],
+             "final loss": [f"{r.loss[-1]:.6g}" for r in per_iter.values()],
+             "ms / iteration": [round(1000 * float(r.times_s[-1] - r.times_s[0])
+                                      / max(r.n_iter, 1), 1) for r in per_iter.values()]}
+    players = [_ogg(x) for x in nmfd.iter_components(audio, res, spec=spec)]
+    patches = np.concatenate([np.pad(w, ((0, 0), (0, 1))) for w in res.W], axis=1)
+    return {"W": res.W.sum(axis=2).T, "H": res.H, "templates": res.W, "curves": curves,
+            "players": players,
+            "table": table, "patches": _db(_pool(patches, HEATMAP_ROWS, patches.shape[1]),
+                                           max(float(patches.max()), 1e-12), -60.0),
+            "display": _display(V, res.W.sum(axis=2).T, res.H, nmfd.convolve(res.W, res.H))}
+
+
+@st.cache_data(max_entries=8, show_spinner="Writing the WAV…")
+def _nmfd_wav(digest: str, start: float, params: tuple, index: int, _W: np.ndarray,
+              _H: np.ndarray, _clip: dict) -> bytes:
+    result = nmfd.NMFDResult(W=_W, H=_H, loss=np.zeros(1), times_s=np.zeros(1), n_iter=0)
+    out = nmfd.iter_components(_excerpt(_clip, start), result, which=[index])
+    return wav_bytes(next(iter(out)))
+
+
+def templates_figure(patches: np.ndarray, k: int, frames: int) -> go.Figure:
+    """The K templates side by side, each an F x T spectrogram patch (dB)."""
+    f = np.linspace(0, SAMPLE_RATE / 2000, patches.shape[0])
+    fig = go.Figure(go.Heatmap(z=patches, y=f, colorscale=MAGMA, zmin=-60, zmax=0,
+                               showscale=False, hovertemplate="%{y:.2f} kHz: %{z:.0f} dB"
+                                                              "<extra></extra>"))
+    fig.update_xaxes(tickvals=[(frames + 1) * i + frames / 2 - 0.5 for i in range(k)],
+                     ticktext=[str(i + 1) for i in range(k)], title_text="template")
+    fig.update_layout(height=360, yaxis_title="kHz", margin=dict(l=50, r=20, t=20, b=40))
+    return fig
+
+
+def nmfd_section(clip: dict, start: float, source: dict | None) -> None:
+    """Convolutive NMF: settings, the run beside plain NMF with T x K components, templates,
+    components, scores."""
+    st.caption("**When it helps:** sounds that change over their length (a drum hit's decay, a "
+               "note's attack and release, vibrato). One NMFD template holds the whole "
+               "T-frame patch, where plain NMF needs several components that happen to play "
+               "together.")
+    c1, c2, c3, c4 = st.columns(4)
+    k = c1.slider("Templates K", 1, 16, key=KEY + "w:dk")
+    frames = c2.number_input("Template length T (frames)", 1, nmfd.MAX_FRAMES, key=KEY + "w:dt",
+                             help=f"{HOP_LENGTH / SAMPLE_RATE * 1000:.1f} ms per frame.")
+    beta = c3.select_slider("β (divergence)", list(BETAS), format_func=BETAS.get,
+                            key=KEY + "w:dbeta")
+    n_iter = c4.number_input("Iterations", 1, 1000, step=10, key=KEY + "w:diters")
+    compare = st.toggle("Compare with plain NMF with T x K components on the same clip",
+                        key=KEY + "w:dcompare")
+    params = (k, int(frames), float(beta), int(n_iter), bool(compare))
+    run_key = _run_when_asked("NMFD", clip, start, params)
+    out = _computed("NMFD", _run_nmfd, clip["digest"], start, *params, _clip=clip)
+    _factorisation_panels(out, models_label="model")
+    st.dataframe(out["table"], hide_index=True)
+    st.subheader("Templates", anchor=False)
+    st.plotly_chart(templates_figure(out["patches"], k, int(frames)), width="stretch",
+                    key=KEY + "fig_patches")
+    st.subheader("Components", anchor=False)
+    names = [f"component {i + 1:02d}" for i in range(k)]
+    _players(names, out["players"],
+             lambda i: _nmfd_wav(clip["digest"], start, params, i, out["templates"], out["H"],
+                                 clip), "nmfd")
+    _reference_scores(clip, run_key, names, out["players"])
+
+
+# --------------------------------------------------------------------------- Complex NMF
+
+RESYNTHESES = {"own": "each component's own phase (complex NMF)",
+               "wiener": "Wiener masks on the mixture (same W, H)"}
+
+
+@st.cache_data(max_entries=2, show_spinner=False)
+def _run_complex(digest: str, start: float, k: int, n_iter: int, _clip: dict) -> dict:
+    audio = _excerpt(_clip, start)
+    spec = stft(audio)
+    res = complex_nmf.complex_nmf(spec, k, n_iter=n_iter)
+    own = complex_nmf.resynthesise(res, audio.shape[-1])
+    del res.components  # the phases are large; the audio is what the page keeps
+    wiener = nmf.resynthesise_components(audio, res.W, res.H, spec=spec)
+    V = np.abs(spec).mean(axis=0)
+    return {"W": res.W, "H": res.H, "display": _display(V, res.W, res.H),
+            "curves": {"complex NMF (squared error)": (np.arange(res.loss.size), res.loss,
+                                                       res.times_s - res.times_s[0])},
+            "players": {"own": [_ogg(x) for x in own], "wiener": [_ogg(x) for x in wiener]},
+            "wavs": {"own": [wav_bytes(x) for x in own], "wiener": [wav_bytes(x) for x in wiener]}}
+
+
+def complex_section(clip: dict, start: float, source: dict | None) -> None:
+    """Complex NMF: settings, the run, decomposition and loss, components with their own
+    phase or Wiener-masked, scores."""
+    st.caption("**When it helps:** sources whose partials overlap in the same bins. Each "
+               "component keeps its own phase, so overlapping sounds can add up or cancel as "
+               "they do in the mix, where Wiener masks give every output the mixture's phase. "
+               "It costs time and memory (a phase per component, channel and cell).")
+    c1, c2 = st.columns(2)
+    k = c1.slider("Components K", 1, 12, key=KEY + "w:ck")
+    n_iter = c2.number_input("Iterations", 1, 500, step=10, key=KEY + "w:citers")
+    params = (k, int(n_iter))
+    run_key = _run_when_asked("Complex NMF", clip, start, params)
+    out = _computed("Complex NMF", _run_complex, clip["digest"], start, *params, _clip=clip)
+    _factorisation_panels(out)
+    st.subheader("Components", anchor=False)
+    how = st.radio("Resynthesis", list(RESYNTHESES), format_func=RESYNTHESES.get,
+                   horizontal=True, key=KEY + "w:cphase")
+    names = [f"component {i + 1:02d}" for i in range(k)]
+    _players(names, out["players"][how], lambda i: out["wavs"][how][i], "complex_" + how)
+    _reference_scores(clip, run_key + (how,), names, out["players"][how])
+
+
 # --------------------------------------------------------------------------- the methods
 
 
@@ -563,6 +694,8 @@ METHODS = {
     "NMF": Method(nmf_section),
     "HPSS + NMF": Method(hpss_section),
     "FastICA": Method(ica_section),
+    "NMFD": Method(nmfd_section),
+    "Complex NMF": Method(complex_section),
     "Mosaicing": Method(mosaic_section, needs_source=True),
 }
 
@@ -575,7 +708,8 @@ for _name, _value in DEFAULTS.items():
 st.title("NMF Lab", anchor=False)
 st.caption("Factorise a clip several ways, then look, listen and measure. β-NMF with "
            "multiplicative updates beside scikit-learn's solvers, HPSS + NMF stems, FastICA, "
-           "and Let-it-Bee mosaicing. Every output is Wiener-masked with the mixture's phase.")
+           "convolutive NMF, complex NMF and Let-it-Bee mosaicing. Every output is "
+           "Wiener-masked with the mixture's phase, except complex NMF's own-phase components.")
 
 name = st.segmented_control("Method", list(METHODS), key=KEY + "w:method", required=True) or "NMF"
 method = METHODS[name]

@@ -734,14 +734,7 @@ def iter_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
     caller can encode or write each one before the next is made. The inputs are checked
     before the first output is yielded (raises UnmixerError as there).
     """
-    from unmixer.core import spectrum
-
-    hop = spectrum.HOP_LENGTH if hop_length is None else int(hop_length)
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 1:
-        audio = audio[None]
-    if spec is None:
-        spec = spectrum.stft(audio, hop_length=hop)
+    audio, spec, hop = _mixture_stft(audio, spec, hop_length)
     W = np.asarray(W, dtype=np.float32)
     H = np.asarray(H, dtype=np.float32)
     if W.shape[0] != spec.shape[1] or H.shape[1] != spec.shape[2] or W.shape[1] != H.shape[0]:
@@ -766,17 +759,71 @@ def iter_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
     return _masked_outputs(audio.shape[-1], W, H, groups, outputs, power, spec, hop, eps)
 
 
+def _mixture_stft(audio: np.ndarray, spec: np.ndarray | None,
+                  hop_length: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(audio as float32 (channels, samples), its STFT (given or computed), the hop)."""
+    from unmixer.core import spectrum
+
+    hop = spectrum.HOP_LENGTH if hop_length is None else int(hop_length)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    if spec is None:
+        spec = spectrum.stft(audio, hop_length=hop)
+    return audio, spec, hop
+
+
+def _record(losses: list, times: list, cur: float, t0: float, tol: float) -> bool:
+    """Append an iteration's loss and cumulative time; True when it stops the solver (the
+    loss reached 0 or decreased by less than ``tol`` relative)."""
+    prev = losses[-1]
+    losses.append(cur)
+    times.append(time.perf_counter() - t0)
+    return cur <= 0 or (tol > 0 and (prev - cur) / prev < tol)
+
+
 def _masked_outputs(length: int, W: np.ndarray, H: np.ndarray, groups: list[list[int]],
                     outputs: list[int], power: float, spec: np.ndarray, hop: int,
                     eps: float) -> Iterator[np.ndarray]:
+    scale = np.float32(max(float((W @ H).max()), 1e-30))
+    return masked_outputs(lambda members: (W[:, members] / scale) @ H[members], groups,
+                          outputs, spec, length, power=power, hop_length=hop, eps=eps)
+
+
+def masked_outputs(model: Callable[[list[int]], np.ndarray], groups: list[list[int]],
+                   outputs: Sequence[int], spec: np.ndarray, length: int, *,
+                   power: float = 2.0, hop_length: int | None = None,
+                   eps: float = MASK_EPS) -> Iterator[np.ndarray]:
+    """The one Wiener-mask resynthesis of the NMF Lab's models, one output at a time.
+
+    Every group's model Λ_g = model(groups[g]) competes in the masks
+    M_g = Λ_g^p / Σ_g' Λ_g'^p (:func:`unmixer.core.spectrum.wiener_mask`) applied to the
+    mixture's STFT; β-NMF (W H), NMFD (Σ_τ W_τ shift_τ(H)) and complex NMF's magnitude model
+    all go through here.
+
+    Parameters
+    ----------
+    model : callable(list of int) -> np.ndarray, float32, shape=(n_freq, n_frames)
+        The nonnegative model of a group of components, scaled so that the largest value of
+        the full model is about 1 (which makes ``eps`` relative).
+    groups : list of lists of component indices (covering every component)
+    outputs : the groups to resynthesise
+    spec : np.ndarray, complex, shape=(channels, n_freq, n_frames), the mixture's STFT
+    length : int, samples of each output
+    power : float, mask exponent p
+    hop_length : int, samples, optional
+
+    Yields
+    ------
+    np.ndarray, float32, shape=(channels, length) per output; over all groups they sum to
+    the mixture (up to the STFT round trip).
+
+    Source: Liutkus & Badeau, ICASSP 2015, eq. (7)-(9).
+    """
     from unmixer.core import spectrum
 
-    scale = np.float32(max(float((W @ H).max()), 1e-30))
+    hop = spectrum.HOP_LENGTH if hop_length is None else int(hop_length)
     p = np.float32(power)
-
-    def model(members: list[int]) -> np.ndarray:
-        return (W[:, members] / scale) @ H[members]
-
     denom = np.zeros(spec.shape[1:], dtype=np.float32)
     for members in groups:  # one F x N model at a time
         denom += model(members) ** p
@@ -878,4 +925,4 @@ def sklearn_nmf_curve(V: np.ndarray, W: np.ndarray, H: np.ndarray, *, beta: floa
 
 
 __all__ = ["NMFResult", "beta_nmf", "beta_divergence", "reconstruct", "component_models",
-           "resynthesise_components", "iter_components", "sklearn_nmf_curve", "LossCurve", "EPS"]
+           "resynthesise_components", "iter_components", "masked_outputs", "sklearn_nmf_curve", "LossCurve", "EPS"]

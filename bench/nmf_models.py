@@ -1,10 +1,10 @@
 """β-NMF, convolutive NMF (NMFD) and complex NMF on the same generated clip with stems.
 
-    .venv/bin/python bench/nmf_models.py [--seconds 8] [--components 4] [--frames 8]
+    .venv/bin/python bench/nmf_models.py [--seconds 16] [--components 4] [--frames 8]
                                          [--iterations 100] [--seed 0]
 
 The clip is ``unmixer.datasets.synth.make_song`` (drums, bass, pad; 120 BPM, 4/4) cut to
-``--seconds``, with its three stems. Every model factorises the channel-mean magnitude (or,
+``--seconds`` (16 s: the whole song, every stem playing in some of it), with its three stems. Every model factorises the channel-mean magnitude (or,
 for complex NMF, the complex STFT) for the same number of iterations without early
 stopping; NMF and NMFD run KL (β = 1), complex NMF its squared error. Components are grouped
 into the three stems by the oracle rule used for NMF separation scores (each component goes
@@ -121,7 +121,7 @@ def libnmfd_check(V: np.ndarray, K: int, T: int, n_iter: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=16.0)
     parser.add_argument("--components", type=int, default=4)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=100)

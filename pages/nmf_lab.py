@@ -1,15 +1,21 @@
 """NMF Lab: factorise a clip several ways, then look, listen and measure.
 
 Methods: β-divergence NMF (ours, beside scikit-learn's ``mu`` and ``cd`` from the same start),
-HPSS + NMF with drums/bass/melody stems, FastICA of stereo mixtures, and Let-it-Bee mosaicing.
-The heavy work sits in ``st.cache_data`` functions keyed by the SHA-1 of the audio bytes plus
-the parameters; the page only draws. Session-state keys all start with ``nmf_lab:``.
+HPSS + NMF with drums/bass/melody stems, FastICA of stereo mixtures, convolutive NMF (NMFD,
+beside plain NMF with T x K components), complex NMF (own phases, beside Wiener masks of the
+same W, H), and Let-it-Bee mosaicing.
+Each method is one section function (its settings, its run and its results), with its cached
+work beside it, and ``METHODS`` maps the method names to them. The heavy work sits in
+``st.cache_data`` functions keyed by the SHA-1 of the audio bytes plus the parameters; the page
+only draws. Session-state keys all start with ``nmf_lab:``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import plotly.graph_objects as go
@@ -23,13 +29,12 @@ from unmixer.core.audio import SAMPLE_RATE, load_audio, ogg_bytes, wav_bytes
 from unmixer.core.spectrum import HOP_LENGTH, stft
 from unmixer.data import DEMO_ATTRIBUTION, DEMO_SONG, DEMO_TITLE
 from unmixer.errors import UnmixerError
-from unmixer.lab import hpss, ica, mosaic, nmf
+from unmixer.lab import complex_nmf, hpss, ica, mosaic, nmf, nmfd
 
 MAX_CLIP_S = 60.0  # longest excerpt the lab works on (s); longer clips are trimmed
 
 MIN_CLIP_S = 1.0
 KEY = "nmf_lab:"
-METHODS = ("NMF", "HPSS + NMF", "FastICA", "Mosaicing")
 BETAS = {0.0: "0 · Itakura-Saito", 0.5: "0.5", 1.0: "1 · Kullback-Leibler", 1.5: "1.5",
          2.0: "2 · Euclidean"}
 HEATMAP_ROWS, HEATMAP_COLS = 256, 600  # display resolution of spectrogram heatmaps
@@ -42,7 +47,8 @@ MAGMA = [[i / (len(sequential.Magma) - 1), "rgb({},{},{})".format(*(int(c[j:j + 
 DEFAULTS = {"method": "NMF", "k": 8, "beta": 1.0, "iters": 100, "init": "nndsvda", "l1": 0.0,
             "compare": True, "nh": 4, "np": 3, "hbeta": 1.0, "hiters": 100, "variant": "tf",
             "miters": 20, "mr": 3, "mp": 10, "mc": 3, "mgl": 10, "groups": "",
-            "xaxis": "iteration"}  # initial widget values (widgets read st.session_state)
+            "xaxis": "iteration", "dk": 4, "dt": 8, "dbeta": 1.0, "diters": 100,
+            "dcompare": True, "ck": 4, "citers": 50, "cphase": "own"}  # initial widget values (widgets read st.session_state)
 
 
 # --------------------------------------------------------------------------- state
@@ -94,7 +100,7 @@ def _excerpt_start(slot: str, clip: dict) -> float:
     return float(st.slider("Excerpt start (s)", 0.0, latest, step=1.0, key=key))
 
 
-# --------------------------------------------------------------------------- cached work
+# --------------------------------------------------------------------------- shared work
 
 
 @st.cache_data(max_entries=6, show_spinner="Decoding…")
@@ -127,9 +133,10 @@ def _db(x: np.ndarray, ref: float, floor_db: float = -80.0) -> np.ndarray:
     return np.maximum(20 * np.log10(np.maximum(x, 1e-12) / ref), floor_db).astype(np.float32)
 
 
-def _display(V: np.ndarray, W: np.ndarray, H: np.ndarray) -> dict:
-    """Everything the decomposition figure needs, small enough to cache and send."""
-    R = W @ H
+def _display(V: np.ndarray, W: np.ndarray, H: np.ndarray, R: np.ndarray | None = None) -> dict:
+    """Everything the decomposition figure needs, small enough to cache and send (R: the
+    model, default W @ H)."""
+    R = W @ H if R is None else R
     ref = max(float(V.max()), 1e-12)
     energy = np.sum(W.astype(np.float64) ** 2, axis=0) * np.sum(H.astype(np.float64) ** 2, axis=1)
     return {
@@ -141,77 +148,6 @@ def _display(V: np.ndarray, W: np.ndarray, H: np.ndarray) -> dict:
         "error": np.mean((V - R) ** 2, axis=0),
         "seconds": V.shape[1] * HOP_LENGTH / SAMPLE_RATE,
     }
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _run_nmf(digest: str, start: float, k: int, beta: float, n_iter: int, init: str, l1: float,
-             compare: bool, _clip: dict) -> dict:
-    audio = _excerpt(_clip, start)
-    spec = stft(audio)
-    V = np.abs(spec).mean(axis=0)
-    res = nmf.beta_nmf(V, k, beta=beta, n_iter=n_iter, init=init, l1_H=l1, tol=0.0)
-    curves = {"ours (MU)": (np.arange(res.loss.size), res.loss, res.times_s - res.times_s[0])}
-    if compare:
-        start_point = nmf.beta_nmf(V, k, beta=beta, n_iter=0, init=init)  # the same start
-        solvers = ["mu"] + (["cd"] if beta == 2.0 else [])
-        for solver in solvers:
-            c = nmf.sklearn_nmf_curve(V, start_point.W, start_point.H, beta=beta, solver=solver,
-                                      n_iter=n_iter)
-            curves[f"scikit-learn {solver}"] = (c.iterations, c.loss, c.times_s)
-    players = [_ogg(x) for x in nmf.iter_components(audio, res.W, res.H, spec=spec)]
-    return {"W": res.W, "H": res.H, "curves": curves, "players": players,
-            "display": _display(V, res.W, res.H), "n_iter": res.n_iter}
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _run_groups(digest: str, start: float, params: tuple, groups: tuple, _W: np.ndarray,
-                _H: np.ndarray, _clip: dict) -> list[bytes]:
-    audio = _excerpt(_clip, start)
-    outs = nmf.iter_components(audio, _W, _H, [list(g) for g in groups])
-    return [_ogg(x) for x in outs]
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _run_hpss(digest: str, start: float, n_h: int, n_p: int, beta: float, n_iter: int,
-              _clip: dict) -> dict:
-    audio = _excerpt(_clip, start)
-    spec = stft(audio)
-    V = np.abs(spec).mean(axis=0)
-    res = hpss.hpss_nmf(V, n_h, n_p, beta=beta, n_iter=n_iter)
-    stems = res.stem_groups()
-    names = list(stems) + ["harmonic", "percussive"]
-    outs = [_ogg(x) for x in nmf.iter_components(audio, res.W, res.H, list(stems.values()),
-                                                 spec=spec)]
-    h_idx = np.flatnonzero(~res.is_percussive).tolist()
-    outs += [_ogg(x) for x in nmf.iter_components(audio, res.W, res.H, [h_idx], spec=spec)]
-    curves = {"harmonic NMF": (np.arange(res.harmonic.loss.size), res.harmonic.loss,
-                               res.harmonic.times_s),
-              "percussive NMF": (np.arange(res.percussive.loss.size), res.percussive.loss,
-                                 res.percussive.times_s)}
-    return {"W": res.W, "H": res.H, "names": names, "players": outs,
-            "groups": {**stems, "harmonic": h_idx,
-                       "percussive": np.flatnonzero(res.is_percussive).tolist()},
-            "labels": [("P" if p else "H") + str(i + 1) for i, p in enumerate(res.is_percussive)],
-            "display": _display(V, res.W, res.H), "curves": curves}
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _run_ica(digest: str, start: float, variant: str, _clip: dict) -> dict:
-    audio = _excerpt(_clip, start)
-    res = ica.fastica_stereo(audio, 2, variant=variant)
-    return {"mixing": res.mixing, "players": [_ogg(x) for x in res.images],
-            "rms_db": [float(20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-12))
-                       for x in res.images]}
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _run_mosaic(digest_t: str, start_t: float, digest_s: str, start_s: float, n_iter: int,
-                r: int, p: int, c: int, gl: int, _target: dict, _source: dict) -> dict:
-    res = mosaic.mosaic(_excerpt(_source, start_s), _excerpt(_target, start_t), n_iter=n_iter,
-                        r=r, p=p, c=c, griffin_lim_iter=gl)
-    return {"player": _ogg(res.audio), "wav": wav_bytes(res.audio),
-            "H": _pool(res.H, 400, 400, "max"), "shape": res.H.shape,
-            "curves": {"Let it Bee (KL)": (np.arange(res.loss.size), res.loss, res.times_s)}}
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -234,31 +170,13 @@ def _score(digest: str, params: tuple, ref_digests: tuple, _refs: list, _outputs
             "match": scores.match}
 
 
-@st.cache_data(max_entries=8, show_spinner="Writing the WAV…")
-def _hpss_wav(digest: str, start: float, params: tuple, index: int, _clip: dict) -> bytes:
-    out = _run_hpss(digest, start, *params, _clip=_clip)
-    n_stems = len(out["names"]) - 2
-    if index < n_stems:
-        groups, which = [out["groups"][n] for n in out["names"][:n_stems]], index
-    else:
-        groups, which = [out["groups"]["harmonic"]], index - n_stems
-    audio = _excerpt(_clip, start)
-    return wav_bytes(nmf.resynthesise_components(audio, out["W"], out["H"], groups,
-                                                 which=[which])[0])
-
-
-@st.cache_data(max_entries=4, show_spinner="Writing the WAV…")
-def _ica_wav(digest: str, start: float, variant: str, index: int, _clip: dict) -> bytes:
-    return wav_bytes(ica.fastica_stereo(_excerpt(_clip, start), 2, variant=variant).images[index])
-
-
 def _npz(W: np.ndarray, H: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, W=W, H=H)
     return buf.getvalue()
 
 
-# --------------------------------------------------------------------------- figures
+# --------------------------------------------------------------------------- shared figures
 
 
 def decomposition_figure(d: dict, labels: list[str]) -> go.Figure:
@@ -311,7 +229,7 @@ def loss_figure(curves: dict, x_axis: str) -> go.Figure:
     return fig
 
 
-# --------------------------------------------------------------------------- widgets
+# --------------------------------------------------------------------------- shared widgets
 
 
 def _players(names: list[str], players: list[bytes], wav: callable, prefix: str) -> None:
@@ -367,42 +285,81 @@ def _reference_scores(clip: dict, params: tuple, names: list[str], players: list
                      hide_index=True)
 
 
-# --------------------------------------------------------------------------- page
+def _factorisation_panels(out: dict, models_label: str = "solver") -> None:
+    """Decomposition figure, loss curves and the solver table of an NMF-type result."""
+    K = out["W"].shape[1]
+    labels = out.get("labels") or [str(i + 1) for i in range(K)]
+    st.subheader("Decomposition", anchor=False)
+    st.plotly_chart(decomposition_figure(out["display"], labels), width="stretch",
+                    key=KEY + "fig_dec")
+    st.subheader("Loss curves", anchor=False)
+    x_axis = st.radio("x axis", ["iteration", "seconds"], horizontal=True, key=KEY + "w:xaxis",
+                      label_visibility="collapsed")
+    st.plotly_chart(loss_figure(out["curves"], x_axis), width="stretch",
+                    key=KEY + "fig_loss")
+    st.dataframe({models_label: list(out["curves"]),
+                  "iterations": [int(c[0][-1]) for c in out["curves"].values()],
+                  "final loss": [f"{c[1][-1]:.6g}" for c in out["curves"].values()],
+                  "time (s)": [round(float(c[2][-1]), 2) for c in out["curves"].values()]},
+                 hide_index=True)
 
-_keep_widget_state()
-for _name, _value in DEFAULTS.items():
-    st.session_state.setdefault(KEY + "w:" + _name, _value)
-st.title("NMF Lab", anchor=False)
-st.caption("Factorise a clip several ways, then look, listen and measure. β-NMF with "
-           "multiplicative updates beside scikit-learn's solvers, HPSS + NMF stems, FastICA, "
-           "and Let-it-Bee mosaicing. Every output is Wiener-masked with the mixture's phase.")
 
-method = st.segmented_control("Method", METHODS, key=KEY + "w:method", required=True) or "NMF"
+def _run_when_asked(method: str, clip: dict, start: float, params: tuple) -> tuple:
+    """The Run button; returns the run key once this method and these settings were run
+    (otherwise a hint and ``st.stop()``)."""
+    run_key = (method, clip["digest"], start, params)
+    if st.button("Run", type="primary", icon=":material/play_arrow:", key=KEY + "go"):
+        st.session_state[KEY + "run"] = run_key
+    if st.session_state.get(KEY + "run") != run_key:
+        st.caption("Press **Run** to compute (results are cached: re-running the same settings "
+                   "is instant).")
+        st.stop()
+    return run_key
 
-up1, up2 = st.columns(2) if method == "Mosaicing" else (st.container(), None)
-with up1:
-    label = "Target clip (its rhythm and melody)" if method == "Mosaicing" else "Clip"
-    clip = _clip_input("clip", label, "Up to 60 s is analysed; a longer clip is trimmed to an "
-                                      "excerpt you choose.")
-    if st.button(f"Use the demo song ({DEMO_TITLE})", icon=":material/music_note:",
-                 key=KEY + "demo"):
-        _accept("clip", f"{DEMO_TITLE}.ogg", DEMO_SONG.read_bytes())
-        clip = st.session_state.get(KEY + "clip")
-    st.caption(DEMO_ATTRIBUTION)
-source = None
-if up2 is not None:
-    with up2:
-        source = _clip_input("source", "Source clip (its sounds)",
-                             "The spectral frames of this clip become the fixed templates.")
 
-if clip is None:
-    st.info("Upload a clip (or use the demo song) to start.", icon=":material/upload_file:")
-    st.stop()
+def _computed(method: str, run, *args, **kwargs) -> dict:
+    """``run(*args, **kwargs)`` under a spinner; bad input: one error line and ``st.stop()``."""
+    try:
+        with st.spinner(f"Running {method}…"):
+            return run(*args, **kwargs)
+    except UnmixerError as err:
+        st.error(str(err), icon=":material/error:")
+        st.stop()
 
-st.markdown(f"**Clip:** {clip['name']} · {clip['seconds']:.1f} s")
-start = _excerpt_start("clip", clip)
 
-if method == "NMF":
+# --------------------------------------------------------------------------- NMF
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _run_nmf(digest: str, start: float, k: int, beta: float, n_iter: int, init: str, l1: float,
+             compare: bool, _clip: dict) -> dict:
+    audio = _excerpt(_clip, start)
+    spec = stft(audio)
+    V = np.abs(spec).mean(axis=0)
+    res = nmf.beta_nmf(V, k, beta=beta, n_iter=n_iter, init=init, l1_H=l1, tol=0.0)
+    curves = {"ours (MU)": (np.arange(res.loss.size), res.loss, res.times_s - res.times_s[0])}
+    if compare:
+        start_point = nmf.beta_nmf(V, k, beta=beta, n_iter=0, init=init)  # the same start
+        solvers = ["mu"] + (["cd"] if beta == 2.0 else [])
+        for solver in solvers:
+            c = nmf.sklearn_nmf_curve(V, start_point.W, start_point.H, beta=beta, solver=solver,
+                                      n_iter=n_iter)
+            curves[f"scikit-learn {solver}"] = (c.iterations, c.loss, c.times_s)
+    players = [_ogg(x) for x in nmf.iter_components(audio, res.W, res.H, spec=spec)]
+    return {"W": res.W, "H": res.H, "curves": curves, "players": players,
+            "display": _display(V, res.W, res.H), "n_iter": res.n_iter}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _run_groups(digest: str, start: float, params: tuple, groups: tuple, _W: np.ndarray,
+                _H: np.ndarray, _clip: dict) -> list[bytes]:
+    audio = _excerpt(_clip, start)
+    outs = nmf.iter_components(audio, _W, _H, [list(g) for g in groups])
+    return [_ogg(x) for x in outs]
+
+
+def nmf_section(clip: dict, start: float, source: dict | None) -> None:
+    """β-NMF: settings, the run, decomposition and loss curves, components, groups, scores."""
     c1, c2, c3, c4, c5 = st.columns(5)
     k = c1.slider("Components K", 1, 16, key=KEY + "w:k")
     beta = c2.select_slider("β (divergence)", list(BETAS), format_func=BETAS.get,
@@ -414,76 +371,10 @@ if method == "NMF":
     compare = st.toggle("Compare with scikit-learn (mu; and cd when β = 2) from the same start",
                         key=KEY + "w:compare")
     params = (k, float(beta), int(n_iter), init, float(l1), bool(compare))
-elif method == "HPSS + NMF":
-    c1, c2, c3, c4 = st.columns(4)
-    n_h = c1.slider("Harmonic components", 1, 12, key=KEY + "w:nh")
-    n_p = c2.slider("Percussive components", 1, 12, key=KEY + "w:np")
-    beta = c3.select_slider("β (divergence)", list(BETAS), format_func=BETAS.get,
-                            key=KEY + "w:hbeta")
-    n_iter = c4.number_input("Iterations", 1, 1000, step=10, key=KEY + "w:hiters")
-    params = (n_h, n_p, float(beta), int(n_iter))
-elif method == "FastICA":
-    st.caption("ICA applies to **instantaneous stereo mixtures** (each source panned by gains, "
-               "no delays or reverb), with **at most as many sources as channels** (2).")
-    variant = st.radio("Learn the unmixing matrix from", ["tf", "time"], horizontal=True,
-                       format_func={"tf": "STFT coefficients (sparser: usually better)",
-                                    "time": "waveform samples"}.get, key=KEY + "w:variant")
-    params = (variant,)
-else:
-    if source is None:
-        st.info("Add a source clip: its sounds will play the target's rhythm and melody.",
-                icon=":material/upload_file:")
-        st.stop()
-    st.markdown(f"**Source:** {source['name']} · {source['seconds']:.1f} s")
-    start_src = _excerpt_start("source", source)
-    c1, c2, c3, c4, c5 = st.columns(5)
-    m_iter = c1.number_input("Iterations L", 1, 200, key=KEY + "w:miters")
-    m_r = c2.number_input("Repetition r (frames)", 0, 50, key=KEY + "w:mr")
-    m_p = c3.number_input("Polyphony p", 1, 100, key=KEY + "w:mp")
-    m_c = c4.number_input("Continuity c (frames)", 0, 50, key=KEY + "w:mc")
-    m_gl = c5.number_input("Griffin-Lim iterations", 0, 100, key=KEY + "w:mgl")
-    params = (source["digest"], start_src, int(m_iter), int(m_r), int(m_p), int(m_c), int(m_gl))
-
-run_key = (method, clip["digest"], start, params)
-if st.button("Run", type="primary", icon=":material/play_arrow:", key=KEY + "go"):
-    st.session_state[KEY + "run"] = run_key
-if st.session_state.get(KEY + "run") != run_key:
-    st.caption("Press **Run** to compute (results are cached: re-running the same settings "
-               "is instant).")
-    st.stop()
-
-try:
-    with st.spinner(f"Running {method}…"):
-        if method == "NMF":
-            out = _run_nmf(clip["digest"], start, *params, _clip=clip)
-        elif method == "HPSS + NMF":
-            out = _run_hpss(clip["digest"], start, *params, _clip=clip)
-        elif method == "FastICA":
-            out = _run_ica(clip["digest"], start, *params, _clip=clip)
-        else:
-            out = _run_mosaic(clip["digest"], start, *params, _target=clip, _source=source)
-except UnmixerError as err:
-    st.error(str(err), icon=":material/error:")
-    st.stop()
-
-if method in ("NMF", "HPSS + NMF"):
+    run_key = _run_when_asked("NMF", clip, start, params)
+    out = _computed("NMF", _run_nmf, clip["digest"], start, *params, _clip=clip)
+    _factorisation_panels(out)
     K = out["W"].shape[1]
-    labels = out.get("labels") or [str(i + 1) for i in range(K)]
-    st.subheader("Decomposition", anchor=False)
-    st.plotly_chart(decomposition_figure(out["display"], labels), width="stretch",
-                    key=KEY + "fig_dec")
-    st.subheader("Loss curves", anchor=False)
-    x_axis = st.radio("x axis", ["iteration", "seconds"], horizontal=True, key=KEY + "w:xaxis",
-                      label_visibility="collapsed")
-    st.plotly_chart(loss_figure(out["curves"], x_axis), width="stretch",
-                    key=KEY + "fig_loss")
-    st.dataframe({"solver": list(out["curves"]),
-                  "iterations": [int(c[0][-1]) for c in out["curves"].values()],
-                  "final loss": [f"{c[1][-1]:.6g}" for c in out["curves"].values()],
-                  "time (s)": [round(float(c[2][-1]), 2) for c in out["curves"].values()]},
-                 hide_index=True)
-
-if method == "NMF":
     st.subheader("Components", anchor=False)
     names = [f"component {i + 1:02d}" for i in range(K)]
     _players(names, out["players"],
@@ -515,7 +406,60 @@ if method == "NMF":
                        file_name="nmf_W_H.npz", on_click="ignore", key=KEY + "dl_npz",
                        icon=":material/data_array:")
     _reference_scores(clip, run_key, all_names, all_players)
-elif method == "HPSS + NMF":
+
+
+# --------------------------------------------------------------------------- HPSS + NMF
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _run_hpss(digest: str, start: float, n_h: int, n_p: int, beta: float, n_iter: int,
+              _clip: dict) -> dict:
+    audio = _excerpt(_clip, start)
+    spec = stft(audio)
+    V = np.abs(spec).mean(axis=0)
+    res = hpss.hpss_nmf(V, n_h, n_p, beta=beta, n_iter=n_iter)
+    stems = res.stem_groups()
+    names = list(stems) + ["harmonic", "percussive"]
+    outs = [_ogg(x) for x in nmf.iter_components(audio, res.W, res.H, list(stems.values()),
+                                                 spec=spec)]
+    h_idx = np.flatnonzero(~res.is_percussive).tolist()
+    outs += [_ogg(x) for x in nmf.iter_components(audio, res.W, res.H, [h_idx], spec=spec)]
+    curves = {"harmonic NMF": (np.arange(res.harmonic.loss.size), res.harmonic.loss,
+                               res.harmonic.times_s),
+              "percussive NMF": (np.arange(res.percussive.loss.size), res.percussive.loss,
+                                 res.percussive.times_s)}
+    return {"W": res.W, "H": res.H, "names": names, "players": outs,
+            "groups": {**stems, "harmonic": h_idx,
+                       "percussive": np.flatnonzero(res.is_percussive).tolist()},
+            "labels": [("P" if p else "H") + str(i + 1) for i, p in enumerate(res.is_percussive)],
+            "display": _display(V, res.W, res.H), "curves": curves}
+
+
+@st.cache_data(max_entries=8, show_spinner="Writing the WAV…")
+def _hpss_wav(digest: str, start: float, params: tuple, index: int, _clip: dict) -> bytes:
+    out = _run_hpss(digest, start, *params, _clip=_clip)
+    n_stems = len(out["names"]) - 2
+    if index < n_stems:
+        groups, which = [out["groups"][n] for n in out["names"][:n_stems]], index
+    else:
+        groups, which = [out["groups"]["harmonic"]], index - n_stems
+    audio = _excerpt(_clip, start)
+    return wav_bytes(nmf.resynthesise_components(audio, out["W"], out["H"], groups,
+                                                 which=[which])[0])
+
+
+def hpss_section(clip: dict, start: float, source: dict | None) -> None:
+    """HPSS + NMF: settings, the run, decomposition and loss curves, the stems, scores."""
+    c1, c2, c3, c4 = st.columns(4)
+    n_h = c1.slider("Harmonic components", 1, 12, key=KEY + "w:nh")
+    n_p = c2.slider("Percussive components", 1, 12, key=KEY + "w:np")
+    beta = c3.select_slider("β (divergence)", list(BETAS), format_func=BETAS.get,
+                            key=KEY + "w:hbeta")
+    n_iter = c4.number_input("Iterations", 1, 1000, step=10, key=KEY + "w:hiters")
+    params = (n_h, n_p, float(beta), int(n_iter))
+    run_key = _run_when_asked("HPSS + NMF", clip, start, params)
+    out = _computed("HPSS + NMF", _run_hpss, clip["digest"], start, *params, _clip=clip)
+    _factorisation_panels(out)
     st.subheader("Stems", anchor=False)
     st.caption("Drums: the percussive components. Bass: harmonic components with most template "
                "energy below 200 Hz. Melody: the other harmonic components. Soft masks, so the "
@@ -523,7 +467,35 @@ elif method == "HPSS + NMF":
     _players(out["names"], out["players"],
              lambda i: _hpss_wav(clip["digest"], start, params, i, clip), "stem")
     _reference_scores(clip, run_key, out["names"][:-2], out["players"][:-2])
-elif method == "FastICA":
+
+
+# --------------------------------------------------------------------------- FastICA
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _run_ica(digest: str, start: float, variant: str, _clip: dict) -> dict:
+    audio = _excerpt(_clip, start)
+    res = ica.fastica_stereo(audio, 2, variant=variant)
+    return {"mixing": res.mixing, "players": [_ogg(x) for x in res.images],
+            "rms_db": [float(20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-12))
+                       for x in res.images]}
+
+
+@st.cache_data(max_entries=4, show_spinner="Writing the WAV…")
+def _ica_wav(digest: str, start: float, variant: str, index: int, _clip: dict) -> bytes:
+    return wav_bytes(ica.fastica_stereo(_excerpt(_clip, start), 2, variant=variant).images[index])
+
+
+def ica_section(clip: dict, start: float, source: dict | None) -> None:
+    """FastICA of the stereo channels: when it applies, the run, the mixing gains, sources."""
+    st.caption("ICA applies to **instantaneous stereo mixtures** (each source panned by gains, "
+               "no delays or reverb), with **at most as many sources as channels** (2).")
+    variant = st.radio("Learn the unmixing matrix from", ["tf", "time"], horizontal=True,
+                       format_func={"tf": "STFT coefficients (sparser: usually better)",
+                                    "time": "waveform samples"}.get, key=KEY + "w:variant")
+    params = (variant,)
+    run_key = _run_when_asked("FastICA", clip, start, params)
+    out = _computed("FastICA", _run_ica, clip["digest"], start, *params, _clip=clip)
     st.subheader("Independent sources", anchor=False)
     mix = out["mixing"] / np.maximum(np.abs(out["mixing"]).max(axis=0), 1e-12)
     st.dataframe({"source": ["source 1", "source 2"], "gain L": np.round(mix[0], 3),
@@ -533,7 +505,39 @@ elif method == "FastICA":
     _players(names, out["players"], lambda i: _ica_wav(clip["digest"], start, variant, i, clip),
              "ica")
     _reference_scores(clip, run_key, names, out["players"])
-else:
+
+
+# --------------------------------------------------------------------------- Mosaicing
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _run_mosaic(digest_t: str, start_t: float, digest_s: str, start_s: float, n_iter: int,
+                r: int, p: int, c: int, gl: int, _target: dict, _source: dict) -> dict:
+    res = mosaic.mosaic(_excerpt(_source, start_s), _excerpt(_target, start_t), n_iter=n_iter,
+                        r=r, p=p, c=c, griffin_lim_iter=gl)
+    return {"player": _ogg(res.audio), "wav": wav_bytes(res.audio),
+            "H": _pool(res.H, 400, 400, "max"), "shape": res.H.shape,
+            "curves": {"Let it Bee (KL)": (np.arange(res.loss.size), res.loss, res.times_s)}}
+
+
+def mosaic_section(clip: dict, start: float, source: dict | None) -> None:
+    """Let-it-Bee mosaicing: the source clip, settings, the run, the mosaic and its H."""
+    if source is None:
+        st.info("Add a source clip: its sounds will play the target's rhythm and melody.",
+                icon=":material/upload_file:")
+        st.stop()
+    st.markdown(f"**Source:** {source['name']} · {source['seconds']:.1f} s")
+    start_src = _excerpt_start("source", source)
+    c1, c2, c3, c4, c5 = st.columns(5)
+    m_iter = c1.number_input("Iterations L", 1, 200, key=KEY + "w:miters")
+    m_r = c2.number_input("Repetition r (frames)", 0, 50, key=KEY + "w:mr")
+    m_p = c3.number_input("Polyphony p", 1, 100, key=KEY + "w:mp")
+    m_c = c4.number_input("Continuity c (frames)", 0, 50, key=KEY + "w:mc")
+    m_gl = c5.number_input("Griffin-Lim iterations", 0, 100, key=KEY + "w:mgl")
+    params = (source["digest"], start_src, int(m_iter), int(m_r), int(m_p), int(m_c), int(m_gl))
+    _run_when_asked("Mosaicing", clip, start, params)
+    out = _computed("Mosaicing", _run_mosaic, clip["digest"], start, *params, _target=clip,
+                    _source=source)
     st.subheader("Mosaic", anchor=False)
     st.audio(out["player"], format="audio/ogg")
     st.download_button("Mosaic (WAV)", data=out["wav"], file_name="mosaic.wav",
@@ -546,3 +550,190 @@ else:
     st.plotly_chart(fig, width="stretch", key=KEY + "fig_mosaic")
     st.plotly_chart(loss_figure(out["curves"], "iteration"), width="stretch",
                     key=KEY + "fig_mloss")
+
+
+# --------------------------------------------------------------------------- NMFD
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _run_nmfd(digest: str, start: float, k: int, frames: int, beta: float, n_iter: int,
+              compare: bool, _clip: dict) -> dict:
+    audio = _excerpt(_clip, start)
+    spec = stft(audio)
+    V = np.abs(spec).mean(axis=0)
+    res = nmfd.nmfd(V, k, frames, beta=beta, n_iter=n_iter)
+    per_iter = {f"NMFD ({k} templates x {frames} frames)": res}
+    if compare:  # plain NMF with T times more components on the same clip
+        per_iter[f"plain NMF ({k * frames} components)"] = nmf.beta_nmf(
+            V, k * frames, beta=beta, n_iter=n_iter, tol=0.0)
+    curves = {name: (np.arange(r.loss.size), r.loss, r.times_s - r.times_s[0])
+              for name, r in per_iter.items()}
+    F, N = V.shape
+    table = {"model": list(per_iter),
+             "parameters": [F * k * frames + k * N, F * k * frames + k * frames * N][:len(per_iter)],
+             "final loss": [f"{r.loss[-1]:.6g}" for r in per_iter.values()],
+             "ms / iteration": [round(1000 * float(r.times_s[-1] - r.times_s[0])
+                                      / max(r.n_iter, 1), 1) for r in per_iter.values()]}
+    players = [_ogg(x) for x in nmfd.iter_components(audio, res, spec=spec)]
+    patches = np.concatenate([np.pad(w, ((0, 0), (0, 1))) for w in res.W], axis=1)
+    return {"W": res.W.sum(axis=2).T, "H": res.H, "templates": res.W, "curves": curves,
+            "players": players,
+            "table": table, "patches": _db(_pool(patches, HEATMAP_ROWS, patches.shape[1]),
+                                           max(float(patches.max()), 1e-12), -60.0),
+            "display": _display(V, res.W.sum(axis=2).T, res.H, nmfd.convolve(res.W, res.H))}
+
+
+@st.cache_data(max_entries=8, show_spinner="Writing the WAV…")
+def _nmfd_wav(digest: str, start: float, params: tuple, index: int, _W: np.ndarray,
+              _H: np.ndarray, _clip: dict) -> bytes:
+    result = nmfd.NMFDResult(W=_W, H=_H, loss=np.zeros(1), times_s=np.zeros(1), n_iter=0)
+    out = nmfd.iter_components(_excerpt(_clip, start), result, which=[index])
+    return wav_bytes(next(iter(out)))
+
+
+def templates_figure(patches: np.ndarray, k: int, frames: int) -> go.Figure:
+    """The K templates side by side, each an F x T spectrogram patch (dB)."""
+    f = np.linspace(0, SAMPLE_RATE / 2000, patches.shape[0])
+    fig = go.Figure(go.Heatmap(z=patches, y=f, colorscale=MAGMA, zmin=-60, zmax=0,
+                               showscale=False, hovertemplate="%{y:.2f} kHz: %{z:.0f} dB"
+                                                              "<extra></extra>"))
+    fig.update_xaxes(tickvals=[(frames + 1) * i + frames / 2 - 0.5 for i in range(k)],
+                     ticktext=[str(i + 1) for i in range(k)], title_text="template")
+    fig.update_layout(height=360, yaxis_title="kHz", margin=dict(l=50, r=20, t=20, b=40))
+    return fig
+
+
+def nmfd_section(clip: dict, start: float, source: dict | None) -> None:
+    """Convolutive NMF: settings, the run beside plain NMF with T x K components, templates,
+    components, scores."""
+    st.caption("**When it helps:** sounds that change over their length (a drum hit's decay, a "
+               "note's attack and release, vibrato). One NMFD template holds the whole "
+               "T-frame patch, where plain NMF needs several components that happen to play "
+               "together.")
+    c1, c2, c3, c4 = st.columns(4)
+    k = c1.slider("Templates K", 1, 16, key=KEY + "w:dk")
+    frames = c2.number_input("Template length T (frames)", 1, nmfd.MAX_FRAMES, key=KEY + "w:dt",
+                             help=f"{HOP_LENGTH / SAMPLE_RATE * 1000:.1f} ms per frame.")
+    beta = c3.select_slider("β (divergence)", list(BETAS), format_func=BETAS.get,
+                            key=KEY + "w:dbeta")
+    n_iter = c4.number_input("Iterations", 1, 1000, step=10, key=KEY + "w:diters")
+    compare = st.toggle("Compare with plain NMF with T x K components on the same clip",
+                        key=KEY + "w:dcompare")
+    params = (k, int(frames), float(beta), int(n_iter), bool(compare))
+    run_key = _run_when_asked("NMFD", clip, start, params)
+    out = _computed("NMFD", _run_nmfd, clip["digest"], start, *params, _clip=clip)
+    _factorisation_panels(out, models_label="model")
+    st.dataframe(out["table"], hide_index=True)
+    st.subheader("Templates", anchor=False)
+    st.plotly_chart(templates_figure(out["patches"], k, int(frames)), width="stretch",
+                    key=KEY + "fig_patches")
+    st.subheader("Components", anchor=False)
+    names = [f"component {i + 1:02d}" for i in range(k)]
+    _players(names, out["players"],
+             lambda i: _nmfd_wav(clip["digest"], start, params, i, out["templates"], out["H"],
+                                 clip), "nmfd")
+    _reference_scores(clip, run_key, names, out["players"])
+
+
+# --------------------------------------------------------------------------- Complex NMF
+
+RESYNTHESES = {"own": "each component's own phase (complex NMF)",
+               "wiener": "Wiener masks on the mixture (same W, H)"}
+
+
+@st.cache_data(max_entries=2, show_spinner=False)
+def _run_complex(digest: str, start: float, k: int, n_iter: int, _clip: dict) -> dict:
+    audio = _excerpt(_clip, start)
+    spec = stft(audio)
+    res = complex_nmf.complex_nmf(spec, k, n_iter=n_iter)
+    own = complex_nmf.resynthesise(res, audio.shape[-1])
+    del res.components  # the phases are large; the audio is what the page keeps
+    wiener = nmf.resynthesise_components(audio, res.W, res.H, spec=spec)
+    V = np.abs(spec).mean(axis=0)
+    return {"W": res.W, "H": res.H, "display": _display(V, res.W, res.H),
+            "curves": {"complex NMF (squared error)": (np.arange(res.loss.size), res.loss,
+                                                       res.times_s - res.times_s[0])},
+            "players": {"own": [_ogg(x) for x in own], "wiener": [_ogg(x) for x in wiener]},
+            "wavs": {"own": [wav_bytes(x) for x in own], "wiener": [wav_bytes(x) for x in wiener]}}
+
+
+def complex_section(clip: dict, start: float, source: dict | None) -> None:
+    """Complex NMF: settings, the run, decomposition and loss, components with their own
+    phase or Wiener-masked, scores."""
+    st.caption("**When it helps:** sources whose partials overlap in the same bins. Each "
+               "component keeps its own phase, so overlapping sounds can add up or cancel as "
+               "they do in the mix, where Wiener masks give every output the mixture's phase. "
+               "It costs time and memory (a phase per component, channel and cell).")
+    c1, c2 = st.columns(2)
+    k = c1.slider("Components K", 1, 12, key=KEY + "w:ck")
+    n_iter = c2.number_input("Iterations", 1, 500, step=10, key=KEY + "w:citers")
+    params = (k, int(n_iter))
+    run_key = _run_when_asked("Complex NMF", clip, start, params)
+    out = _computed("Complex NMF", _run_complex, clip["digest"], start, *params, _clip=clip)
+    _factorisation_panels(out)
+    st.subheader("Components", anchor=False)
+    how = st.radio("Resynthesis", list(RESYNTHESES), format_func=RESYNTHESES.get,
+                   horizontal=True, key=KEY + "w:cphase")
+    names = [f"component {i + 1:02d}" for i in range(k)]
+    _players(names, out["players"][how], lambda i: out["wavs"][how][i], "complex_" + how)
+    _reference_scores(clip, run_key + (how,), names, out["players"][how])
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the lab: its page section (settings, run, results) and its inputs."""
+
+    section: Callable[[dict, float, dict | None], None]
+    needs_source: bool = False  # a second clip (mosaicing: the sounds)
+
+
+METHODS = {
+    "NMF": Method(nmf_section),
+    "HPSS + NMF": Method(hpss_section),
+    "FastICA": Method(ica_section),
+    "NMFD": Method(nmfd_section),
+    "Complex NMF": Method(complex_section),
+    "Mosaicing": Method(mosaic_section, needs_source=True),
+}
+
+
+# --------------------------------------------------------------------------- page
+
+_keep_widget_state()
+for _name, _value in DEFAULTS.items():
+    st.session_state.setdefault(KEY + "w:" + _name, _value)
+st.title("NMF Lab", anchor=False)
+st.caption("Factorise a clip several ways, then look, listen and measure. β-NMF with "
+           "multiplicative updates beside scikit-learn's solvers, HPSS + NMF stems, FastICA, "
+           "convolutive NMF, complex NMF and Let-it-Bee mosaicing. Every output is "
+           "Wiener-masked with the mixture's phase, except complex NMF's own-phase components.")
+
+name = st.segmented_control("Method", list(METHODS), key=KEY + "w:method", required=True) or "NMF"
+method = METHODS[name]
+
+up1, up2 = st.columns(2) if method.needs_source else (st.container(), None)
+with up1:
+    label = "Target clip (its rhythm and melody)" if method.needs_source else "Clip"
+    clip = _clip_input("clip", label, "Up to 60 s is analysed; a longer clip is trimmed to an "
+                                      "excerpt you choose.")
+    if st.button(f"Use the demo song ({DEMO_TITLE})", icon=":material/music_note:",
+                 key=KEY + "demo"):
+        _accept("clip", f"{DEMO_TITLE}.ogg", DEMO_SONG.read_bytes())
+        clip = st.session_state.get(KEY + "clip")
+    st.caption(DEMO_ATTRIBUTION)
+source = None
+if up2 is not None:
+    with up2:
+        source = _clip_input("source", "Source clip (its sounds)",
+                             "The spectral frames of this clip become the fixed templates.")
+
+if clip is None:
+    st.info("Upload a clip (or use the demo song) to start.", icon=":material/upload_file:")
+    st.stop()
+
+st.markdown(f"**Clip:** {clip['name']} · {clip['seconds']:.1f} s")
+start = _excerpt_start("clip", clip)
+method.section(clip, start, source)

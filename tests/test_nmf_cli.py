@@ -58,6 +58,28 @@ def test_nmf_writes_its_contract_files(clips, tmp_path):
     assert (out / "decomposition.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("model, extra, w_shape", [
+    ("nmfd", ("--frames", 4), (2, 1025, 4)),
+    ("complex", (), (1025, 2)),
+])
+def test_nmfd_and_complex_models_write_the_same_contract(clips, tmp_path, model, extra, w_shape):
+    out = tmp_path / model
+    proc = run_cli("nmf", clips / "notes.wav", "--model", model, "--components", 2,
+                   "--iterations", 8, *extra, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    comps = sorted((out / "components").glob("component_*.wav"))
+    assert [p.name for p in comps] == ["component_01.wav", "component_02.wav"]
+    audio = np.stack([sf.read(p, always_2d=True)[0].T for p in comps])
+    mix = sf.read(clips / "notes.wav", always_2d=True)[0].T
+    np.testing.assert_allclose(audio.sum(0), mix, atol=1e-4)  # masks or own phases: the clip
+    assert np.load(out / "W.npy").shape == w_shape
+    assert np.load(out / "H.npy").shape == (2, 1 + mix.shape[1] // 512)
+    with open(out / "loss.csv") as fh:
+        loss = np.array([float(r[1]) for r in list(csv.reader(fh))[1:]])
+    assert loss.size == 9 and np.all(np.diff(loss) <= 1e-5 * loss[1:])
+    assert (out / "decomposition.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_mosaic_writes_a_target_length_mosaic(clips, tmp_path):
     proc = run_cli("mosaic", clips / "notes.wav", clips / "hits.wav", "--iterations", 10,
                    "--griffin-lim", 2, "--out", tmp_path / "m")
@@ -69,6 +91,9 @@ def test_mosaic_writes_a_target_length_mosaic(clips, tmp_path):
 @pytest.mark.parametrize("args", [
     ("nmf", "{clips}/broken.mp3", "--out", "{tmp}/x"),
     ("nmf", "{clips}/notes.wav", "--beta", "3", "--out", "{tmp}/x"),
+    ("nmf", "{clips}/notes.wav", "--model", "nmfd", "--frames", "0", "--out", "{tmp}/x"),
+    ("nmf", "{clips}/notes.wav", "--model", "nmfd", "--frames", "500", "--out", "{tmp}/x"),
+    ("nmf", "{clips}/notes.wav", "--model", "complex", "--components", "0", "--out", "{tmp}/x"),
     ("mosaic", "{clips}/notes.wav", "{clips}/missing.wav", "--out", "{tmp}/x"),
 ])
 def test_bad_input_exits_2_with_one_line(clips, tmp_path, args):

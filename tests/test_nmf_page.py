@@ -77,3 +77,16 @@ def test_long_clip_is_offered_as_a_trimmed_excerpt(app):
     assert not app.exception
     assert any("excerpt" in e.value for e in app.info)
     assert app.slider(key="nmf_lab:w:start_clip").max >= 1
+
+
+def test_nmfd_beside_plain_nmf_and_complex_nmf_with_both_resyntheses(app):
+    at = run_method(app, "NMFD", dt=4, diters=10)  # K = 4 templates by default
+    assert at.dataframe[0].value["model"].tolist() == ["NMFD (4 templates x 4 frames)",
+                                                        "plain NMF (16 components)"]
+    assert len(at.get("plotly_chart")) == 3 and len(at.get("audio")) == 4
+    at = run_method(at, "Complex NMF", citers=5)  # K = 4 by default
+    assert len(at.get("plotly_chart")) == 2 and len(at.get("audio")) == 4
+    own = [a.proto.url for a in at.get("audio")]
+    at.radio(key="nmf_lab:w:cphase").set_value("wiener").run()
+    assert not at.exception and len(at.get("audio")) == 4
+    assert [a.proto.url for a in at.get("audio")] != own  # the other resynthesis

@@ -1,9 +1,11 @@
 """``python -m unmixer nmf`` and ``python -m unmixer mosaic``.
 
-nmf CLIP --components K --beta B [--iterations N] [--init nndsvda] [--l1 X] --out DIR
-    writes DIR/components/component_01.wav ... (Wiener-masked, summing to the input),
-    DIR/W.npy (n_freq, K), DIR/H.npy (K, n_frames), DIR/loss.csv (iteration, loss, seconds)
-    and DIR/decomposition.png.
+nmf CLIP [--model nmf|nmfd|complex] --components K --beta B [--iterations N] [--frames T]
+        [--init nndsvda] [--l1 X] --out DIR
+    writes DIR/components/component_01.wav ... (summing to the input: Wiener-masked with the
+    mixture's phase for nmf and nmfd, each with its own phase for complex),
+    DIR/W.npy ((n_freq, K); nmfd: (K, n_freq, T)), DIR/H.npy (K, n_frames), DIR/loss.csv
+    (iteration, loss, seconds) and DIR/decomposition.png.
 mosaic SOURCE TARGET --out DIR
     writes DIR/mosaic.wav (the target played with the source's sounds), DIR/H.npy and
     DIR/loss.csv.
@@ -22,6 +24,8 @@ from unmixer.errors import UnmixerError
 MIN_CLIP_S = 1.0
 """Shortest clip the two commands accept (s)."""
 
+MODELS = {"nmf": "β-NMF", "nmfd": "convolutive NMF (NMFD)", "complex": "complex NMF"}
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``nmf`` and ``mosaic`` sub-commands."""
@@ -31,6 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "multiplicative updates) and write each component, Wiener-masked with the "
                     "mixture's phase, plus W.npy, H.npy, loss.csv and decomposition.png.")
     p.add_argument("clip", help="audio file (WAV, FLAC, OGG, MP3, M4A ...)")
+    p.add_argument("--model", "-m", choices=list(MODELS), default="nmf",
+                   help="nmf: β-NMF (default); nmfd: convolutive NMF with T-frame templates; "
+                        "complex: complex NMF (a phase per component; squared error, --beta "
+                        "is ignored)")
+    p.add_argument("--frames", "-t", type=int, default=8,
+                   help="NMFD template length T in STFT frames (default 8; --model nmfd)")
     p.add_argument("--components", "-k", type=int, default=8, help="number of components K (default 8)")
     p.add_argument("--beta", "-b", type=float, default=1.0,
                    help="β of the divergence: 2 Euclidean, 1 Kullback-Leibler (default), 0 Itakura-Saito")
@@ -79,17 +89,19 @@ def _write_loss(path: Path, loss: np.ndarray, times_s: np.ndarray) -> None:
 
 
 def plot_decomposition(path: Path, V: np.ndarray, W: np.ndarray, H: np.ndarray, sr: int,
-                       hop_length: int, title: str) -> None:
+                       hop_length: int, title: str, recon: np.ndarray | None = None) -> None:
     """Six-panel PNG: spectrogram, reconstruction, W, H, contributions, error over time.
 
     The panel layout of seed 001's ``plot_decomposition``, in dB where it is a spectrogram.
+    ``recon`` is the model (default W @ H; NMFD passes its convolutive model and the
+    templates summed over their frames as W).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recon = W @ H
+    recon = W @ H if recon is None else recon
     ref = max(float(V.max()), 1e-12)
 
     def db(x: np.ndarray) -> np.ndarray:
@@ -123,30 +135,58 @@ def plot_decomposition(path: Path, V: np.ndarray, W: np.ndarray, H: np.ndarray, 
     plt.close(fig)
 
 
+def _factorise(args: argparse.Namespace, audio: np.ndarray, spec: np.ndarray, V: np.ndarray):
+    """(W, H for the picture (n_freq, K), model magnitude, result, components iterator)."""
+    if args.model == "nmfd":
+        from unmixer.lab import nmfd
+
+        res = nmfd.nmfd(V, args.components, args.frames, beta=args.beta,
+                        n_iter=args.iterations, random_state=args.seed,
+                        init="random" if args.init == "random" else "nndsvda")
+        return (res.W.sum(axis=2).T, res.H, nmfd.convolve(res.W, res.H), res,
+                nmfd.iter_components(audio, res, spec=spec))
+    if args.model == "complex":
+        from unmixer.lab import complex_nmf
+
+        res = complex_nmf.complex_nmf(spec, args.components, n_iter=args.iterations,
+                                      random_state=args.seed)
+        return (res.W, res.H, res.W @ res.H, res,
+                iter(complex_nmf.resynthesise(res, audio.shape[-1])))
+    from unmixer.lab.nmf import beta_nmf, iter_components
+
+    res = beta_nmf(V, args.components, beta=args.beta, n_iter=args.iterations, init=args.init,
+                   l1_H=args.l1, random_state=args.seed)
+    return res.W, res.H, res.W @ res.H, res, iter_components(audio, res.W, res.H, spec=spec)
+
+
 def run_nmf(args: argparse.Namespace) -> int:
     """Run ``nmf``; returns 0 (UnmixerError for bad input)."""
     from unmixer.core.audio import SAMPLE_RATE, load_audio, write_wav
     from unmixer.core.spectrum import HOP_LENGTH, stft
-    from unmixer.lab.nmf import beta_nmf, resynthesise_components
+    from unmixer.lab.nmf import _check_beta
 
+    _check_beta(args.beta)  # bad values exit 2 before the clip is decoded
+    if args.model == "nmfd" and not 1 <= args.frames <= 64:
+        raise UnmixerError(f"--frames must be between 1 and 64 STFT frames, got {args.frames}")
     audio = load_audio(args.clip, min_duration_s=MIN_CLIP_S)
     spec = stft(audio)
     V = np.abs(spec).mean(axis=0)
-    res = beta_nmf(V, args.components, beta=args.beta, n_iter=args.iterations, init=args.init,
-                   l1_H=args.l1, random_state=args.seed)
+    W2, H, recon, res, components = _factorise(args, audio, spec, V)
     out = _out_dir(args.out)  # only once the input is known to be good
-    comps = resynthesise_components(audio, res.W, res.H, spec=spec)
     (out / "components").mkdir(exist_ok=True)
-    for k, comp in enumerate(comps, start=1):
-        write_wav(out / "components" / f"component_{k:02d}.wav", comp, SAMPLE_RATE, subtype="FLOAT")
+    n = 0
+    for n, comp in enumerate(components, start=1):
+        write_wav(out / "components" / f"component_{n:02d}.wav", comp, SAMPLE_RATE, subtype="FLOAT")
     np.save(out / "W.npy", res.W)
     np.save(out / "H.npy", res.H)
     _write_loss(out / "loss.csv", res.loss, res.times_s)
-    plot_decomposition(out / "decomposition.png", V, res.W, res.H, SAMPLE_RATE, HOP_LENGTH,
-                       f"{Path(args.clip).name}: K={args.components}, β={args.beta:g}, "
-                       f"{res.n_iter} iterations")
-    print(f"{len(comps)} components, loss {res.loss[0]:.4g} -> {res.loss[-1]:.4g} in "
-          f"{res.n_iter} iterations ({res.times_s[-1]:.1f} s); wrote {out}")
+    what = {"nmf": f"β={args.beta:g}", "nmfd": f"NMFD, T={args.frames}, β={args.beta:g}",
+            "complex": "complex NMF"}[args.model]
+    plot_decomposition(out / "decomposition.png", V, W2, H, SAMPLE_RATE, HOP_LENGTH,
+                       f"{Path(args.clip).name}: K={args.components}, {what}, "
+                       f"{res.n_iter} iterations", recon=recon)
+    print(f"{MODELS[args.model]}: {n} components, loss {res.loss[0]:.4g} -> {res.loss[-1]:.4g} "
+          f"in {res.n_iter} iterations ({res.times_s[-1]:.1f} s); wrote {out}")
     return 0
 
 

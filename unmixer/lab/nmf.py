@@ -115,23 +115,69 @@ def _gamma(beta: float) -> float:
 # --------------------------------------------------------------------------- divergence
 
 
-def _divergence(V: np.ndarray, WH: np.ndarray, beta: float) -> float:
-    """D_β(V | WH) with float64 accumulation; WH already floored at EPS (β < 2)."""
-    if beta == 2.0:
-        R = V - WH
-        return 0.5 * float(np.sum(R * R, dtype=np.float64))
+def _mu_terms(V: np.ndarray, WH: np.ndarray, beta: float, num: np.ndarray | None = None,
+              den: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """V ⊙ Λ^(β-2) and Λ^(β-1) (None for β = 1, where it is all ones), Λ = WH ≥ EPS.
+
+    The two F x N terms of both multiplicative updates (Févotte & Idier 2011, eq. (4.2)-(4.3))
+    and, reused, of :func:`_beta_divergence`. ``num`` and ``den`` are optional output buffers
+    of V's shape. Not used for β = 2, whose updates need Gram matrices only.
+    """
     if beta == 1.0:
-        ratio = V / WH
-        logs = np.log(np.maximum(ratio, np.float32(1e-30)))
-        return float(np.sum(V * logs, dtype=np.float64) - np.sum(V, dtype=np.float64)
-                     + np.sum(WH, dtype=np.float64))
+        return np.divide(V, WH, out=num), None
     if beta == 0.0:
-        ratio = V / WH
-        return float(np.sum(ratio - np.log(ratio) - 1.0, dtype=np.float64))
-    WHb1 = WH ** np.float32(beta - 1.0)
-    total = (np.sum(V ** np.float32(beta), dtype=np.float64)
-             + (beta - 1.0) * np.sum(WH * WHb1, dtype=np.float64)
-             - beta * np.sum(V * WHb1, dtype=np.float64))
+        den = np.divide(np.float32(1.0), WH, out=den)
+        num = np.multiply(V, den, out=num)
+        num *= den
+        return num, den
+    den = np.power(WH, np.float32(beta - 1.0), out=den)
+    num = np.multiply(V, den, out=num)
+    num /= WH
+    return num, den
+
+
+def _beta_divergence(V: np.ndarray, WH: np.ndarray, beta: float, *, terms: tuple | None = None,
+                     v_beta: float | None = None, out: np.ndarray | None = None) -> float:
+    """D_β(V | WH), the one loss of every solver here (Févotte & Idier 2011, eq. (2.1)-(2.3)).
+
+    Parameters
+    ----------
+    V, WH : np.ndarray, float32, shape=(F, N); WH already floored at EPS when β < 2 (and V
+        at IS_FLOOR when β = 0)
+    beta : float in [0, 2]
+    terms : the :func:`_mu_terms` of this WH, optional (saves one power or logarithm per cell)
+    v_beta : Σ V^β, optional (constant over the iterations; β ∉ {0, 1, 2})
+    out : np.ndarray, float32, shape=(F, N), optional work array; may be WH itself when
+        β = 2 (it is overwritten)
+
+    Returns
+    -------
+    float, accumulated in float64.
+    """
+    if beta == 2.0:  # from the residual: the Gram form loses ~1e-6 ‖V‖² to cancellation
+        R = np.subtract(WH, V, out=out)
+        np.square(R, out=R)
+        return 0.5 * float(np.sum(R, dtype=np.float64))
+    if terms is None:
+        terms = _mu_terms(V, WH, beta)
+    if out is None:
+        out = np.empty_like(V)
+    num, den = terms
+    if beta == 1.0:  # num = V / WH: Σ V log(V / WH) - V + WH
+        np.maximum(num, np.float32(1e-30), out=out)
+        np.log(out, out=out)
+        out *= V
+        return float(np.sum(out, dtype=np.float64) - np.sum(V, dtype=np.float64)
+                     + np.sum(WH, dtype=np.float64))
+    if beta == 0.0:  # den = 1 / WH: Σ r - log r - 1 with r = V / WH
+        ratio = np.multiply(V, den, out=out)
+        total = float(np.sum(ratio, dtype=np.float64)) - V.size
+        return total - float(np.sum(np.log(ratio, out=ratio), dtype=np.float64))
+    if v_beta is None:
+        v_beta = float(np.sum(V ** np.float32(beta), dtype=np.float64))
+    cross = float(np.sum(np.multiply(WH, den, out=out), dtype=np.float64))
+    total = v_beta + (beta - 1.0) * cross - beta * np.sum(np.multiply(V, den, out=out),
+                                                          dtype=np.float64)
     return float(total / (beta * (beta - 1.0)))
 
 
@@ -174,33 +220,20 @@ def beta_divergence(V: np.ndarray, WH: np.ndarray, beta: float) -> float:
     WHn = WH / np.float32(scale)
     if beta < 2.0:
         WHn = np.maximum(WHn, EPS)
-    return _divergence(Vn, WHn, beta) * scale**beta
+    return _beta_divergence(Vn, WHn, beta) * scale**beta
 
 
 # --------------------------------------------------------------------------- initialisation
-
-
-def _randomized_svd(V: np.ndarray, r: int, rng: np.random.Generator, n_power: int = 7,
-                    oversample: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-r SVD by a randomised range finder with power iterations.
-
-    Source: Halko, Martinsson & Tropp, SIAM Review 53(2), 2011, Algorithms 4.4 and 5.1.
-    """
-    Q = V @ rng.standard_normal((V.shape[1], r + oversample)).astype(np.float32)
-    for _ in range(n_power):  # re-orthonormalise between products (Algorithm 4.4)
-        Q, _r = np.linalg.qr(Q)
-        Q, _r = np.linalg.qr(V.T @ Q)
-        Q = V @ Q
-    Q, _r = np.linalg.qr(Q.astype(np.float64))
-    Ub, S, Vt = np.linalg.svd(Q.T @ V.astype(np.float64), full_matrices=False)
-    return (Q @ Ub)[:, :r], S[:r], Vt[:r]
 
 
 def _nndsvd(V: np.ndarray, K: int, variant: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """NNDSVD(a) initialisation (Boutsidis & Gallopoulos, Pattern Recognition 41, 2008, Table 1).
 
     Components beyond the rank min(F, N) are filled with small random values (nndsvda: with
-    the mean of V), so any K works.
+    the mean of V), so any K works. The leading singular triplets come from LAPACK for small
+    matrices and otherwise from scikit-learn's ``randomized_svd`` (Halko, Martinsson & Tropp,
+    SIAM Review 53(2), 2011, Algorithms 4.4 and 5.1: 10 oversamples, 7 QR-normalised power
+    iterations), seeded from ``rng``.
     """
     F, N = V.shape
     r = min(K, F, N)
@@ -208,7 +241,12 @@ def _nndsvd(V: np.ndarray, K: int, variant: str, rng: np.random.Generator) -> tu
         U, S, Vt = np.linalg.svd(V.astype(np.float64), full_matrices=False)
         U, S, Vt = U[:, :r], S[:r], Vt[:r]
     else:
-        U, S, Vt = _randomized_svd(V, r, rng)
+        from sklearn.utils.extmath import randomized_svd
+
+        U, S, Vt = randomized_svd(V, r, n_oversamples=10, n_iter=7,
+                                  power_iteration_normalizer="QR",
+                                  random_state=int(rng.integers(2**31 - 1)))
+        U, S, Vt = U.astype(np.float64), S.astype(np.float64), Vt.astype(np.float64)
     W = np.zeros((F, K), dtype=np.float64)
     H = np.zeros((K, N), dtype=np.float64)
     W[:, 0] = np.sqrt(S[0]) * np.abs(U[:, 0])
@@ -260,6 +298,197 @@ def _init_factors(V: np.ndarray, K: int, init: str, W, H, rng: np.random.Generat
 
 
 # --------------------------------------------------------------------------- the solver
+
+
+@dataclass
+class _Problem:
+    """The checked inputs of :func:`beta_nmf` (see there), before scaling."""
+
+    V: np.ndarray
+    K: int
+    beta: float
+    n_iter: int
+    init: str
+    W: np.ndarray | None
+    H: np.ndarray | None
+    update_H: bool
+    free: np.ndarray  # learned W columns
+    l1_H: float
+    tol: float
+    loss_every: int
+    normalize_every_iteration: bool
+
+    @property
+    def learn_W(self) -> bool:
+        return self.free.size > 0
+
+    @property
+    def can_normalise(self) -> bool:
+        """W can be renormalised only if H may absorb the scale (H fixed: W as learned)."""
+        return self.learn_W and self.update_H
+
+
+def _check_params(V, n_components, beta, n_iter, init, W, H, update_W, update_H,
+                  fixed_W_columns, l1_H, tol, loss_every, normalize_every_iteration) -> _Problem:
+    """Validate every argument of :func:`beta_nmf` once; raises UnmixerError (see there)."""
+    beta = _check_beta(beta)
+    V = _check_nonneg("V", V)
+    F, N = V.shape
+    if not _is_count(n_components) or n_components < 1:
+        raise UnmixerError(f"n_components must be a positive integer, got {n_components!r}")
+    K = int(n_components)
+    if not _is_count(n_iter) or n_iter < 0:
+        raise UnmixerError(f"n_iter must be a nonnegative integer, got {n_iter!r}")
+    if init not in INITS:
+        raise UnmixerError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    l1_H = float(l1_H)
+    tol = float(tol)
+    if not (np.isfinite(l1_H) and l1_H >= 0):
+        raise UnmixerError(f"l1_H must be a finite number >= 0, got {l1_H}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise UnmixerError(f"tol must be a finite number >= 0, got {tol}")
+    if not _is_count(loss_every) or loss_every < 1:
+        raise UnmixerError(f"loss_every must be a positive integer, got {loss_every!r}")
+    if W is not None:
+        W = _check_nonneg("W", W)
+        if W.shape != (F, K):
+            raise UnmixerError(f"W must have shape {(F, K)} (n_features, n_components), "
+                               f"got {W.shape}")
+    if H is not None:
+        H = _check_nonneg("H", H)
+        if H.shape != (K, N):
+            raise UnmixerError(f"H must have shape {(K, N)} (n_components, n_frames), "
+                               f"got {H.shape}")
+    if not update_W and W is None:
+        raise UnmixerError("update_W=False needs the fixed templates W")
+    if not update_H and H is None:
+        raise UnmixerError("update_H=False needs the fixed activations H")
+    fixed = np.zeros(K, dtype=bool)
+    if fixed_W_columns is not None:
+        idx = np.asarray(fixed_W_columns).reshape(-1)
+        if idx.size:
+            if W is None:
+                raise UnmixerError("fixed_W_columns needs W (the templates to keep)")
+            if not np.issubdtype(idx.dtype, np.integer) or idx.min() < -K or idx.max() >= K:
+                raise UnmixerError(f"fixed_W_columns must be column indices in [0, {K}), "
+                                   f"got {idx.tolist()}")
+            fixed[idx] = True
+    if not update_W:
+        fixed[:] = True
+    if normalize_every_iteration is None:
+        normalize_every_iteration = l1_H > 0
+    if float(V.max()) <= 0:
+        raise UnmixerError("V is all zero: nothing to factorise (silent input?)")
+    return _Problem(V=V, K=K, beta=beta, n_iter=int(n_iter), init=init, W=W, H=H,
+                    update_H=bool(update_H), free=np.flatnonzero(~fixed), l1_H=l1_H, tol=tol,
+                    loss_every=int(loss_every),
+                    normalize_every_iteration=bool(normalize_every_iteration))
+
+
+def _apply_ratio(X: np.ndarray, num: np.ndarray, den: np.ndarray, gamma: np.float32) -> None:
+    """X ← X ⊙ (num / max(den, EPS))^γ in place (num and den are overwritten)."""
+    np.maximum(den, EPS, out=den)
+    np.divide(num, den, out=num)
+    if gamma != 1.0:
+        np.power(num, gamma, out=num)
+    X *= num
+
+
+def _multiplicative_update_w(V: np.ndarray, W: np.ndarray, H: np.ndarray, beta: float,
+                             gamma: np.float32, free: np.ndarray, terms: tuple | None) -> None:
+    """MM update of the learned columns ``free`` of W, in place.
+
+        W ← W ⊙ [((V ⊙ Λ^(β-2)) Hᵀ) / (Λ^(β-1) Hᵀ)]^γ(β),   Λ = W H,
+
+    Févotte & Idier, Neural Computation 2011, eq. (4.3) (the H update of eq. (4.2) applied to
+    Vᵀ ≈ Hᵀ Wᵀ), with the exponent γ(β) of their Table 2; non-increasing in D_β. For β = 2 it
+    is Lee & Seung's rule W ← W ⊙ (V Hᵀ) / (W H Hᵀ) (NIPS 2000, Theorem 1), from Gram
+    matrices only; otherwise ``terms`` are the :func:`_mu_terms` of the current Λ.
+    """
+    all_free = free.size == W.shape[1]
+    Hf = H if all_free else H[free]
+    if beta == 2.0:
+        HHt = H @ H.T
+        num = V @ Hf.T
+        den = W @ (HHt if all_free else HHt[:, free])
+    else:
+        num = terms[0] @ Hf.T
+        den = (np.broadcast_to(Hf.sum(axis=1), (W.shape[0], Hf.shape[0])).copy()
+               if terms[1] is None else terms[1] @ Hf.T)
+    if all_free:
+        _apply_ratio(W, num, den, gamma)
+    else:
+        Wf = W[:, free]
+        _apply_ratio(Wf, num, den, gamma)
+        W[:, free] = Wf
+
+
+def _multiplicative_update_h(V: np.ndarray, W: np.ndarray, H: np.ndarray, beta: float,
+                             gamma: np.float32, l1_H: np.float32, terms: tuple | None) -> None:
+    """MM update of H, in place.
+
+        H ← H ⊙ [(Wᵀ (V ⊙ Λ^(β-2))) / (Wᵀ Λ^(β-1) + l1_H)]^γ(β),   Λ = W H,
+
+    Févotte & Idier, Neural Computation 2011, eq. (4.2) with the exponent γ(β) of Table 2 and
+    the L1 penalty l1_H Σ H added to the denominator (§5.2); non-increasing in
+    D_β + l1_H Σ H. For β = 2: Lee & Seung's H ← H ⊙ (Wᵀ V) / (Wᵀ W H + l1_H), from Gram
+    matrices; otherwise ``terms`` are the :func:`_mu_terms` of the current Λ.
+    """
+    if beta == 2.0:
+        num = W.T @ V
+        den = (W.T @ W) @ H
+    else:
+        num = W.T @ terms[0]
+        den = (np.broadcast_to(W.sum(axis=0)[:, None], H.shape).copy()
+               if terms[1] is None else W.T @ terms[1])
+    if l1_H > 0:
+        den += l1_H
+    _apply_ratio(H, num, den, gamma)
+
+
+def _penalty(l1_H: np.float32, H: np.ndarray) -> float:
+    """l1_H Σ H (float64 sum), the L1 term of the objective."""
+    return float(l1_H) * float(np.sum(H, dtype=np.float64)) if l1_H > 0 else 0.0
+
+
+def _normalise(W: np.ndarray, H: np.ndarray, free: np.ndarray) -> None:
+    """Learned columns of W to unit L2 norm, in place; H's rows compensate (W H unchanged)."""
+    norms = np.linalg.norm(W[:, free], axis=0)
+    ok = norms > 0
+    cols = free[ok]
+    W[:, cols] /= norms[ok]
+    H[cols] *= norms[ok][:, None]
+
+
+class _Model:
+    """Λ = max(W H, EPS) and its update terms in F x N buffers allocated once (fresh 10-40 MB
+    temporaries every iteration cost more, in page faults, than the matrix products)."""
+
+    def __init__(self, V: np.ndarray, beta: float):
+        self.V, self.beta = V, beta
+        self.scratch = np.empty(V.shape, dtype=np.float32)
+        self.v_beta = (float(np.sum(V ** np.float32(beta), dtype=np.float64))
+                       if beta not in (0.0, 1.0, 2.0) else None)
+        self.terms = None
+        if beta != 2.0:
+            self.WH = np.empty(V.shape, dtype=np.float32)
+            self.bufs = (np.empty(V.shape, dtype=np.float32),
+                         None if beta == 1.0 else np.empty(V.shape, dtype=np.float32))
+
+    def refresh(self, W: np.ndarray, H: np.ndarray) -> tuple | None:
+        """The :func:`_mu_terms` of the current factors (None for β = 2)."""
+        if self.beta != 2.0:
+            np.maximum(np.matmul(W, H, out=self.WH), EPS, out=self.WH)
+            self.terms = _mu_terms(self.V, self.WH, self.beta, *self.bufs)
+        return self.terms
+
+    def loss(self, W: np.ndarray, H: np.ndarray) -> float:
+        """D_β(V | W H) of the factors the terms were last refreshed with."""
+        if self.beta == 2.0:
+            return _beta_divergence(self.V, np.matmul(W, H, out=self.scratch), 2.0,
+                                    out=self.scratch)
+        return _beta_divergence(self.V, self.WH, self.beta, terms=self.terms,
+                                v_beta=self.v_beta, out=self.scratch)
 
 
 def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int = 200,
@@ -352,159 +581,42 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
     ((30, 4), (4, 200), True)
     """
     t0 = time.perf_counter()
-    beta = _check_beta(beta)
-    V = _check_nonneg("V", V)
-    F, N = V.shape
-    if not _is_count(n_components) or n_components < 1:
-        raise UnmixerError(f"n_components must be a positive integer, got {n_components!r}")
-    K = int(n_components)
-    if not _is_count(n_iter) or n_iter < 0:
-        raise UnmixerError(f"n_iter must be a nonnegative integer, got {n_iter!r}")
-    if init not in INITS:
-        raise UnmixerError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-    l1_H = float(l1_H)
-    tol = float(tol)
-    if not (np.isfinite(l1_H) and l1_H >= 0):
-        raise UnmixerError(f"l1_H must be a finite number >= 0, got {l1_H}")
-    if not (np.isfinite(tol) and tol >= 0):
-        raise UnmixerError(f"tol must be a finite number >= 0, got {tol}")
-    if not _is_count(loss_every) or loss_every < 1:
-        raise UnmixerError(f"loss_every must be a positive integer, got {loss_every!r}")
-    if W is not None:
-        W = _check_nonneg("W", W)
-        if W.shape != (F, K):
-            raise UnmixerError(f"W must have shape {(F, K)} (n_features, n_components), "
-                               f"got {W.shape}")
-    if H is not None:
-        H = _check_nonneg("H", H)
-        if H.shape != (K, N):
-            raise UnmixerError(f"H must have shape {(K, N)} (n_components, n_frames), "
-                               f"got {H.shape}")
-    if not update_W and W is None:
-        raise UnmixerError("update_W=False needs the fixed templates W")
-    if not update_H and H is None:
-        raise UnmixerError("update_H=False needs the fixed activations H")
-    fixed = np.zeros(K, dtype=bool)
-    if fixed_W_columns is not None:
-        idx = np.asarray(fixed_W_columns).reshape(-1)
-        if idx.size:
-            if W is None:
-                raise UnmixerError("fixed_W_columns needs W (the templates to keep)")
-            if not np.issubdtype(idx.dtype, np.integer) or idx.min() < -K or idx.max() >= K:
-                raise UnmixerError(f"fixed_W_columns must be column indices in [0, {K}), "
-                                   f"got {idx.tolist()}")
-            fixed[idx] = True
-    if not update_W:
-        fixed[:] = True
-    free = np.flatnonzero(~fixed)
-    learn_W = free.size > 0
-    all_free = free.size == K
-    if normalize_every_iteration is None:
-        normalize_every_iteration = l1_H > 0
-    # W can be renormalised only if H may absorb the scale (H fixed: W returned as learned)
-    can_normalise = learn_W and update_H
-    H_given = H
-
-    scale = float(V.max())
-    if scale <= 0:
-        raise UnmixerError("V is all zero: nothing to factorise (silent input?)")
+    p = _check_params(V, n_components, beta, n_iter, init, W, H, update_W, update_H,
+                      fixed_W_columns, l1_H, tol, loss_every, normalize_every_iteration)
+    beta, free = p.beta, p.free
+    scale = float(p.V.max())
     s32 = np.float32(scale)
-    V = V / s32
+    V = p.V / s32
     if beta == 0.0:
         V = np.maximum(V, IS_FLOOR)
     # D_β(sV | s W H) = s^β D_β(V | W H): penalty in internal units, H on the internal scale.
-    lam = np.float32(l1_H * scale ** (1.0 - beta))
+    lam = np.float32(p.l1_H * scale ** (1.0 - beta))
     loss_scale = scale**beta
     rng = np.random.default_rng(random_state)
-    W, H = _init_factors(V, K, init, W, None if H is None else H / s32, rng)
+    W, H = _init_factors(V, p.K, p.init, p.W, None if p.H is None else p.H / s32, rng)
     W = np.ascontiguousarray(W, dtype=np.float32)
     H = np.ascontiguousarray(H, dtype=np.float32)
     gamma = np.float32(_gamma(beta))
 
-    def normalise() -> None:  # learned columns to unit L2 norm, H rows compensate
-        norms = np.linalg.norm(W[:, free], axis=0)
-        ok = norms > 0
-        cols = free[ok]
-        W[:, cols] /= norms[ok]
-        H[cols] *= norms[ok][:, None]
-
-    def apply(X: np.ndarray, num: np.ndarray, den: np.ndarray) -> None:
-        np.maximum(den, EPS, out=den)
-        np.divide(num, den, out=num)
-        if gamma != 1.0:
-            np.power(num, gamma, out=num)
-        X *= num
-
-    def apply_W(num: np.ndarray, den: np.ndarray) -> None:  # the learned columns only
-        if all_free:
-            apply(W, num, den)
-        else:
-            Wf = W[:, free]
-            apply(Wf, num, den)
-            W[:, free] = Wf
-
-    def penalty() -> float:
-        return float(lam) * float(np.sum(H, dtype=np.float64)) if lam > 0 else 0.0
-
-    # F x N work arrays allocated once: fresh 10-40 MB temporaries every iteration cost more
-    # (page faults) than the matrix products themselves.
-    scratch = np.empty((F, N), dtype=np.float32)
-    if beta == 2.0:
-        loss = [_euclidean(V, W, H, scratch) + penalty()]
-    else:
-        v_beta = float(np.sum(V ** np.float32(beta), dtype=np.float64)) if beta != 1.0 else 0.0
-        WH = np.empty((F, N), dtype=np.float32)
-        bufs = (np.empty((F, N), dtype=np.float32),
-                None if beta == 1.0 else np.empty((F, N), dtype=np.float32))
-
-        def refresh() -> tuple:  # Λ = max(W H, EPS) and the update terms, into the buffers
-            np.maximum(np.matmul(W, H, out=WH), EPS, out=WH)
-            return _mu_terms(V, WH, beta, *bufs)
-
-        terms = refresh()
-        loss = [_loss_from_terms(V, WH, terms, beta, v_beta, scratch) + penalty()]
+    model = _Model(V, beta)
+    model.refresh(W, H)
+    loss = [model.loss(W, H) + _penalty(lam, H)]
     times = [time.perf_counter() - t0]
-
     done, last = 0, 0  # iterations done; the last iteration whose loss was computed
-    for it in range(1, n_iter + 1):
-        if beta == 2.0:  # Lee & Seung's Euclidean rules: Gram matrices, no F x N model
-            if learn_W:
-                HHt = H @ H.T
-                num = V @ (H if all_free else H[free]).T
-                apply_W(num, W @ (HHt if all_free else HHt[:, free]))
-            if update_H:
-                den = (W.T @ W) @ H
-                if lam > 0:
-                    den += lam
-                apply(H, W.T @ V, den)
-            if normalize_every_iteration and can_normalise:
-                normalise()
-        else:
-            if learn_W:
-                Hf = H if all_free else H[free]
-                num = terms[0] @ Hf.T
-                den = (np.broadcast_to(Hf.sum(axis=1), (F, Hf.shape[0])).copy()
-                       if terms[1] is None else terms[1] @ Hf.T)
-                apply_W(num, den)
-                terms = refresh()
-            if update_H:
-                num = W.T @ terms[0]
-                den = (np.broadcast_to(W.sum(axis=0)[:, None], (K, N)).copy()
-                       if terms[1] is None else W.T @ terms[1])
-                if lam > 0:
-                    den += lam
-                apply(H, num, den)
-            if normalize_every_iteration and can_normalise:
-                normalise()
-            terms = refresh()
+    for it in range(1, p.n_iter + 1):
+        if p.learn_W:
+            _multiplicative_update_w(V, W, H, beta, gamma, free, model.terms)
+            model.refresh(W, H)
+        if p.update_H:
+            _multiplicative_update_h(V, W, H, beta, gamma, lam, model.terms)
+        if p.normalize_every_iteration and p.can_normalise:
+            _normalise(W, H, free)
+        model.refresh(W, H)
         done = it
-        if it % loss_every == 0 or it == n_iter:
-            if beta == 2.0:
-                cur = _euclidean(V, W, H, scratch) + penalty()
-            else:
-                cur = _loss_from_terms(V, WH, terms, beta, v_beta, scratch) + penalty()
+        if it % p.loss_every == 0 or it == p.n_iter:
+            cur = model.loss(W, H) + _penalty(lam, H)
             prev, gap, last = loss[last], it - last, it
-            stop = cur <= 0 or (tol > 0 and (prev - cur) / prev / gap < tol)
+            stop = cur <= 0 or (p.tol > 0 and (prev - cur) / prev / gap < p.tol)
         else:
             cur, stop = float("nan"), False
         loss.append(cur)
@@ -514,62 +626,14 @@ def beta_nmf(V: np.ndarray, n_components: int, *, beta: float = 2.0, n_iter: int
         if stop:
             break
     if np.isnan(loss[-1]):  # stopped by the callback between two loss evaluations
-        loss[-1] = _divergence(V, np.maximum(W @ H, EPS) if beta < 2 else W @ H, beta) + penalty()
+        loss[-1] = model.loss(W, H) + _penalty(lam, H)
 
-    if can_normalise:
-        normalise()
-    H = H_given.copy() if not update_H else H * s32
+    if p.can_normalise:
+        _normalise(W, H, free)
+    H = p.H.copy() if not p.update_H else H * s32
     return NMFResult(W=W.astype(np.float32, copy=False), H=H.astype(np.float32, copy=False),
                      loss=np.asarray(loss, dtype=np.float64) * loss_scale,
                      times_s=np.asarray(times, dtype=np.float64), n_iter=done)
-
-
-def _mu_terms(V: np.ndarray, WH: np.ndarray, beta: float, num: np.ndarray | None = None,
-              den: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """V ⊙ Λ^(β-2) and Λ^(β-1) (None for β = 1, where it is all ones), Λ = WH ≥ EPS.
-
-    ``num`` and ``den`` are optional output buffers of V's shape.
-    """
-    if beta == 1.0:
-        return np.divide(V, WH, out=num), None
-    if beta == 0.0:
-        den = np.divide(np.float32(1.0), WH, out=den)
-        num = np.multiply(V, den, out=num)
-        num *= den
-        return num, den
-    den = np.power(WH, np.float32(beta - 1.0), out=den)
-    num = np.multiply(V, den, out=num)
-    num /= WH
-    return num, den
-
-
-def _loss_from_terms(V: np.ndarray, WH: np.ndarray, terms: tuple, beta: float, v_beta: float,
-                     scratch: np.ndarray) -> float:
-    """D_β(V | WH) reusing the update terms of :func:`_mu_terms` (one fewer power or log);
-    ``scratch`` is a work array of V's shape."""
-    num, den = terms
-    if beta == 1.0:  # num = V / WH
-        np.maximum(num, np.float32(1e-30), out=scratch)
-        np.log(scratch, out=scratch)
-        scratch *= V
-        return float(np.sum(scratch, dtype=np.float64) - np.sum(V, dtype=np.float64)
-                     + np.sum(WH, dtype=np.float64))
-    if beta == 0.0:  # den = 1 / WH: Σ r - log r - 1 with r = V / WH
-        ratio = np.multiply(V, den, out=scratch)
-        total = float(np.sum(ratio, dtype=np.float64)) - V.size
-        return total - float(np.sum(np.log(ratio, out=ratio), dtype=np.float64))
-    cross = float(np.sum(np.multiply(WH, den, out=scratch), dtype=np.float64))
-    total = v_beta + (beta - 1.0) * cross - beta * np.sum(np.multiply(V, den, out=scratch),
-                                                          dtype=np.float64)
-    return float(total / (beta * (beta - 1.0)))
-
-
-def _euclidean(V: np.ndarray, W: np.ndarray, H: np.ndarray, scratch: np.ndarray) -> float:
-    """½‖V - W H‖² from the residual, in the work array ``scratch`` (float64 sum)."""
-    np.matmul(W, H, out=scratch)
-    scratch -= V
-    np.square(scratch, out=scratch)
-    return 0.5 * float(np.sum(scratch, dtype=np.float64))
 
 
 def reconstruct(result: NMFResult) -> np.ndarray:
@@ -670,14 +734,7 @@ def iter_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
     caller can encode or write each one before the next is made. The inputs are checked
     before the first output is yielded (raises UnmixerError as there).
     """
-    from unmixer.core import spectrum
-
-    hop = spectrum.HOP_LENGTH if hop_length is None else int(hop_length)
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 1:
-        audio = audio[None]
-    if spec is None:
-        spec = spectrum.stft(audio, hop_length=hop)
+    audio, spec, hop = _mixture_stft(audio, spec, hop_length)
     W = np.asarray(W, dtype=np.float32)
     H = np.asarray(H, dtype=np.float32)
     if W.shape[0] != spec.shape[1] or H.shape[1] != spec.shape[2] or W.shape[1] != H.shape[0]:
@@ -702,17 +759,71 @@ def iter_components(audio: np.ndarray, W: np.ndarray, H: np.ndarray,
     return _masked_outputs(audio.shape[-1], W, H, groups, outputs, power, spec, hop, eps)
 
 
+def _mixture_stft(audio: np.ndarray, spec: np.ndarray | None,
+                  hop_length: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(audio as float32 (channels, samples), its STFT (given or computed), the hop)."""
+    from unmixer.core import spectrum
+
+    hop = spectrum.HOP_LENGTH if hop_length is None else int(hop_length)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    if spec is None:
+        spec = spectrum.stft(audio, hop_length=hop)
+    return audio, spec, hop
+
+
+def _record(losses: list, times: list, cur: float, t0: float, tol: float) -> bool:
+    """Append an iteration's loss and cumulative time; True when it stops the solver (the
+    loss reached 0 or decreased by less than ``tol`` relative)."""
+    prev = losses[-1]
+    losses.append(cur)
+    times.append(time.perf_counter() - t0)
+    return cur <= 0 or (tol > 0 and (prev - cur) / prev < tol)
+
+
 def _masked_outputs(length: int, W: np.ndarray, H: np.ndarray, groups: list[list[int]],
                     outputs: list[int], power: float, spec: np.ndarray, hop: int,
                     eps: float) -> Iterator[np.ndarray]:
+    scale = np.float32(max(float((W @ H).max()), 1e-30))
+    return masked_outputs(lambda members: (W[:, members] / scale) @ H[members], groups,
+                          outputs, spec, length, power=power, hop_length=hop, eps=eps)
+
+
+def masked_outputs(model: Callable[[list[int]], np.ndarray], groups: list[list[int]],
+                   outputs: Sequence[int], spec: np.ndarray, length: int, *,
+                   power: float = 2.0, hop_length: int | None = None,
+                   eps: float = MASK_EPS) -> Iterator[np.ndarray]:
+    """The one Wiener-mask resynthesis of the NMF Lab's models, one output at a time.
+
+    Every group's model Λ_g = model(groups[g]) competes in the masks
+    M_g = Λ_g^p / Σ_g' Λ_g'^p (:func:`unmixer.core.spectrum.wiener_mask`) applied to the
+    mixture's STFT; β-NMF (W H), NMFD (Σ_τ W_τ shift_τ(H)) and complex NMF's magnitude model
+    all go through here.
+
+    Parameters
+    ----------
+    model : callable(list of int) -> np.ndarray, float32, shape=(n_freq, n_frames)
+        The nonnegative model of a group of components, scaled so that the largest value of
+        the full model is about 1 (which makes ``eps`` relative).
+    groups : list of lists of component indices (covering every component)
+    outputs : the groups to resynthesise
+    spec : np.ndarray, complex, shape=(channels, n_freq, n_frames), the mixture's STFT
+    length : int, samples of each output
+    power : float, mask exponent p
+    hop_length : int, samples, optional
+
+    Yields
+    ------
+    np.ndarray, float32, shape=(channels, length) per output; over all groups they sum to
+    the mixture (up to the STFT round trip).
+
+    Source: Liutkus & Badeau, ICASSP 2015, eq. (7)-(9).
+    """
     from unmixer.core import spectrum
 
-    scale = np.float32(max(float((W @ H).max()), 1e-30))
+    hop = spectrum.HOP_LENGTH if hop_length is None else int(hop_length)
     p = np.float32(power)
-
-    def model(members: list[int]) -> np.ndarray:
-        return (W[:, members] / scale) @ H[members]
-
     denom = np.zeros(spec.shape[1:], dtype=np.float32)
     for members in groups:  # one F x N model at a time
         denom += model(members) ** p
@@ -814,4 +925,4 @@ def sklearn_nmf_curve(V: np.ndarray, W: np.ndarray, H: np.ndarray, *, beta: floa
 
 
 __all__ = ["NMFResult", "beta_nmf", "beta_divergence", "reconstruct", "component_models",
-           "resynthesise_components", "iter_components", "sklearn_nmf_curve", "LossCurve", "EPS"]
+           "resynthesise_components", "iter_components", "masked_outputs", "sklearn_nmf_curve", "LossCurve", "EPS"]

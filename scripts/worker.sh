@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Start Dask workers for Unmixer on this machine (README, "Many machines"), after the set-up
+# (setup.sh):   bash scripts/worker.sh tcp://SCHEDULER:8786 --nworkers 4 --memory-limit 4GB
+# Extra arguments go to `dask worker`. One thread per worker process (madmom and the engine
+# are run one song per process); the repository is put on the workers' Python path.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup.sh"
+cd "$root"
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+export UNMIXER_WORKERS=1
+exec .venv/bin/dask worker --nthreads 1 "$@"

@@ -79,7 +79,8 @@ def test_the_app_analyses_a_song_on_the_cluster(on_cluster, tmp_path):
     (shown,) = at.session_state["results"].values()
     assert shown is result and not shown.refining and len(shown.extraction.loops) == 5
     assert abs(shown.extraction.bpm - 160) < 3
-    assert all(loop.clip.shape[0] == 2 and loop.clip.shape[1] > 0 for loop in shown.extraction.loops)
+    assert all(loop.clip.shape[0] == 2 and loop.clip.shape[1] > 0
+               for loop in shown.extraction.loops)
     assert len([c for c in at.checkbox if c.key.startswith("w:in_mix:")]) == 5
     # the app's disk cache got it: a second user (a restarted server) gets it without the cluster
     assert len(ResultCache().entries()) == 1

@@ -57,6 +57,7 @@ QUEUED_AFTER_S = 1.0
 
 _lock = threading.Lock()
 _client = None
+_client_address = ""
 _listeners: dict[str, list["_Listener"]] = {}
 
 
@@ -88,15 +89,14 @@ def client():
         If the scheduler does not answer within :data:`CONNECT_TIMEOUT_S`, or its workers
         cannot run Unmixer.
     """
-    global _client
+    global _client, _client_address
     from distributed import Client
 
     from unmixer.batch import worker_plugin
 
     where = address()
     with _lock:
-        if _client is not None and _client.scheduler.address == where \
-                and _client.status == "running":
+        if _client is not None and _client_address == where and _client.status == "running":
             return _client
         if _client is not None:
             with contextlib.suppress(Exception):
@@ -116,7 +116,7 @@ def client():
                                f"({type(err).__name__}); start them from the Unmixer folder "
                                "(README, 'Many machines').") from None
         new.subscribe_topic(TOPIC, _on_event)
-        _client = new
+        _client, _client_address = new, where
         return new
 
 

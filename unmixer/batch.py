@@ -76,7 +76,8 @@ to hash it only when these changed)."""
 
 DONE, ERROR, SKIPPED = "done", "error", "skipped"
 MANIFEST_EVERY_S = 2.0
-"""The manifest is rewritten at most this often while songs finish (and at the end)."""
+"""The manifest is rewritten at most this often while songs finish (and at the end); for a
+large manifest, at most every 20 times the time its last write took (5% of the time)."""
 
 TASK_PREFIX = "unmixer-batch-"
 _TMP = ".tmp-"
@@ -124,8 +125,9 @@ class BatchReport:
     """What a batch did. Counts are songs: ``found`` under FOLDER; ``done``, ``errors`` and
     ``skipped`` (duplicates) in this run; ``already_done`` and ``already_failed`` by earlier
     runs (no work); ``submitted`` as tasks; ``not_run`` left undone (interrupted, or the
-    cluster went away); ``worker_losses``: songs whose worker died while running them. ``failures``:
-    ``(song path, one-line error)`` of this run; ``seconds``: wall time of the tasks (s)."""
+    cluster went away); ``worker_losses``: songs whose worker died while running them.
+    ``failures``: ``(song path, one-line error)`` of this run; ``seconds``: wall time of the
+    tasks (s)."""
 
     found: int = 0
     done: int = 0
@@ -295,7 +297,16 @@ def worker_plugin():
 
 
 def _peak_rss_mb() -> float:
-    """This process's peak resident memory since it started (MB; Linux reports KiB)."""
+    """This process's peak resident memory so far (MB): Linux's ``VmHWM``, which starts
+    afresh with the program (``ru_maxrss`` keeps the peak of the process it was forked from,
+    here the nanny's), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -358,7 +369,8 @@ def process_song(task: SongTask) -> dict:
         extraction = extract_song(data, s.n_loops, loop_bars=s.loop_bars, seed=s.seed,
                                   max_minutes=s.max_minutes, name=path.name)
     except UnmixerError as err:
-        return {**row, "status": ERROR, "error": str(err), "worker_peak_mb": f"{_peak_rss_mb():.0f}"}
+        return {**row, "status": ERROR, "error": str(err),
+                "worker_peak_mb": f"{_peak_rss_mb():.0f}"}
     del data
     tmp = final.with_name(f"{_TMP}{final.name}-{uuid.uuid4().hex[:8]}")
     try:
@@ -559,7 +571,8 @@ def _plan(songs: list[Path], out: Path, rows: dict[str, dict], settings: Setting
         stat = path.stat()
         old = rows.get(song) or {c: "" for c in COLUMNS}
         row = dict(old, song=song)
-        unchanged = old["size_bytes"] == str(stat.st_size) and old["mtime_ns"] == str(stat.st_mtime_ns)
+        unchanged = (old["size_bytes"], old["mtime_ns"]) == (str(stat.st_size),
+                                                             str(stat.st_mtime_ns))
         try:
             sha = old["sha256"] if old["sha256"] and unchanged else file_sha256(path)
         except OSError as err:
@@ -702,12 +715,13 @@ def _run(plan: _Plan, out: Path, report: BatchReport, reporter: Reporter, task, 
     from distributed.scheduler import KilledWorker
 
     rows = plan.rows
-    written = [0.0]
+    written = {"at": 0.0, "took": 0.0}
 
     def save(force: bool = False) -> None:
-        if force or time.monotonic() - written[0] >= MANIFEST_EVERY_S:
+        now = time.monotonic()
+        if force or now - written["at"] >= max(MANIFEST_EVERY_S, 20 * written["took"]):
             write_manifest(out / MANIFEST, rows)
-            written[0] = time.monotonic()
+            written.update(at=time.monotonic(), took=time.monotonic() - now)
 
     save(force=True)  # the skipped duplicates and the plan's errors, before the first song
     report.not_run = report.submitted = len(plan.todo)

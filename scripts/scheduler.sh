@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # Start a Dask scheduler for Unmixer's batch and app (README, "Many machines"), after the
-# set-up (setup.sh). Extra arguments go to `dask scheduler` (e.g. --port 8786).
-# A song whose worker dies is run once more, then listed as an error (allowed-failures 1),
-# and each worker takes one song per thread at a time (worker-saturation 1), so a worker
-# that dies takes only its own songs with it.
+# set-up (setup.sh: the scheduler unpickles Unmixer's tasks, so it needs Unmixer installed).
+# Extra arguments go to `dask scheduler` (e.g. --port 8786).
+# Dask's settings for Unmixer: scripts/dask.yaml (a song whose worker dies is run once more,
+# then listed as an error; a worker holds only the songs it runs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"  # it unpickles Unmixer's tasks
-export DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="${DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES:-1}"
-export DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION="${DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION:-1.0}"
+export DASK_CONFIG="$root/scripts/dask.yaml"
 exec .venv/bin/dask scheduler "$@"

@@ -8,7 +8,6 @@ middle of a song; then a rerun, and the outputs against `extract`'s for the same
 from __future__ import annotations
 
 import csv
-import doctest
 import json
 import os
 import signal
@@ -83,7 +82,7 @@ def test_batch_on_two_workers_survives_a_killed_worker_and_resumes(tmp_path):
     rows = _manifest(out)
     assert sorted(rows) == sorted([*SONGS, CORRUPT])          # notes.txt is not a song
     assert {name: r["status"] for name, r in rows.items()} == {
-        **{name: "done" for name in SONGS}, CORRUPT: "error"}
+        **{name: "done" for name in SONGS}, CORRUPT: "error"}, (rows, stderr[-3000:])
     assert rows[CORRUPT]["error"].startswith("broken.mp3 is not a readable audio file")
     assert f"error: {lib / CORRUPT}: broken.mp3 is not a readable audio file" in stderr
     assert "4 done, 1 error in" in stdout
@@ -142,7 +141,9 @@ def test_a_song_that_kills_its_worker_twice_is_an_error_and_the_rest_is_done(tmp
     for name, data in (("one.wav", b"1"), ("two.wav", b"2"), ("crash.wav", b"3"),
                        ("copy of one.wav", b"1")):
         (lib / name).write_bytes(data)
-    report = run_batch(lib, out, Settings(n_loops=5), workers=2, task=crashing_task)
+    with batch.local_cluster(2) as cluster:  # as --scheduler: a cluster that is already there
+        report = run_batch(lib, out, Settings(n_loops=5), scheduler=cluster.scheduler_address,
+                           task=crashing_task)
     rows = _manifest(out)
     assert {k: r["status"] for k, r in rows.items()} == {
         "copy of one.wav": "done", "two.wav": "done", "crash.wav": "error", "one.wav": "skipped"}
@@ -209,6 +210,3 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: Cannot reach the Dask scheduler at tcp://127.0.0.1:9")
 
-
-def test_docstring_examples_run():
-    assert doctest.testmod(batch).failed == 0

@@ -16,15 +16,17 @@ keeps it off the network between the workers and this process, which only gets a
 back per song.
 
 One task per worker thread: each worker runs madmom in its own process
-(``UNMIXER_WORKERS=1``, :func:`serial_madmom`): a Dask worker is a daemonic process, which
-may not start madmom's worker pool (Python refuses: "daemonic processes are not allowed to
-have children"), and N single-threaded workers already use N cores. Dask's nanny also sets
-``OMP_NUM_THREADS=1`` (BLAS) in each worker.
+(``UNMIXER_WORKERS=1``, :func:`serial_madmom`), since N single-threaded workers already use
+N cores. (A Dask worker is a daemonic process, which Python forbids to start children, so
+madmom's worker pool could not start there anyway: :mod:`unmixer.loops.beats` then runs
+serially by itself; :func:`serial_madmom` makes it the rule for every worker, also one
+started with ``distributed.worker.daemon: false``.) Dask's nanny sets ``OMP_NUM_THREADS=1``
+(BLAS) in each worker.
 
 Faults: a task whose worker dies (killed, out of memory) is run once more on another worker;
 a song that kills its worker twice becomes an error (Dask's ``KilledWorker``,
 ``distributed.scheduler.allowed-failures = 1``, set by :func:`local_cluster`; for a cluster
-of your own, start its scheduler with ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=1``).
+of your own, by ``scripts/dask.yaml``, which ``scripts/scheduler.sh`` uses).
 Any other exception is retried once (``retries=1``). Bad input
 (:class:`~unmixer.errors.UnmixerError`) is not retried: the same bytes fail the same way.
 
@@ -39,6 +41,7 @@ a power cut) leaves complete folders and a readable manifest, and the same comma
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import dataclasses
@@ -262,13 +265,10 @@ def write_manifest(path: str | os.PathLike, rows: dict[str, dict]) -> None:
 
 # ------------------------------------------------------------------------- worker side
 def serial_madmom() -> None:
-    """Run madmom in the calling process (``UNMIXER_WORKERS=1``): for a Dask worker.
-
-    A Dask worker is a daemonic process, and Python forbids daemonic processes to start
-    children, so madmom's worker pool (:data:`unmixer.loops.beats.WORKERS`) cannot start
-    there; and the worker is already one of N processes sharing the cores. Sets the
-    environment variable for modules not imported yet and the setting of
-    :mod:`unmixer.loops.beats` if it is.
+    """Run madmom in the calling process (``UNMIXER_WORKERS=1``): for a Dask worker, one of
+    N single-threaded processes sharing the cores, which must not start madmom's worker pool
+    (:data:`unmixer.loops.beats.WORKERS`) on top. Sets the environment variable for a
+    :mod:`unmixer.loops.beats` not imported yet, and its setting if it is.
     """
     os.environ["UNMIXER_WORKERS"] = "1"
     beats = sys.modules.get("unmixer.loops.beats")
@@ -400,6 +400,18 @@ def default_workers() -> int:
     return max(1, min(cores, int(psutil.virtual_memory().total // (3 << 30))))
 
 
+CLUSTER_CONFIG = {
+    "distributed.scheduler.allowed-failures": 1,
+    "distributed.scheduler.worker-saturation": 1.0,
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+}
+"""Dask settings of the embedded cluster, as ``scripts/dask.yaml`` sets them for a cluster of
+one's own: a song whose worker dies is run once more, then it is an error; a worker holds
+only the song it runs (so one that dies takes no other with it); and glibc's allocator is left
+as it is in the workers (Dask's ``MALLOC_TRIM_THRESHOLD_`` made the engine 25% slower,
+BENCHMARKS.md "Batch on Dask")."""
+
+
 def local_cluster(n_workers: int, memory_limit: str | float = "auto"):
     """An embedded :class:`distributed.LocalCluster` set up for Unmixer.
 
@@ -407,8 +419,9 @@ def local_cluster(n_workers: int, memory_limit: str | float = "auto"):
     string like "4GB", or "auto": the machine's memory / ``n_workers``; the nanny restarts a
     worker above 95% of it), madmom serial in each (:func:`serial_madmom`, through the
     workers' environment), one task per thread (``worker-saturation`` 1, so a worker that
-    dies takes only its own song with it) and one retry for a song whose worker died
-    (``allowed-failures`` 1). No dashboard.
+    dies takes only its own song with it), one retry for a song whose worker died
+    (``allowed-failures`` 1) and glibc's own allocator settings (:data:`CLUSTER_CONFIG`). No
+    dashboard.
 
     Raises
     ------
@@ -421,8 +434,7 @@ def local_cluster(n_workers: int, memory_limit: str | float = "auto"):
     if int(n_workers) < 1:
         raise UnmixerError(f"--workers must be at least 1, not {n_workers}.")
     limit = {} if memory_limit in (None, "auto") else {"memory_limit": memory_limit}
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1,
-                          "distributed.scheduler.worker-saturation": 1.0}):
+    with dask.config.set(CLUSTER_CONFIG):
         return LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True,
                             dashboard_address=None, env={"UNMIXER_WORKERS": "1"}, **limit)
 
@@ -751,10 +763,26 @@ def _run(plan: _Plan, out: Path, report: BatchReport, reporter: Reporter, task, 
 
         client.subscribe_topic("all", on_event)
         t0 = time.perf_counter()
-        futures = [client.submit(task, t, key=key, retries=1, pure=False)
-                   for key, t in by_key.items()]
+        # Songs go to the scheduler as threads free up (at most one per worker thread): a
+        # worker then holds only the song it runs, so one that dies takes no other song's try
+        # with it (the scheduler's own queue does this only for large batches), and 100 000
+        # songs are not 100 000 tasks at once.
+        waiting = collections.deque(by_key.items())
+        running = as_completed(loop=client.loop)
+        in_flight = 0
+
+        def submit_more() -> None:
+            nonlocal in_flight
+            slots = max(1, sum(client.nthreads().values()))
+            while waiting and in_flight < slots:
+                key, t = waiting.popleft()
+                running.add(client.submit(task, t, key=key, retries=1, pure=False))
+                in_flight += 1
+
         try:
-            for future in as_completed(futures, loop=client.loop):
+            submit_more()
+            for future in running:
+                in_flight -= 1
                 t = by_key[future.key]
                 try:
                     result = future.result()
@@ -762,6 +790,7 @@ def _run(plan: _Plan, out: Path, report: BatchReport, reporter: Reporter, task, 
                     result = {"status": ERROR, "error": "it stopped its Dask worker twice (out "
                               "of memory, or a crash in the engine); not tried again"}
                 except (FutureCancelledError, OSError, TimeoutError):
+                    waiting.clear()
                     continue  # the cluster went away: not run, a rerun does it
                 except Exception as err:  # a bug, after one retry
                     result = {"status": ERROR, "error": f"internal error: {_one_line(err)}"}
@@ -777,6 +806,7 @@ def _run(plan: _Plan, out: Path, report: BatchReport, reporter: Reporter, task, 
                     report.failures.append((t.path, row["error"]))
                 reporter.finished(t.path, row)
                 save()
+                submit_more()
         finally:
             report.seconds = time.perf_counter() - t0
             with contextlib.suppress(Exception):

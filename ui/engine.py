@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from ui import cluster  # issue 17: analyses on a Dask cluster when UNMIXER_SCHEDULER is set
 from ui.state import Song, SongResult, loop_count, loop_length
 from unmixer import mashup
 from unmixer.cache import ResultCache, cache_key, package_code_version
@@ -95,7 +96,7 @@ class Job:
 
 _JOBS: dict[str, Job] = {}
 _JOBS_LOCK = threading.Lock()
-_ANALYSIS_WORKERS = max(1, (os.cpu_count() or 2) // 4)
+_ANALYSIS_WORKERS = cluster.analysis_slots() or max(1, (os.cpu_count() or 2) // 4)
 _POOL = ThreadPoolExecutor(max_workers=_ANALYSIS_WORKERS, thread_name_prefix="unmixer-analysis")
 _DECODE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unmixer-decode")
 _ANALYSES = 0  # submitted to _POOL and not finished (guarded by _JOBS_LOCK)
@@ -127,6 +128,8 @@ def submit(song: Song, n_loops: int | str, loop_bars: int | str) -> Job:
 def _extract_fn() -> Callable:
     if EXTRACT_LOOPS is not None:
         return EXTRACT_LOOPS
+    if cluster.enabled():  # issue 17: the same call, run on the Dask cluster (ui/cluster.py)
+        return cluster.extract_loops
     from unmixer.loops.pipeline import extract_loops
 
     return extract_loops
@@ -208,7 +211,7 @@ def _decode(song: Song, progress: Callable[[str, float], None] | None) -> np.nda
     """The song's audio (raises UnmixerError), reporting the "decoding" stage."""
     if progress:
         progress("decoding", 0.0)
-    if EXTRACT_LOOPS is None:
+    if EXTRACT_LOOPS is None and not cluster.enabled():  # (on a cluster its workers analyse)
         pipeline.warm_up()  # madmom's workers start and librosa loads while the song decodes
     audio = load_audio(song.data, name=song.name)
     if progress:

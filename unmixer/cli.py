@@ -18,6 +18,7 @@ from unmixer.errors import UnmixerError
 # One line per command module; each adds its own sub-command.
 COMMAND_MODULES = [
     "unmixer.commands.extract",
+    "unmixer.commands.batch",
     "unmixer.commands.nmf",
     "unmixer.commands.drums",
 ]

@@ -127,39 +127,82 @@ def parse_loop_bars(value: str) -> int | str:
     raise UnmixerError(f"--loop-bars must be 'auto', 1, 2 or 4, not {value!r}.")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``extract``; returns 0. Raises UnmixerError on bad input (exit 2 in the CLI)."""
-    from unmixer.core.audio import load_audio, write_wav
-    from unmixer.loops import pipeline
-    from unmixer.loops.pipeline import extract_loops
+def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, seed: int = 0,
+                 max_minutes: float = 15.0, name: str | None = None, progress=None):
+    """Decode a song and extract its loops: what ``extract`` (and each task of ``batch``) runs.
 
-    n_loops = parse_loops(args.loops)
-    loop_bars = parse_loop_bars(args.loop_bars)
-    song = Path(args.song)
-    if not song.is_file():
-        raise UnmixerError(f"No such file: {song}")
-    bars = _Bars(args.quiet)
+    Parameters
+    ----------
+    source : path or bytes of an audio file (WAV, FLAC, OGG, MP3, M4A/AAC, AIFF)
+    n_loops : int (1 to 12) or "auto"
+    loop_bars : int (1, 2, 4) or "auto", bars per loop
+    seed : int, seed of every random choice
+    max_minutes : float, longest song accepted, minutes
+    name : str, optional, the file name for error messages (with bytes)
+    progress : callable(stage, fraction), optional; stages ``decoding`` and
+        :data:`unmixer.loops.pipeline.STAGES`
+
+    Returns
+    -------
+    unmixer.loops.pipeline.Extraction, with full-length tracks; ``timings_s`` starts with
+    ``decoding`` (s)
+
+    Raises
+    ------
+    UnmixerError
+        For bad input (unreadable, too short or long, no beat...) or parameters.
+    """
+    from unmixer.core.audio import load_audio
+    from unmixer.loops import pipeline
+
+    progress = progress or (lambda stage, fraction: None)
     t0 = time.perf_counter()
-    bars("decoding", 0.0)
-    audio = load_audio(song, max_duration_s=args.max_minutes * 60)
+    progress("decoding", 0.0)
+    audio = load_audio(source, name=name, max_duration_s=max_minutes * 60)
     pipeline.warm_up()  # madmom's workers start and librosa loads (after a good decode only)
-    bars("decoding", 1.0)
+    progress("decoding", 1.0)
     decode_s = time.perf_counter() - t0
-    extraction = extract_loops(audio, n_loops, loop_bars=loop_bars, seed=args.seed,
-                               progress=bars)
+    extraction = pipeline.extract_loops(audio, n_loops, loop_bars=loop_bars, seed=seed,
+                                        progress=progress)
     extraction.timings_s = {"decoding": decode_s, **extraction.timings_s}
+    return extraction
+
+
+def write_outputs(extraction, out: str | Path, title: str = "") -> Path:
+    """Write the ``extract`` contract of one song into folder ``out`` (module docstring):
+    ``loops/``, ``tracks/`` (emptied first: they hold exactly this extraction's files),
+    ``loop_map.png`` (titled ``title``) and ``loop_map.json``, whose ``timings_s`` gains
+    ``writing`` (s; also added to ``extraction.timings_s``). Returns ``out``.
+
+    Raises OSError if the folder cannot be written.
+    """
+    from unmixer.core.audio import write_wav
 
     t1 = time.perf_counter()
-    out = Path(args.out)
+    out = Path(out)
     for sub in ("loops", "tracks"):  # these folders hold exactly this run's files
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     for loop in extraction.loops:
         write_wav(out / "loops" / f"loop_{loop.index:02d}.wav", loop.clip, extraction.sr)
         write_wav(out / "tracks" / f"loop_{loop.index:02d}.wav", loop.track, extraction.sr)
-    plot_loop_map(extraction, out / "loop_map.png", title=f"{song.name}: loop map")
+    plot_loop_map(extraction, out / "loop_map.png", title=title)
     extraction.timings_s["writing"] = time.perf_counter() - t1
     (out / "loop_map.json").write_text(json.dumps(extraction.summary(), indent=1))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``extract``; returns 0. Raises UnmixerError on bad input (exit 2 in the CLI)."""
+    n_loops = parse_loops(args.loops)
+    loop_bars = parse_loop_bars(args.loop_bars)
+    song = Path(args.song)
+    if not song.is_file():
+        raise UnmixerError(f"No such file: {song}")
+    bars = _Bars(args.quiet)
+    extraction = extract_song(song, n_loops, loop_bars=loop_bars, seed=args.seed,
+                              max_minutes=args.max_minutes, progress=bars)
+    out = write_outputs(extraction, args.out, title=f"{song.name}: loop map")
 
     total = sum(extraction.timings_s.values())
     chosen = " (auto)" if n_loops == AUTO else ""

@@ -26,7 +26,8 @@ def test_extract_writes_the_contract(tmp_path, name, loops):
     for key in ("bpm", "meter", "downbeats_s", "loop_bars", "activations", "chosen_bar", "labels", "timings_s"):
         assert key in info, key
     n_bars = len(info["downbeats_s"]) - 1
-    assert info["loop_bars"] == 2 and info["meter"] in (3, 4)
+    L = info["loop_bars"]  # chosen from the song (--loop-bars auto, the default)
+    assert L in (1, 2, 4) and info["loop_bars_auto"] is True and info["meter"] in (3, 4)
     assert len(info["activations"]) == loops and all(len(a) == n_bars for a in info["activations"])
     assert all(0.0 <= v <= 1.0 for a in info["activations"] for v in a)
     assert len(info["chosen_bar"]) == loops and len(info["labels"]) == loops
@@ -42,8 +43,8 @@ def test_extract_writes_the_contract(tmp_path, name, loops):
         clip, sr = sf.read(out / "loops" / f"loop_{k:02d}.wav", always_2d=True)
         assert sr == 44100 and clip.shape[1] == 2
         bar = info["chosen_bar"][k - 1]
-        expected = (info["downbeats_s"][bar + 2] - info["downbeats_s"][bar]) * sr
-        assert abs(clip.shape[0] - expected) <= 2  # exactly two bars, cut at the downbeats
+        expected = (info["downbeats_s"][bar + L] - info["downbeats_s"][bar]) * sr
+        assert abs(clip.shape[0] - expected) <= 2  # exactly L bars, cut at the downbeats
         assert np.sqrt(np.mean(clip**2)) > 1e-3  # not silent
         track, sr = sf.read(tracks[k - 1], always_2d=True)
         assert abs(track.shape[0] / sr - song_info.duration) < 0.01
@@ -67,6 +68,16 @@ def test_bad_loop_count_exits_2_with_one_line(tmp_path, value):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("value", ["3", "0", "two"])
+def test_bad_loop_length_exits_2_with_one_line(tmp_path, value):
+    song = shared_song("choice_drum_bass.ogg")
+    proc = subprocess.run([sys.executable, "-m", "unmixer", "extract", str(song), "--loop-bars", value,
+                           "--out", str(tmp_path / "out"), "-q"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: --loop-bars must be 'auto', 1, 2 or 4, not '{value}'."]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_auto_loop_count_is_reported(tmp_path):
     song = shared_song("choice_drum_bass.ogg")
@@ -78,5 +89,7 @@ def test_auto_loop_count_is_reported(tmp_path):
     info = json.loads((out / "loop_map.json").read_text())
     k = len(info["activations"])
     assert 3 <= k <= 8  # measured: 5 (bench/RESULTS_loopcount.md)
-    assert f"choice_drum_bass.ogg: {k} loops (auto)," in proc.stdout
+    L = info["loop_bars"]
+    assert info["loop_bars_auto"] is True and L in (1, 2, 4) and isinstance(info["grid"], str)
+    assert f"choice_drum_bass.ogg: {k} loops (auto) of {L} bar{'s' if L > 1 else ''} (auto)," in proc.stdout
     assert len(list((out / "loops").glob("loop_*.wav"))) == k

@@ -77,6 +77,9 @@ LENGTH_PREFERENCE = (2, 1, 4)
 MIN_SEGMENTS = 4
 """Fewest segments a hypothesis needs to be scored (besides K + 2)."""
 
+SEGMENT_S = (1.0, 20.0)
+"""Shortest and longest segment scored (s): half a bar of fast 4/4 to 4 bars at 50 BPM."""
+
 
 def _band_pool(magnitude: np.ndarray, n_bands: int = N_BANDS) -> np.ndarray:
     """Sum STFT bins into ``n_bands`` log-spaced bands, shape=(n_bands, n_frames)."""
@@ -355,7 +358,9 @@ def search_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int,
         lengths = LOOP_BARS if loop_bars == AUTO else (int(loop_bars),)
         hypotheses = [(2 * tracked.meter * L, first_bar) for L in lengths]
     else:
-        hypotheses = [(N, o) for N in segment_lengths(loop_bars) for o in range(min(N, scorer.n))]
+        half_s = float(np.median(np.diff(window)))
+        lengths = [N for N in segment_lengths(loop_bars) if SEGMENT_S[0] <= N * half_s <= SEGMENT_S[1]]
+        hypotheses = [(N, o) for N in lengths for o in range(min(N, scorer.n))]
     scored = []  # (error, N, o)
     with _blas_threads(1):  # many small eigendecompositions: threads only slow them down
         for N, o in hypotheses:

@@ -132,3 +132,18 @@ def test_extend_back_fills_the_song_start_with_whole_segments():
     assert np.allclose(out[1], bar - 0.01)
     late = bar + 0.3 * bar + bar * np.arange(8)  # 1.3 bars: no whole 2-bar segment fits
     assert np.array_equal(extend_back(late, meter=4, loop_bars=2), late)
+
+
+def test_a_forced_length_on_a_short_song_keeps_the_tempo():
+    """8 bars at 160 BPM with 5 loops forced to 2 bars: too few 2-bar segments to score, and
+    reading 1-bar segments as 2-bar loops at 320 BPM is not allowed: the tracker's grid stays."""
+    song = synth_song(seed=301, n_bars=8, bpm=160)
+    mag = np.abs(stft(song.mix)).mean(axis=0)
+    duration = song.mix.shape[-1] / SR
+    tracked = grid_from_downbeats(song.downbeats_s, song.meter)
+    choice = search_grid(mag, tracked, 5, 2, duration_s=duration)
+    assert choice.loop_bars == 2 and abs(choice.grid.bpm - tracked.bpm) < 1
+    assert choice.n_scored == 0 and choice.describe(tracked) == "as tracked (too few bars to search)"
+    assert readings(8, 2, tracked.bpm) == []  # 2-bar loops of 8 half-beats: 320 BPM
+    auto = search_grid(mag, tracked, 5, "auto", duration_s=duration)  # 1-bar loops are readable
+    assert abs(auto.grid.bpm - tracked.bpm) < 1 and auto.n_scored > 0

@@ -45,7 +45,7 @@ def test_grid_from_known_downbeats():
 
 
 def test_worker_processes_give_madmoms_serial_result(monkeypatch):
-    """The pool runs madmom's own processors: activations and grid equal the serial ones."""
+    """The pool runs madmom's own processors: activations (to rounding) and grid equal the serial ones."""
     import unmixer.loops.beats as beats
 
     song = synth_song(seed=21, bpm=120.0, meter=4, loop_bars=2, n_bars=8,
@@ -56,6 +56,7 @@ def test_worker_processes_give_madmoms_serial_result(monkeypatch):
     grid_pool = track_beats(song.mix)
     monkeypatch.setattr(beats, "_pool", False)  # as after a broken pool: serial in this process
     assert beats._workers() is None
-    assert np.array_equal(beats.downbeat_activations(song.mix), act_pool)
+    # equal to float32 rounding: a worker may sum in another order (its own BLAS/ONNX threads)
+    np.testing.assert_allclose(beats.downbeat_activations(song.mix), act_pool, rtol=1e-5, atol=1e-6)
     grid = track_beats(song.mix)
     assert np.array_equal(grid.downbeats_s, grid_pool.downbeats_s) and grid.meter == grid_pool.meter

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 import ui.engine
 import ui.songs
 from ui import cluster as app_cluster
-from ui.state import Song, song_id
+from ui.state import DEFAULT_LOOP_BARS, Song, song_id
 from unmixer.cache import ResultCache
 from unmixer.loops import pipeline
 
@@ -86,7 +86,7 @@ def test_the_app_analyses_a_song_on_the_cluster(on_cluster, tmp_path):
     assert len(ResultCache().entries()) == 1
     song = Song(song_id(data), "again.wav", data)
     ui.engine._JOBS.clear()
-    again = ui.engine.analyse(song, 5, 2)
+    again = ui.engine.analyse(song, 5, DEFAULT_LOOP_BARS)  # the settings the page used
     assert again.from_cache and again.error is None
 
 

@@ -71,6 +71,11 @@ REFERENCE_BPM = 115.0
 OCTAVE_SWITCH = 0.5
 """Octaves (log2) by which another tempo octave must be more plausible than the tracker's."""
 
+TEMPO_RANGE_BPM = (50.0, 220.0)
+"""Tempi another octave may be read at (madmom's DBN tracks 55 to 215 BPM); the tracker's own
+tempo is always readable. Without it, a forced loop length on a short song could be read as
+half of it at twice the tempo (an 8-bar song at 162 BPM became 2-bar loops at 324 BPM)."""
+
 LENGTH_PREFERENCE = (2, 1, 4)
 """Loop lengths in order of preference between tied hypotheses."""
 
@@ -255,6 +260,8 @@ class GridChoice:
 
     def describe(self, tracked: BeatGrid) -> str:
         """One line: how the chosen grid differs from the tracker's (or that it does not)."""
+        if self.n_scored == 0:
+            return "as tracked (too few bars to search)"
         changes = []
         if self.beat_factor != 1:
             changes.append(f"tempo {tracked.bpm:.0f} -> {self.grid.bpm:.0f} BPM")
@@ -284,12 +291,22 @@ def tempo_cost(bpm: float, beat_factor: float) -> float:
     return abs(np.log2(bpm / REFERENCE_BPM)) + (0.0 if beat_factor == 1 else OCTAVE_SWITCH)
 
 
-def readings(half_beats: int, loop_bars: int | str = AUTO) -> list[tuple[int, int, float]]:
+def plausible(bpm: float, beat_factor: float) -> bool:
+    """Whether a reading's tempo may be chosen: the tracker's own (``beat_factor`` 1), or
+    inside :data:`TEMPO_RANGE_BPM`."""
+    return beat_factor == 1 or TEMPO_RANGE_BPM[0] <= bpm <= TEMPO_RANGE_BPM[1]
+
+
+def readings(half_beats: int, loop_bars: int | str = AUTO,
+             tracker_bpm: float | None = None) -> list[tuple[int, int, float]]:
     """Every (meter, loop_bars, beat_factor) whose segment lasts ``half_beats`` half-beats of
-    the tracker's beats: 2 · meter · loop_bars · beat_factor = half_beats."""
+    the tracker's beats: 2 · meter · loop_bars · beat_factor = half_beats; with
+    ``tracker_bpm`` (BPM), only those whose tempo (tracker_bpm / beat_factor) is
+    :func:`plausible`."""
     lengths = LOOP_BARS if loop_bars == AUTO else (int(loop_bars),)
     return [(m, L, f) for m in METERS for L in lengths for f in BEAT_FACTORS
-            if abs(2 * m * L * f - half_beats) < 1e-9]
+            if abs(2 * m * L * f - half_beats) < 1e-9
+            and (tracker_bpm is None or plausible(tracker_bpm / f, f))]
 
 
 def segment_lengths(loop_bars: int | str = AUTO) -> list[int]:
@@ -330,12 +347,9 @@ def search_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int,
 
     Returns
     -------
-    GridChoice; its ``grid`` is a new BeatGrid (the tracker's bar lines when they win).
-
-    Raises
-    ------
-    UnmixerError
-        If no reading leaves enough segments (a song too short for the loop length).
+    GridChoice; its ``grid`` is a new BeatGrid (the tracker's bar lines when they win). When
+    no reading leaves enough segments to score (a short song, a long forced loop length),
+    the tracker's own reading, unscored (``n_scored`` 0, ``error`` NaN).
 
     Source: the loop model's segment matrix (Smith & Goto, ICASSP 2018, §2) scored by
     bi-cross-validation of a rank-K SVD (Owen & Perry, Ann. Appl. Stat. 2009, §3).
@@ -359,7 +373,8 @@ def search_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int,
         hypotheses = [(2 * tracked.meter * L, first_bar) for L in lengths]
     else:
         half_s = float(np.median(np.diff(window)))
-        lengths = [N for N in segment_lengths(loop_bars) if SEGMENT_S[0] <= N * half_s <= SEGMENT_S[1]]
+        lengths = [N for N in segment_lengths(loop_bars) if SEGMENT_S[0] <= N * half_s <= SEGMENT_S[1]
+                   and readings(N, loop_bars, tracked.bpm)]
         hypotheses = [(N, o) for N in lengths for o in range(min(N, scorer.n))]
     scored = []  # (error, N, o)
     with _blas_threads(1):  # many small eigendecompositions: threads only slow them down
@@ -368,15 +383,15 @@ def search_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int,
             if np.isfinite(e):
                 scored.append((e, N, o))
         tracker_error = scorer.error(tracker_N, first_bar % tracker_N, k)
-    if not scored:
-        raise UnmixerError(f"The song is too short to find {loop_bars}-bar loops in it: it needs "
-                           f"at least {max(MIN_SEGMENTS, k + 2)} segments.")
+    if not scored:  # too few segments to score anything: the tracker's reading, unscored
+        return GridChoice(tracked, tracker_L, tracker_N, first_bar % tracker_N, 1.0,
+                          float("nan"), tracker_error, 0)
     best = min(e for e, _, _ in scored)
     candidates = []
     for e, N, o in scored:
         if e > best * (1 + TIE) + 1e-12:
             continue
-        for m, L, f in readings(N, loop_bars):
+        for m, L, f in readings(N, loop_bars, tracked.bpm):
             if fixed_bar_lines and (m, f) != (tracked.meter, 1.0):
                 continue
             bpm = tracked.bpm / f

@@ -34,7 +34,9 @@ same rule); ``irm_ours``: the ideal ratio mask of the groups ``ours2`` found (th
 method that finds exactly those groups).
 
 Scores are cached per piece and method as JSON in bench/out/real/scores, keyed by the piece,
-the method's code and the metric's code: a re-run recomputes only what changed. To score
+the method's code (ours: every file of unmixer/loops and unmixer/core; the baselines: their
+function's source and, for ``le`` and ``irm_ours``, what they take from ``ours2``) and the
+metric's code: a re-run recomputes only what changed. To score
 another separation, call :func:`evaluate` (or :func:`score_tracks` on one piece)::
 
     import sys; sys.path.insert(0, "bench")
@@ -70,6 +72,9 @@ N_EXCERPTS, N_SONGS = 24, 12
 K = 5
 SCORES = rc.OUT / "scores"
 CACHE_VERSION = 1
+SCORE_VERSION = 1
+"""Part of every score's cache key: bump it when :func:`score_tracks` changes what it
+returns (the metric's own code, ``grouped_si_sdri_from_gram``, is hashed)."""
 METHODS = {
     "le": "public loopextractor configuration",
     "ours2": "ours as shipped (2-bar loops)",
@@ -173,7 +178,7 @@ def _write_index(manifest) -> None:
 
 def corpus_table(pieces: list[Piece]) -> str:
     """Markdown: one row per piece (package, licence, length, stems), then the packages."""
-    out = ["| piece | kind | package | licence | start (s) | length (s) | tempo | stems |",
+    out = ["| piece | kind | package | licence | start (s) | length (s) | tempo (BPM) | stems (share of the mixture's energy) |",
            "|---|---|---|---|---:|---:|---:|---|"]
     for p in pieces:
         stems = ", ".join(f"{n} {s:.0%}" for n, s in zip(p.stem_names, p.meta["stem_shares"]))
@@ -184,7 +189,8 @@ def corpus_table(pieces: list[Piece]) -> str:
     for name, version in pk:
         ex = sum(p.package == name and p.kind == "excerpt" for p in pieces)
         so = sum(p.package == name and p.kind == "song" for p in pieces)
-        out.append(f"| {name} | {version} | {rc.PACKAGES[name][1]} | {ex} | {so} |")
+        licences = ", ".join(sorted({p.licence for p in pieces if p.package == name}))
+        out.append(f"| {name} | {version} | {licences} | {ex} | {so} |")
     trk = [p.meta["render_residual_db"] for p in pieces if not p.source.lower().endswith(".mid")]
     mid = [p.meta["render_residual_db"] for p in pieces if p.source.lower().endswith(".mid")]
     out += ["", f"{len(pieces)} pieces; sum of the parts against the one-pass render: tracker "
@@ -259,7 +265,7 @@ def _package_hash(root: Path) -> str:
 def _metric_key() -> str:
     from unmixer.core import metrics
 
-    return _code_hash(metrics.grouped_si_sdri_from_gram, metrics._si_sdr_from_products, score_tracks)
+    return _hash(SCORE_VERSION, _code_hash(metrics.grouped_si_sdri_from_gram, metrics._si_sdr_from_products))
 
 
 def evaluate(method: str, separate: Callable, kind: str = "excerpt", *, version: str = "",
@@ -373,7 +379,8 @@ def run_methods(methods: list[str], kind: str, use_cache: bool = True, log=print
     import unmixer
     from bench import baselines
 
-    engine = _package_hash(Path(unmixer.__file__).parent)
+    root = Path(unmixer.__file__).parent  # the engine's code: any change re-runs ours
+    engine = _hash(_package_hash(root / "loops"), _package_hash(root / "core"), (root / "errors.py").read_text())
     results = {}
     need_ours2 = any(m in methods for m in ("ours2", "le", "irm_ours"))
     order = (["ours2"] if need_ours2 else []) + [m for m in methods if m != "ours2"]

@@ -14,8 +14,9 @@ Game soundtracks shipped in Debian are rendered one instrument at a time:
 * MIDI files by **FluidSynth** (the ``fluidsynth`` command, FluidR3_GM.sf2), one MIDI
   channel at a time (all the file's meta and system messages kept, every other channel's
   messages dropped), reverb and chorus off. The mixture is the sum of the channel renders,
-  as in Slakh2100; FluidSynth's one-pass render differs from it only where a note starts
-  one 64-sample block apart (-45 to -55 dB; recorded as ``render_residual_db``).
+  as in Slakh2100; FluidSynth's one-pass render differs from it only in short bursts where
+  a note starts one 64-sample block apart (-55 to -87 dB on the corpus; recorded as
+  ``render_residual_db``).
 
 Parts are grouped into stems (:func:`group_parts`): a part holding less than 2% of the
 piece's energy goes into "other", at most 8 stems are kept (the quietest merged into
@@ -35,9 +36,10 @@ Two kinds of pieces:
 Everything is normalised to a peak of 0.9 and stored as 24-bit FLAC (the stems quantised first,
 so the stored mixture is exactly their sum), under ``bench/out/real/pieces`` (git-ignored).
 
-Tools (not in packages.txt; bench only): ``apt-get download`` and ``dpkg-deb`` (Debian),
-``libopenmpt0`` 0.6 (installed), ``fluidsynth`` and ``fluid-soundfont-gm`` (installed),
-``mido`` (requirements-train.txt / installed in .venv).
+Tools: ``apt-get download`` and ``dpkg-deb`` (Debian); ``libopenmpt0`` 0.6.9 (the shared
+library; ffmpeg in packages.txt pulls it in through libavformat59; ``libopenmpt-dev`` was only
+needed to read the header); ``fluidsynth`` 2.3.1 and ``fluid-soundfont-gm`` (packages.txt);
+``mido`` and ``soundfile`` (requirements.txt). Nothing is installed by the build itself.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def run_models(mix, stems, K, T, n_iter):
         t0 = time.perf_counter()
         res = nmf.beta_nmf(V, k, beta=1.0, n_iter=n_iter, tol=0.0)
         comps = nmf.resynthesise_components(mix, res.W, res.H, spec=spec)
-        rows.append((f"β-NMF, KL, Wiener masks", k, per_iteration_ms(res.times_s, res.n_iter),
+        rows.append(("β-NMF, KL, Wiener masks", k, per_iteration_ms(res.times_s, res.n_iter),
                      time.perf_counter() - t0, *score(stems, comps)))
     t0 = time.perf_counter()
     res = nmfd.nmfd(V, K, T, beta=1.0, n_iter=n_iter)

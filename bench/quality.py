@@ -386,7 +386,7 @@ def cmd_run(args) -> None:
     counts = dict(zip(FAMILIES, args.songs))
     methods = [m for m in METHODS if m != "le_true" or args.le_true]
     t_start = time.perf_counter()
-    out = [f"Machine: {{machine}}\n"]
+    out = ["Machine: {machine}\n"]
     summary: dict[str, dict[str, float]] = {}
     two_rows: dict[str, list] = {"mixture (floor)": [], "ideal ratio mask (oracle)": [],
                                  "REPET (period from the beat spectrum)": [],

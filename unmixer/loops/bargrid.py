@@ -38,7 +38,6 @@ import numpy as np
 
 from unmixer.core.audio import SAMPLE_RATE
 from unmixer.core.spectrum import HOP_LENGTH
-from unmixer.errors import UnmixerError
 from unmixer.loops import AUTO, LOOP_BARS
 from unmixer.loops.beats import BeatGrid, grid_from_beats
 from unmixer.loops.cube import make_grid, spectral_cube

@@ -1,16 +1,24 @@
 """Unmixer's Streamlit app: ``streamlit run streamlit_app.py`` (or ``bash scripts/app.sh``).
 
-Navigation only; each page lives in ``pages/`` and calls the ``unmixer`` library.
+Navigation only; each page lives in ``app_pages/`` and calls the ``unmixer`` library.
+
+The folder is not called ``pages/`` on purpose: Streamlit treats a ``pages/`` folder beside
+the entrypoint as a legacy multipage app until some session runs ``st.navigation``, so on a
+freshly started server a link straight to ``/nmf_lab`` would run that file on its own, with
+a sidebar of file names and no page title (``tests/test_browser.py`` opens every page's URL
+first on a fresh server).
 """
 
 import streamlit as st
 
-st.set_page_config(page_title="Unmixer", page_icon=":material/graphic_eq:", layout="wide")
-
-page = st.navigation([
-    st.Page("pages/unmixer_page.py", title="Unmixer", icon=":material/graphic_eq:",
+PAGES = [
+    st.Page("app_pages/unmixer_page.py", title="Unmixer", icon=":material/graphic_eq:",
             default=True),
-    st.Page("pages/nmf_lab.py", title="NMF Lab", icon=":material/science:"),
-    st.Page("pages/drum_splitter.py", title="Drum Splitter", icon=":material/album:"),
-])
+    st.Page("app_pages/nmf_lab.py", title="NMF Lab", icon=":material/science:"),
+    st.Page("app_pages/drum_splitter.py", title="Drum Splitter", icon=":material/album:"),
+]
+
+page = st.navigation(PAGES)
+st.set_page_config(page_title=page.title if page.title == "Unmixer" else f"{page.title} · Unmixer",
+                   page_icon=page.icon, layout="wide")
 page.run()

@@ -157,6 +157,13 @@ def _song_ids(at: AppTest) -> list[str]:
     return list(at.session_state["songs"].keys())
 
 
+def test_no_legacy_pages_folder_beside_the_entrypoint():
+    """Streamlit serves a ``pages/`` folder beside the entrypoint as a legacy multipage app
+    until a session runs st.navigation: a link opened first on a fresh server would show
+    file names instead of the app's navigation (tests/test_browser.py shows it in Chromium)."""
+    assert not (Path(APP).parent / "pages").exists()
+
+
 def test_empty_page_offers_upload_and_demo():
     at = _app()
     assert at.title[0].value == "Unmixer"
@@ -385,9 +392,9 @@ def test_choices_survive_a_visit_to_another_page():
     at.selectbox(key="w:deck_bars").set_value(16)
     at.number_input(key="w:deck_bpm").set_value(110.0).run()
     n_calls = len(CALLS)
-    at.switch_page("pages/nmf_lab.py").run()
+    at.switch_page("app_pages/nmf_lab.py").run()
     assert not at.exception
-    at.switch_page("pages/unmixer_page.py").run()
+    at.switch_page("app_pages/unmixer_page.py").run()
     assert not at.exception
     assert _song_ids(at) == [sid] and len(CALLS) == n_calls
     assert [b.value for b in _checkboxes(at)] == [False, True, False, False, False]

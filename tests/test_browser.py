@@ -1,7 +1,10 @@
 """End to end, in a real headless Chromium (Debian's, driven by Playwright): the app as a
 person uses it, on a real song, with the real engine.
 
-Starts ``streamlit run streamlit_app.py`` on a free port with an empty cache, uploads
+Links: each page's URL is the first request of a freshly started server, and looks as it
+does when reached from the app.
+
+The session: starts ``streamlit run streamlit_app.py`` on a free port with an empty cache, uploads
 ``../shared/audio/choice_drum_bass.ogg`` together with a corrupt file, waits for the rough
 loops (the engine's quick first result), puts two of them in the mix by clicking the live
 deck while it plays, lets the refinement finish and checks that the deck went on playing
@@ -17,39 +20,31 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
+from bench.served import CHROMIUM, CHROMIUM_ARGS, serve
 from unmixer import mashup
 
 ROOT = Path(__file__).resolve().parents[1]
 SONG = ROOT.parent / "shared" / "audio" / "choice_drum_bass.ogg"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not SONG.exists(), reason="needs ../shared/audio/choice_drum_bass.ogg"),
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium"),
 ]
+needs_song = pytest.mark.skipif(not SONG.exists(),
+                                reason="needs ../shared/audio/choice_drum_bass.ogg")
 
 
-# Runs `streamlit run ...` in this process after wrapping the pipeline's NTD solver: a run
-# that continues from an earlier state (the refinement after the quick first result) first
-# waits for the file $UNMIXER_TEST_GATE to exist.
-_GATED_STREAMLIT = """
-import os, sys, time
+# Wraps the pipeline's NTD solver before Streamlit starts: a run that continues from an
+# earlier state (the refinement after the quick first result) first waits for the file
+# $UNMIXER_TEST_GATE to exist.
+_GATE_PRELUDE = """
+import os, time
 import unmixer.loops.pipeline as pipeline
 from unmixer.loops.ntd import NTDResult
 solve = pipeline.ntd_hals
@@ -60,52 +55,17 @@ def gated(*args, init="svd", **kwargs):
             time.sleep(0.1)
     return solve(*args, init=init, **kwargs)
 pipeline.ntd_hals = gated
-from streamlit.web.cli import main
-sys.argv = ["streamlit", "run", *sys.argv[1:]]
-main(prog_name="streamlit")
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """The app's URL and its refinement gate (a path: the refinement waits until it exists)."""
-    port = _free_port()
-    cache_dir = tmp_path_factory.mktemp("unmixer-cache")
     gate = tmp_path_factory.mktemp("gate") / "open"
-    env = dict(os.environ, UNMIXER_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1",
-               UNMIXER_TEST_GATE=str(gate))
-    log_path = tmp_path_factory.mktemp("logs") / "streamlit.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _GATED_STREAMLIT, "streamlit_app.py",
-             "--server.headless", "true", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("the app did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.5)
-        yield url, gate
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    env = {"UNMIXER_CACHE_DIR": str(tmp_path_factory.mktemp("unmixer-cache")),
+           "UNMIXER_TEST_GATE": str(gate)}
+    with serve(tmp_path_factory.mktemp("logs"), env=env, prelude=_GATE_PRELUDE) as served:
+        yield served.url, gate
 
 
 @pytest.fixture()
@@ -120,6 +80,37 @@ def page():
         browser.close()
 
 
+NAVIGATION = ["Unmixer", "NMF Lab", "Drum Splitter"]
+
+
+@pytest.mark.parametrize("path, heading, tab_title", [
+    ("/nmf_lab", "NMF Lab", "NMF Lab · Unmixer"),
+    ("/drum_splitter", "Drum Splitter", "Drum Splitter · Unmixer"),
+    ("/", "Unmixer", "Unmixer"),
+])
+def test_a_page_opened_first_on_a_fresh_server_looks_as_from_the_app(path, heading, tab_title,
+                                                                    page, tmp_path):
+    """A shared link or a bookmark is the first request a fresh server gets: its sidebar is
+    the app's navigation (not Streamlit's file names from a pages/ folder), with this page
+    marked, the tab has the page's title, and the page renders without an error."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    with serve(tmp_path, env={"UNMIXER_CACHE_DIR": str(tmp_path / "cache")}) as served:
+        page.set_viewport_size({"width": 1300, "height": 900})
+        page.goto(served.url + path)
+        links = page.locator("[data-testid=stSidebarNavLink]")
+        expect(links).to_have_count(3, timeout=60_000)
+        expect(page.locator("h1").first).to_have_text(heading, timeout=60_000)
+        assert [t.strip().splitlines()[-1] for t in links.all_inner_texts()] == NAVIGATION
+        expect(page.locator("[data-testid=stSidebarNavLink][aria-current=page]")
+               ).to_contain_text(heading)
+        expect(page).to_have_title(tab_title)
+        expect(page.locator("[data-testid=stException]")).to_have_count(0)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"cold_{path.strip('/') or 'root'}.png"))
+
+
+@pytest.mark.slow
+@needs_song
 def test_upload_mix_two_loops_change_tempo_and_download(app, page, tmp_path):
     expect = pytest.importorskip("playwright.sync_api").expect
     app_url, gate = app

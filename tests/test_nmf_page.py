@@ -1,4 +1,4 @@
-"""AppTest smoke test of the NMF Lab page (pages/nmf_lab.py): every method, end to end."""
+"""AppTest smoke test of the NMF Lab page (app_pages/nmf_lab.py): every method, end to end."""
 
 import hashlib
 import io
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "nmf_lab.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "app_pages" / "nmf_lab.py")
 SR = 44100
 
 

@@ -225,9 +225,9 @@ def _loop_tile(song: state.Song, result: state.SongResult, rkey: str, loop,
             send_to_drum_splitter(f"{song.title} - loop {loop.index}.wav", loop.clip)
 
 
-DRUM_PAGE = "pages/drum_splitter.py"
+DRUM_PAGE = "app_pages/drum_splitter.py"
 DRUM_SOURCE = "drums_source"
-"""The Drum Splitter's input: (name, WAV bytes) in the session (see pages/drum_splitter.py)."""
+"""The Drum Splitter's input: (name, WAV bytes) in the session (see app_pages/drum_splitter.py)."""
 
 
 def send_to_drum_splitter(name: str, clip) -> None:

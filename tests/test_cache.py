@@ -138,3 +138,145 @@ def test_package_sources_refuses_what_is_not_unmixer(tmp_path):
         cache_mod.package_sources("numpy")
     with pytest.raises(UnmixerError):
         cache_mod.package_sources("unmixer.no_such_module")
+# ----------------------------------------------------------------- shared by processes
+# Each child is a real process (python -c) using the cache as another app replica would.
+_CHILD = """
+import os, sys, time, zlib
+import numpy as np
+from pathlib import Path
+from unmixer.cache import ResultCache, cache_key
+root, role = sys.argv[1], sys.argv[2]
+cache = ResultCache(root, max_bytes=int(sys.argv[3]))
+signal_file = Path(root).parent / f"{role}-{os.getpid()}.ready"
+
+def save_slowly(key, pause=0.0):
+    # a.npy, then b.npy holding a's checksum: an entry is whole only with both
+    def saver(d):
+        a = np.frombuffer(zlib.crc32(key.encode()).to_bytes(4, "little") * 10_000, np.uint8)
+        np.save(d / "a.npy", a)
+        signal_file.touch()
+        time.sleep(pause)
+        np.save(d / "b.npy", np.array([zlib.crc32(a.tobytes())], np.int64))
+    return saver
+
+def load_whole(key):
+    def loader(d):
+        a, b = np.load(d / "a.npy"), np.load(d / "b.npy")
+        if int(b[0]) != zlib.crc32(a.tobytes()) or a[:4].tobytes() != zlib.crc32(key.encode()).to_bytes(4, "little"):
+            print("HALF OR WRONG ENTRY", key, flush=True)
+            sys.exit(3)
+        return True
+    return loader
+
+if role == "hold":                       # hold the lock until killed or told to stop
+    with cache.locked():
+        signal_file.touch()
+        stop = Path(root).parent / "stop"
+        deadline = time.time() + 60
+        while not stop.exists() and time.time() < deadline:
+            time.sleep(0.05)
+elif role == "slow-writer":              # killed halfway through writing its entry
+    cache.put(cache_key(b"song", {}), save_slowly(cache_key(b"song", {}), pause=60))
+elif role == "busy":                     # writers and readers of a few keys, small cap
+    rng = np.random.default_rng(os.getpid())
+    for _ in range(int(sys.argv[4])):
+        key = cache_key(str(int(rng.integers(6))).encode(), {})
+        if rng.random() < 0.5:
+            cache.put(key, save_slowly(key, pause=0.005))
+        else:
+            cache.get(key, load_whole(key))
+"""
+
+
+def _child(tmp_path, role, max_bytes=10**9, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "cache"), role,
+                             str(max_bytes), *map(str, extra)],
+                            cwd=Path(__file__).resolve().parents[1])
+
+
+def _wait_for(predicate, timeout_s=60.0):
+    import time
+
+    deadline = time.time() + timeout_s
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_write_waits_for_the_lock_another_process_holds(tmp_path):
+    """The lock is across processes (a thread lock would let this put through at once)."""
+    import threading
+
+    holder = _child(tmp_path, "hold")
+    try:
+        _wait_for(lambda: list(tmp_path.glob("hold-*.ready")))
+        cache = ResultCache(tmp_path / "cache")
+        key = cache_key(b"song", {})
+        done = threading.Event()
+        threading.Thread(target=lambda: (_put_values(cache, key), done.set()),
+                         daemon=True).start()
+        assert not done.wait(1.0)            # blocked while the other process holds it
+        assert not cache.path(key).exists()
+        (tmp_path / "stop").touch()
+        assert done.wait(30)
+        assert cache.get(key, _Result.load) is not None
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _put_values(cache, key):
+    cache.put(key, _Result(np.arange(100, dtype=np.float32)).save)
+
+
+def test_a_lock_holder_killed_with_sigkill_frees_the_lock(tmp_path):
+    import time
+
+    holder = _child(tmp_path, "hold")
+    _wait_for(lambda: list(tmp_path.glob("hold-*.ready")))
+    holder.kill()                            # SIGKILL while holding the lock
+    holder.wait()
+    cache = ResultCache(tmp_path / "cache")
+    start = time.time()
+    key = cache_key(b"song", {})
+    _put_values(cache, key)
+    assert cache.get(key, _Result.load) is not None and time.time() - start < 5
+
+
+def test_a_writer_killed_halfway_leaves_nothing_that_is_read(tmp_path):
+    writer = _child(tmp_path, "slow-writer")
+    _wait_for(lambda: list(tmp_path.glob("slow-writer-*.ready")))  # a.npy written, not b.npy
+    writer.kill()
+    writer.wait()
+    cache = ResultCache(tmp_path / "cache")
+    key = cache_key(b"song", {})
+    assert list((tmp_path / "cache").glob(".tmp-*"))          # its half entry is left...
+    assert cache.get(key, lambda d: pytest.fail("read a half-written entry")) is None
+    assert cache.entries() == []                             # ...is no entry...
+    cache.evict()
+    assert not list((tmp_path / "cache").glob(".tmp-*"))      # ...and goes once it is dead
+
+
+def test_a_temporary_directory_of_a_live_writer_is_kept(tmp_path):
+    cache = ResultCache(tmp_path)
+    live = tmp_path / f".tmp-{cache_mod._writer_tag()}abc"
+    live.mkdir()
+    cache.evict()
+    assert live.is_dir()
+
+
+def test_processes_writing_and_reading_at_once_see_whole_entries_and_keep_the_cap(tmp_path):
+    """Four processes put and get six keys at random (each entry written in two steps, a
+    loader that checks it is whole); the cap holds two entries and a half."""
+    entry = 40_000 + 2 * 128 + 8  # a.npy and b.npy
+    cap = int(2.5 * entry)
+    children = [_child(tmp_path, "busy", cap, 40) for _ in range(4)]
+    codes = [child.wait(timeout=120) for child in children]
+    assert codes == [0, 0, 0, 0]             # 3: a reader saw a half or wrong entry
+    cache = ResultCache(tmp_path / "cache", max_bytes=cap)
+    assert 0 < cache.size_bytes() <= cap
+    assert not list((tmp_path / "cache").glob(".tmp-*"))
+    assert not list((tmp_path / "cache").glob(".trash-*"))

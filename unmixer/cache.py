@@ -4,10 +4,19 @@ One entry is one directory ``<root>/<key>/`` written by the result's own ``save(
 (e.g. :meth:`unmixer.loops.pipeline.Extraction.save`) and read back by its ``load(directory)``.
 The key is ``sha256(audio bytes)`` combined with the parameters (and a code version), so the
 same song with the same settings is found again after a rerun, by a second user, or after a
-restart of the server. Writes go to a temporary directory renamed into place, so a reader
-never sees half an entry, and several processes may share one cache. The total size is
-capped: when it goes over, the least recently used entries are deleted first (each hit
-refreshes its entry's modification time).
+restart of the server. The total size is capped: when it goes over, the least recently used
+entries are deleted first (each hit refreshes its entry's modification time).
+
+Several processes may share one cache (two app replicas behind one address, Dask workers):
+
+- an entry is written into a temporary directory ``.tmp-<host>-<pid>-*`` and renamed into
+  place, so no reader ever sees half an entry, and a writer killed on the way (SIGKILL, out
+  of memory) leaves only its temporary directory, which is never read and is deleted once
+  its process is gone;
+- reading, renaming into place, eviction and deletion hold one cross-process lock, the
+  file ``<root>/.lock`` (:class:`filelock.FileLock`: ``flock``, released by the kernel
+  when its holder dies), so an entry cannot be deleted or replaced while another process
+  reads it, and the size cap is applied to what every writer has stored.
 
 Where it lives: ``$UNMIXER_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/unmixer``, else
 ``~/.cache/unmixer``. Size cap: ``$UNMIXER_CACHE_MAX_MB`` (default 1024 MB).
@@ -16,16 +25,20 @@ Where it lives: ``$UNMIXER_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/unmixer``,
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+from filelock import FileLock, Timeout
 
 from unmixer.errors import UnmixerError
 
@@ -35,7 +48,41 @@ DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
 T = TypeVar("T")
 
 _TMP_PREFIX = ".tmp-"
-_lock = threading.Lock()
+_TRASH_PREFIX = ".trash-"
+_LOCK_FILE = ".lock"
+LOCK_TIMEOUT_S = 60.0
+"""Longest wait for the cache's lock (s); past it a read is a miss and a write is skipped."""
+ORPHAN_AGE_S = 3600.0
+"""A temporary directory of another host (whose process cannot be checked) is deleted after
+this long (s)."""
+
+log = logging.getLogger(__name__)
+
+
+def _writer_tag() -> str:
+    """``<host>-<pid>-``: who writes a temporary directory (see :func:`_orphaned`)."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-"
+
+
+def _orphaned(path: Path, now: float) -> bool:
+    """Whether a temporary or trash directory's writer is gone: a dead process of this host,
+    or (another host's) older than :data:`ORPHAN_AGE_S`."""
+    tag = path.name.split("-", 1)[-1]  # "<host>-<pid>-<random>"
+    host, _, rest = tag.partition("-")
+    pid = rest.partition("-")[0]
+    if host == _writer_tag().partition("-")[0] and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    try:
+        return now - path.stat().st_mtime > ORPHAN_AGE_S
+    except OSError:
+        return False
 
 
 def default_cache_dir() -> Path:
@@ -112,7 +159,8 @@ def _dir_size(path: Path) -> int:
 
 
 class ResultCache:
-    """A size-capped, least-recently-used cache of result directories.
+    """A size-capped, least-recently-used cache of result directories, safe to share between
+    processes (see the module's docstring).
 
     Parameters
     ----------
@@ -142,62 +190,91 @@ class ResultCache:
                  max_bytes: int | None = None):
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         self.max_bytes = int(max_bytes) if max_bytes is not None else default_max_bytes()
+        self._filelock: FileLock | None = None
 
     def path(self, key: str) -> Path:
         """The directory of entry ``key`` (it may not exist)."""
-        if not key or "/" in key or key.startswith("."):
+        if not key or "/" in key or "\\" in key or key.startswith("."):
             raise UnmixerError(f"Bad cache key {key!r}.")
         return self.directory / key
+
+    @contextlib.contextmanager
+    def locked(self, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the cache's cross-process lock (reentrant in one thread).
+
+        Raises
+        ------
+        filelock.Timeout
+            If another process holds it for longer than ``timeout_s``.
+        OSError
+            If the cache directory cannot be created.
+        """
+        if self._filelock is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._filelock = FileLock(self.directory / _LOCK_FILE)
+        with self._filelock.acquire(timeout=timeout_s):
+            yield
 
     def get(self, key: str, loader: Callable[[Path], T]) -> T | None:
         """The entry ``key`` read by ``loader(directory)``, or None when absent or unreadable.
 
         A hit marks the entry as just used. An entry ``loader`` cannot read (written by an
-        older version, damaged) is deleted and reported as a miss.
+        older version, damaged) is deleted and reported as a miss. A cache whose lock cannot
+        be had (:data:`LOCK_TIMEOUT_S`) misses.
         """
         path = self.path(key)
         if not path.is_dir():
             return None
         try:
-            value = loader(path)
-        except Exception:
-            shutil.rmtree(path, ignore_errors=True)
+            with self.locked():
+                if not path.is_dir():
+                    return None
+                try:
+                    value = loader(path)
+                except Exception:
+                    shutil.rmtree(path, ignore_errors=True)
+                    return None
+                now = time.time()
+                with contextlib.suppress(OSError):
+                    os.utime(path, (now, now))
+                return value
+        except (Timeout, OSError) as err:
+            log.warning("result cache %s: read of %s skipped (%s)", self.directory, key, err)
             return None
-        now = time.time()
-        try:
-            os.utime(path, (now, now))
-        except OSError:
-            pass
-        return value
 
     def put(self, key: str, saver: Callable[[Path], Any]) -> Path | None:
-        """Store an entry: ``saver(directory)`` writes it, then the cache is trimmed.
+        """Store an entry: ``saver(directory)`` writes it (outside the lock, into a temporary
+        directory), then it is renamed into place and the cache is trimmed.
 
-        Returns the entry's directory, or None when the cap is 0 or the disk refused (a
-        cache that cannot write must never break the caller).
+        Returns the entry's directory, or None when the cap is 0, the disk refused or the
+        lock could not be had (a cache that cannot write must never break the caller).
         """
         if self.max_bytes <= 0:
             return None
         final = self.path(key)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=self.directory))
+            tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX + _writer_tag(), dir=self.directory))
         except OSError:
             return None
         try:
             saver(tmp)
-            with _lock:
-                if final.exists():
-                    shutil.rmtree(final, ignore_errors=True)
+            with self.locked():
+                if final.exists():  # replaced: the old one is moved away in one rename
+                    trash = Path(tempfile.mkdtemp(prefix=_TRASH_PREFIX + _writer_tag(),
+                                                  dir=self.directory))
+                    os.replace(final, trash / "entry")
+                    shutil.rmtree(trash, ignore_errors=True)
                 os.replace(tmp, final)
-        except OSError:
+                self._evict_locked()
+                return final if final.exists() else None
+        except (OSError, Timeout) as err:
+            log.warning("result cache %s: write of %s skipped (%s)", self.directory, key, err)
             shutil.rmtree(tmp, ignore_errors=True)
             return None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self.evict()
-        return final if final.exists() else None
 
     def entries(self) -> list[tuple[Path, float, int]]:
         """Every entry as ``(directory, last used (s since epoch), size in bytes)``, oldest
@@ -206,10 +283,11 @@ class ResultCache:
             return []
         found = []
         for path in self.directory.iterdir():
-            if not path.is_dir() or path.name.startswith("."):
+            if path.name.startswith("."):
                 continue
             try:
-                found.append((path, path.stat().st_mtime, _dir_size(path)))
+                if path.is_dir():
+                    found.append((path, path.stat().st_mtime, _dir_size(path)))
             except OSError:
                 continue
         return sorted(found, key=lambda entry: entry[1])
@@ -220,30 +298,34 @@ class ResultCache:
 
     def evict(self) -> list[Path]:
         """Delete least recently used entries until the total is within ``max_bytes``;
-        also clears temporary directories left by crashed writers (older than an hour).
-        Returns the deleted entries."""
+        also deletes the temporary directories of writers that are gone (see
+        :func:`_orphaned`). Returns the deleted entries (none if the lock is busy)."""
+        try:
+            with self.locked():
+                return self._evict_locked()
+        except (Timeout, OSError):
+            return []
+
+    def _evict_locked(self) -> list[Path]:
         removed = []
-        with _lock:
-            entries = self.entries()
-            total = sum(size for _path, _used, size in entries)
-            for path, _used, size in entries:
-                if total <= self.max_bytes:
-                    break
-                shutil.rmtree(path, ignore_errors=True)
-                total -= size
-                removed.append(path)
-            if self.directory.is_dir():
-                for path in self.directory.glob(_TMP_PREFIX + "*"):
-                    try:
-                        if time.time() - path.stat().st_mtime > 3600:
-                            shutil.rmtree(path, ignore_errors=True)
-                    except OSError:
-                        pass
+        entries = self.entries()
+        total = sum(size for _path, _used, size in entries)
+        for path, _used, size in entries:
+            if total <= self.max_bytes:
+                break
+            shutil.rmtree(path, ignore_errors=True)
+            total -= size
+            removed.append(path)
+        now = time.time()
+        for pattern in (_TMP_PREFIX + "*", _TRASH_PREFIX + "*"):
+            for path in self.directory.glob(pattern):
+                if _orphaned(path, now):
+                    shutil.rmtree(path, ignore_errors=True)
         return removed
 
     def clear(self) -> None:
         """Delete every entry."""
-        with _lock:
+        with self.locked():
             for path, _used, _size in self.entries():
                 shutil.rmtree(path, ignore_errors=True)
 

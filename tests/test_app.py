@@ -19,53 +19,26 @@ from streamlit.testing.v1 import AppTest
 
 import ui.engine
 import ui.songs
-from unmixer.loops.pipeline import STAGES, Extraction, LoopResult
+from bench import fake_engine as fake
+from unmixer.loops.pipeline import STAGES, Extraction
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
-SR = 44100
-BPM = 120.0
-BAR = 2 * SR                    # one 4/4 bar at 120 BPM, samples
-LABELS = ("drums", "bass", "chords", "lead", "vocal-like")
+SR = fake.SR
+BAR = fake.BAR                 # one 4/4 bar at 120 BPM, samples
 CALLS: list[tuple[int, int]] = []
 REQUESTED: list = []  # the n_loops the page asked for ("auto" or a count)
-FAKE_AUTO_COUNT = 5
-FAKE_AUTO_BARS = 2
+FAKE_AUTO_COUNT = fake.AUTO_COUNT
+FAKE_AUTO_BARS = fake.AUTO_BARS
 
 
-def fake_extract_loops(audio, n_loops=5, *, loop_bars=2, seed=0, progress=None, preview=None,
-                       **_):
-    """Loops of a song at 120 BPM, 4/4: loop k starts at bar 2k (modulo the song's length).
-
-    Like the engine, it hands a quick first result to ``preview`` during the decomposition:
-    the rough loop k starts one bar later, at half the level (so it sounds different).
-    """
+def fake_extract_loops(audio, n_loops=5, **kwargs):
+    """bench.fake_engine's loops (120 BPM, 4/4, loop k at bar 2k, a rough first result),
+    with each call recorded in CALLS and REQUESTED."""
     REQUESTED.append(n_loops)
-    n_loops = FAKE_AUTO_COUNT if n_loops == "auto" else n_loops  # the fake's own "auto" count
-    auto_bars = loop_bars == "auto"
-    loop_bars = FAKE_AUTO_BARS if auto_bars else loop_bars  # and its own "auto" length
-    CALLS.append((int(n_loops), int(loop_bars)))
-    for stage in STAGES[1:]:
-        if progress:
-            progress(stage, 0.0)
-        if stage == "decomposition" and preview:
-            preview(_fake_extraction(audio, n_loops, loop_bars, seed, rough=True, auto_bars=auto_bars))
-        if progress:
-            progress(stage, 1.0)
-    return _fake_extraction(audio, n_loops, loop_bars, seed, auto_bars=auto_bars)
-
-
-def _fake_extraction(audio, n_loops, loop_bars, seed, rough=False, auto_bars=False) -> Extraction:
-    n_bars = audio.shape[-1] // BAR
-    activations = np.random.default_rng(seed + rough).random((n_loops, n_bars)).astype(np.float32)
-    starts = [(2 * k + rough) % (n_bars - loop_bars + 1) for k in range(n_loops)]
-    level = 0.5 if rough else 1.0
-    loops = [LoopResult(k + 1, LABELS[k % 5], level * audio[:, s * BAR:(s + loop_bars) * BAR],
-                        np.zeros((2, 0), np.float32), activations[k], s, float(n_loops - k))
-             for k, s in enumerate(starts)]
-    return Extraction(SR, audio.shape[-1] / SR, BPM, 4, np.arange(4 * n_bars) * 0.5,
-                      np.arange(n_bars + 1) * 2.0, loop_bars, loops,
-                      {"first_result": 0.1} if rough else {}, auto_bars, False,
-                      "bar lines moved half a beat" if auto_bars else "as tracked")
+    CALLS.append((FAKE_AUTO_COUNT if n_loops == "auto" else int(n_loops),
+                  FAKE_AUTO_BARS if kwargs.get("loop_bars", 2) == "auto"
+                  else int(kwargs.get("loop_bars", 2))))
+    return fake.extract_loops(audio, n_loops, **kwargs)
 
 
 @pytest.fixture
@@ -549,3 +522,108 @@ def test_the_loop_length_is_chosen_by_default_and_the_card_says_it_and_the_grid(
     control.set_value(1).run()
     assert CALLS[-1] == (5, 1)
     assert _has(at.markdown, lambda v: "5 loops of 1 bar" in v and "(auto)" not in v and "grid corrected" not in v)
+
+
+# ------------------------------------------------------------------ hostile input (issue 18)
+def _titles(at: AppTest) -> list[str]:
+    return [s.title for s in at.session_state["songs"].values()]
+
+
+def test_a_name_with_a_path_keeps_only_its_last_part_and_downloads_stay_safe():
+    import re
+    import zipfile
+
+    from unmixer import mashup
+
+    at = _app()
+    at.file_uploader[0].set_value(("../../x.wav", GOOD, "audio/wav")).run()
+    assert not at.exception and _titles(at) == ["x"]
+    (song,) = at.session_state["songs"].values()
+    assert song.name == "x.wav"
+    ext = at.session_state["results"][song.id].extraction
+    archive = zipfile.ZipFile(io.BytesIO(mashup.loops_archive(song.title, ext)))
+    for member in archive.namelist():   # a ZIP that unpacks where it is opened, nowhere else
+        assert re.fullmatch(r"([A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+", member), member
+        assert ".." not in member.split("/")
+    assert mashup.loop_filename(song.title, 1, "drums", 120.0) == "x_loop01_drums_120bpm.wav"
+
+
+def test_a_name_that_is_not_utf8_is_shown_with_a_replacement_character():
+    """Streamlit's upload route decodes names itself (tests/test_browser.py uploads a file
+    whose name is not UTF-8); a name from anywhere else (bytes, or a str holding the
+    surrogates of undecodable bytes) must not break the page either: Streamlit refuses to
+    send such a str (UnicodeEncodeError, and the page stops there)."""
+    def script():
+        import streamlit as st
+
+        from tests.test_app import GOOD
+        from ui import songs, state
+
+        state.init()
+        if not state.songs():
+            state.add_song("caf\udce9 groove.wav", GOOD)
+            state.add_song(b"na\xefve.wav", GOOD[:-4000])
+        for song in state.songs().values():
+            songs.song_card(song, None)
+        st.write("end of page")
+
+    at = AppTest.from_function(script, default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert _titles(at) == ["caf\ufffd groove", "na\ufffdve"]
+    assert at.markdown[-1].value == "end of page" and len(_checkboxes(at)) == 10
+
+
+def test_a_300_character_name_is_cut_for_the_page_and_the_downloads():
+    from unmixer import mashup
+
+    at = _app()
+    long_name = "a very long name " * 17 + "x" * 7 + ".wav"        # 300 characters
+    assert len(long_name) == 300
+    at.file_uploader[0].set_value((long_name, GOOD, "audio/wav")).run()
+    assert not at.exception
+    (song,) = at.session_state["songs"].values()
+    assert len(song.name) <= 80 and song.name.endswith("….wav")
+    assert len(mashup.loop_filename(song.title, 10, "vocal-like", 120.0)) < 80
+
+
+def test_markdown_in_a_name_is_shown_as_text():
+    at = _app()
+    at.file_uploader[0].set_value(("[win](https:evil.example) **now** :red[x].wav", GOOD,
+                                   "audio/wav")).run()
+    assert not at.exception
+    heads = [m.value for m in at.markdown if m.value.startswith("### ")]
+    assert heads == [r"### \[win\](https\:evil.example) \*\*now\*\* \:red\[x\]"]
+
+
+def test_500_uploads_in_one_session_add_twelve_songs_and_say_why_not_the_rest():
+    from ui.state import MAX_SONGS
+
+    at = _app()
+    files = [(f"song {i:03d}.wav", b"not audio %d " % i * 40, "audio/wav") for i in range(500)]
+    at.file_uploader[0].set_value(files).run()
+    assert not at.exception
+    assert len(at.session_state["songs"]) == MAX_SONGS == 12
+    (warning,) = at.warning
+    assert warning.value.startswith("488 files not added (song 012.wav, song 013.wav, "
+                                    "song 014.wav and 485 more): This page holds at most "
+                                    "12 songs at once. Remove a song to add another.")
+    assert not at.file_uploader[0].value              # emptied: the refused files are freed
+    # Room again after a removal, and the message goes.
+    sid = _song_ids(at)[0]
+    at.button(key=f"remove_{sid}").click().run()
+    assert not at.warning and len(at.session_state["songs"]) == 11
+    at.file_uploader[0].set_value(("late.wav", OTHER, "audio/wav")).run()
+    assert len(at.session_state["songs"]) == 12 and "late" in _titles(at)
+
+
+def test_songs_over_the_session_size_limit_are_refused(monkeypatch):
+    import ui.state
+
+    monkeypatch.setattr(ui.state, "MAX_SESSION_MB", (len(GOOD) + len(OTHER) // 2) / 2**20)
+    at = _app()
+    at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
+                                   ("b.wav", OTHER, "audio/wav")]).run()
+    assert not at.exception and _titles(at) == ["a"]
+    (warning,) = at.warning
+    assert "1 file not added (b.wav): This page holds at most" in warning.value

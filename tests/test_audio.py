@@ -123,3 +123,104 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
         assert "Traceback" not in proc.stderr
         if words:
             assert words in lines[0], (name, lines[0])
+
+
+# ------------------------------------------------------------ hostile files (issue 18)
+def _pcm_wav_header(claimed_frames: int, channels: int, bits: int, sr: int, rf64: bool) -> bytes:
+    """A PCM WAV (or RF64) header whose data chunk claims ``claimed_frames`` frames."""
+    import struct
+
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", 1, channels, sr, sr * block, block, bits)
+    size = claimed_frames * block
+    if rf64:
+        ds64 = struct.pack("<QQQI", size + 36 + len(fmt), size, claimed_frames, 0)
+        return (b"RF64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"ds64"
+                + struct.pack("<I", len(ds64)) + ds64 + b"fmt " + struct.pack("<I", len(fmt))
+                + fmt + b"data" + struct.pack("<I", 0xFFFFFFFF))
+    return (b"RIFF" + struct.pack("<I", min(size + 36, 0xFFFFFFFF)) + b"WAVE" + b"fmt "
+            + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", min(size, 0xFFFFFFFF)))
+
+
+@pytest.mark.parametrize("rf64", [False, True])
+def test_a_wav_whose_header_claims_2_to_the_32_samples_decodes_only_what_it_holds(rf64):
+    """The header says 2^32 frames (27 hours); the file holds 10 s. Only those 10 s are
+    decoded (libsndfile counts frames from the data present), with no big allocation."""
+    import tracemalloc
+
+    pcm = (tone(44100, 10.0, 2) * 32767).astype("<i2").tobytes()
+    data = _pcm_wav_header(2**32, 2, 16, 44100, rf64) + pcm
+    tracemalloc.start()
+    try:
+        audio = load_audio(data, name="liar.wav")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert audio.shape == (2, 441000)
+    assert peak < 60e6                      # 10 s of float32 stereo is 3.5 MB
+
+
+@pytest.fixture(scope="module")
+def six_hours(tmp_path_factory):
+    """Six-hour files small enough for a test: an 8-bit mono WAV at 1 kHz (21.6 MB, read by
+    libsndfile) and an 8 kbit/s AAC in M4A (22 MB, by ffmpeg): one minute, copied 360 times."""
+    folder = tmp_path_factory.mktemp("six_hours")
+    wav = folder / "six_hours.wav"
+    with sf.SoundFile(wav, "w", 1000, 1, "PCM_U8") as f:
+        minute = (0.5 * np.sin(2 * np.pi * 50 * np.arange(60_000) / 1000)).astype(np.float32)
+        for _ in range(360):
+            f.write(minute)
+    m4a = folder / "six_hours.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=8000:duration=60", "-c:a", "aac",
+                    "-b:a", "8k", str(folder / "minute.m4a")], check=True)
+    (folder / "list.txt").write_text("file 'minute.m4a'\n" * 360)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i",
+                    str(folder / "list.txt"), "-c", "copy", str(m4a)], check=True)
+    return {"wav": wav, "m4a": m4a}
+
+
+@pytest.mark.parametrize("kind", ["wav", "m4a"])
+def test_a_six_hour_file_is_refused_from_its_header_before_it_is_decoded(six_hours, kind,
+                                                                      monkeypatch):
+    """Read the duration first (libsndfile's header, or ffprobe's container duration):
+    nothing is decoded, neither by libsndfile nor by ffmpeg."""
+    import unmixer.core.audio as audio_mod
+
+    decoded = []
+    real_read, real_run = sf.SoundFile.read, subprocess.run
+
+    def read(self, frames=-1, *args, **kwargs):
+        decoded.append(("libsndfile", frames))
+        return real_read(self, frames, *args, **kwargs)
+
+    def run(cmd, *args, **kwargs):
+        if cmd[0] == "ffmpeg":
+            decoded.append(("ffmpeg", cmd))
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", read)
+    monkeypatch.setattr(audio_mod.subprocess, "run", run)
+    path = six_hours[kind]
+    with pytest.raises(UnmixerError) as err:
+        load_audio(path.read_bytes(), name=path.name)
+    message = str(err.value)
+    assert message == f"{path.name} is too long (6.0 h); the limit is 15 min. Trim it, or " \
+                      "raise the limit."
+    assert decoded == []
+
+
+def test_no_more_than_the_limit_is_decoded_when_the_container_does_not_say(tmp_path,
+                                                                          monkeypatch):
+    """A stream without a duration in its container (raw ADTS AAC, piped): ffmpeg stops at
+    the limit, and the decoded length is what is refused."""
+    import unmixer.core.audio as audio_mod
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, tone(8000, 30.0, 1), 8000)
+    aac = tmp_path / "song.aac"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-f", "adts",
+                    str(aac)], check=True)
+    monkeypatch.setattr(audio_mod, "_probe_ffmpeg", lambda path: (8000, 1, None))
+    with pytest.raises(UnmixerError, match=r"song.aac is too long \(0.3 min\); the limit is 0 min"):
+        load_audio(aac.read_bytes(), name="song.aac", max_duration_s=10.0, min_duration_s=1.0)

@@ -9,6 +9,7 @@ import streamlit as st
 
 from ui import engine, state
 from ui.loop_map import loop_caption, loop_color, loop_map_figure
+from ui.state import md_escape
 from unmixer import mashup
 from unmixer.core.audio import wav_bytes
 from unmixer.data import DEMO_ATTRIBUTION, DEMO_SONG, DEMO_TITLE
@@ -26,9 +27,18 @@ STAGE_LABELS = {
 
 
 # ---------------------------------------------------------------------------- songs in
+REFUSED, UPLOADER_GEN = state.UPLOAD_REFUSED, state.UPLOADER_GEN
+
+
+def _uploader_key() -> str:
+    gen = int(st.session_state.get(UPLOADER_GEN, 0))
+    return state.UPLOADER if gen == 0 else f"{state.UPLOADER}:{gen}"
+
+
 def _on_upload_change() -> None:
     """Files removed from the uploader (its x) leave the page too."""
-    current = {f.file_id for f in (st.session_state.get(state.UPLOADER) or [])}
+    st.session_state.pop(REFUSED, None)
+    current = {f.file_id for f in (st.session_state.get(_uploader_key()) or [])}
     gone = set(st.session_state.get(state.UPLOAD_IDS_LAST, [])) - current
     for sid, song in list(state.songs().items()):
         if song.upload_id in gone:
@@ -36,28 +46,70 @@ def _on_upload_change() -> None:
 
 
 def _add_demo() -> None:
-    state.add_song(f"{DEMO_TITLE} (demo).ogg", DEMO_SONG.read_bytes(), source="demo")
+    data = DEMO_SONG.read_bytes()
+    why = None if state.song_id(data) in state.songs() else state.room_for(len(data))
+    if why:
+        st.session_state[REFUSED] = (why, [f"{DEMO_TITLE} (demo)"])
+    else:
+        state.add_song(f"{DEMO_TITLE} (demo).ogg", data, source="demo")
+
+
+def _forget_uploads(files) -> None:
+    """Free the server's copy of uploaded files (their songs keep their own bytes): best
+    effort, through Streamlit's upload manager (an internal API: nothing happens if it
+    changes)."""
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        for f in files:
+            ctx.uploaded_file_mgr.remove_file(ctx.session_id, f.file_id)
+    except Exception:  # noqa: BLE001 - freeing memory early is an optimisation only
+        pass
 
 
 def song_inputs() -> None:
-    """The uploader (several files at once) and the demo button."""
+    """The uploader (several files at once) and the demo button. Uploads over the session's
+    limits (:func:`ui.state.room_for`) are refused with one message; the uploader is then
+    emptied, so that the refused files leave the server's memory."""
     cols = st.columns([3, 1.2], vertical_alignment="top")
     files = cols[0].file_uploader(
-        "Add songs", type=AUDIO_TYPES, accept_multiple_files=True, key=state.UPLOADER,
+        "Add songs", type=AUDIO_TYPES, accept_multiple_files=True, key=_uploader_key(),
         on_change=_on_upload_change,
-        help="WAV, MP3, OGG, FLAC, M4A or AIFF, 8 s to 15 min. Each song is analysed once; "
-             "the result is kept on this server, so it comes back at once next time.")
+        help=f"WAV, MP3, OGG, FLAC, M4A or AIFF, 8 s to 15 min, up to {state.MAX_SONGS} "
+             "songs at once. Each song is analysed once; the result is kept on this "
+             "server, so it comes back at once next time.")
     with cols[1]:
         st.markdown("**No song at hand?**")
         st.button("Try the demo song", icon=":material/music_note:", on_click=_add_demo,
                   key="demo_button", width="stretch")
         st.caption(DEMO_ATTRIBUTION)
     seen = st.session_state[state.UPLOAD_IDS_SEEN]
+    refused, why = [], None
     for f in files or []:
-        if f.file_id not in seen:
-            seen.add(f.file_id)
+        if f.file_id in seen:
+            continue
+        seen.add(f.file_id)
+        reason = None if state.song_id(f.getvalue()) in state.songs() else state.room_for(f.size)
+        if reason:
+            refused.append(f)
+            why = why or reason
+        else:
             state.add_song(f.name, f.getvalue(), source="upload", upload_id=f.file_id)
     st.session_state[state.UPLOAD_IDS_LAST] = [f.file_id for f in files or []]
+    if refused:
+        st.session_state[REFUSED] = (why, [state.safe_name(f.name) for f in refused])
+        st.session_state[UPLOADER_GEN] = int(st.session_state.get(UPLOADER_GEN, 0)) + 1
+        _forget_uploads(files)
+        for song in state.songs().values():
+            song.upload_id = None  # the emptied uploader no longer holds it
+        st.rerun()
+    if REFUSED in st.session_state:
+        reason, names = st.session_state[REFUSED]
+        shown = ", ".join(md_escape(n) for n in names[:3]) \
+            + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        st.warning(f"{len(names)} file{'s' if len(names) > 1 else ''} not added ({shown}): "
+                   f"{reason}. Remove a song to add another.", icon=":material/block:")
 
 
 # ---------------------------------------------------------------------------- analysis
@@ -83,8 +135,9 @@ def _progress(song: state.Song, n_loops: int | str, loop_bars: int, rough_shown:
     what = STAGE_LABELS.get(stages[-1], stages[-1]) if stages \
         else "Waiting for another analysis to finish"
     what = what[0].lower() + what[1:]
-    label = (f"Refining the loops of {song.title}: {what}…" if rough is not None
-             else f"Unmixing {song.title}: {what}…")
+    title = md_escape(song.title)
+    label = (f"Refining the loops of {title}: {what}…" if rough is not None
+             else f"Unmixing {title}: {what}…")
     # Not `with st.status(...)`: leaving the block would mark the box complete (a tick).
     box = st.status(label, expanded=rough is None, state="running")
     if rough is not None:
@@ -132,7 +185,7 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
     with st.container(border=True, key=f"song_{song.id}"):
         head = st.columns([3, 1, 1.1, 0.8], vertical_alignment="bottom")
         with head[0]:
-            st.markdown(f"### {song.title}")
+            st.markdown(f"### {md_escape(song.title)}")
         with head[1]:
             state.kept(st.selectbox, "Loops", state.n_loops_key(song.id),
                        state.DEFAULT_N_LOOPS, options=state.N_LOOPS_CHOICES,
@@ -146,13 +199,14 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
                        help="How many bars each loop lasts: Auto finds it from how the song "
                             "repeats (and checks the bar lines too), or force 1, 2 or 4 bars.")
         head[3].button("Remove", icon=":material/close:", key=f"remove_{song.id}",
-                       help=f"Remove {song.title} from the page (and its loops from the mix)",
+                       help=f"Remove {md_escape(song.title)} from the page (and its loops "
+                            "from the mix)",
                        on_click=state.remove_song, args=(song.id,), width="stretch")
         result = ensure_result(song)
         if result is None:
             return
         if result.error:
-            st.error(result.error, icon=":material/error:")
+            st.error(md_escape(result.error), icon=":material/error:")
             return
         ext = result.extraction
         facts = [f"**{ext.bpm:.1f} BPM**", f"**{ext.meter}/4**", f"{ext.n_bars} bars",

@@ -11,6 +11,10 @@ Keys
                      while it is refined, its quick first result, marked ``refining``)
 ``upload_ids_seen``  set of uploader file ids already turned into songs
 ``upload_ids_last``  file ids in the uploader at the end of the last run
+``upload_refused``   (reason, names) of the files last refused (over :data:`MAX_SONGS` or
+                     :data:`MAX_SESSION_MB`), shown until the uploader changes or a song goes
+``uploader_gen``     times the uploader was emptied after a refusal (its widget key is
+                     ``uploader``, then ``uploader:<gen>``)
 ``n_loops:<song>``   loops to extract: "auto" (chosen from the song) or 3-10 (default 5)
 ``loop_bars:<song>`` loop length: "auto" (chosen from the song, the default) or 1, 2, 4 bars
 ``in_mix:<loop>``    whether the loop is in the mix (a loop id is ``<result key>:<index>``)
@@ -28,6 +32,8 @@ analysed), so the widget is re-created from the kept value.
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +47,8 @@ RESULTS = "results"
 UPLOAD_IDS_SEEN = "upload_ids_seen"
 UPLOAD_IDS_LAST = "upload_ids_last"
 UPLOADER = "uploader"
+UPLOAD_REFUSED = "upload_refused"
+UPLOADER_GEN = "uploader_gen"
 DECK = "deck"
 DECK_CLIPS = "deck_clips"
 DECK_BPM = "deck_bpm"
@@ -59,6 +67,56 @@ DECK_BARS_CHOICES = (4, 8, 16, 32)
 GAIN_RANGE_DB = (-24.0, 6.0)
 
 WIDGET_PREFIX = "w:"
+
+MAX_SONGS = 12
+"""Songs one session (one browser tab) holds at once; more uploads are refused with a
+message (each song's file stays in the server's memory while it is on the page)."""
+MAX_SESSION_MB = 600
+"""Megabytes of song files one session holds at once (a 15-minute WAV is about 160 MB)."""
+MAX_NAME_CHARS = 80
+"""Longest file name shown (longer ones keep their start and extension around a '…')."""
+
+
+def safe_name(raw: str | bytes) -> str:
+    r"""An uploaded file's name as the page keeps and shows it: its last path component (no
+    name ever becomes a path: ``../../x.wav`` is ``x.wav``), valid UTF-8 (bytes that are
+    not, and lone surrogates, become U+FFFD), without control or formatting characters
+    (e.g. a right-to-left override), at most :data:`MAX_NAME_CHARS` characters with the
+    extension kept, and never empty ("song"). Download names are made from it with
+    :func:`unmixer.mashup.export.slug` (ASCII letters, digits, '-' and '_').
+
+    >>> safe_name("../../x.wav"), safe_name(b"caf\xe9.mp3"), len(safe_name("a" * 300 + ".wav"))
+    ('x.wav', 'caf�.mp3', 80)
+    """
+    if isinstance(raw, (bytes, bytearray)):
+        text = bytes(raw).decode("utf-8", "replace")
+    else:  # a str may hold the surrogates of undecodable bytes, or lone ones
+        try:
+            text = str(raw).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            text = str(raw).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    text = re.split(r"[\\/]", text)[-1]
+    text = "".join(c if unicodedata.category(c)[0] != "C" else " " for c in text)
+    text = " ".join(text.split()).strip(" .") or "song"
+    if len(text) > MAX_NAME_CHARS:
+        stem, dot, ext = text.rpartition(".")
+        ext = f".{ext}" if dot and stem and len(ext) <= 5 else ""
+        stem = text[: len(text) - len(ext)]
+        text = stem[: MAX_NAME_CHARS - len(ext) - 1].rstrip() + "…" + ext
+    return text
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>~$|:#])")
+
+
+def md_escape(text: str) -> str:
+    r"""``text`` shown as it is inside Streamlit Markdown (no links, images, emphasis,
+    directives or HTML from a file name).
+
+    >>> print(md_escape("[a](http://x) *b*"))
+    \[a\](http\://x) \*b\*
+    """
+    return _MARKDOWN.sub(r"\\\1", str(text))
 
 
 @dataclass
@@ -193,20 +251,34 @@ def results() -> dict[str, SongResult]:
     return st.session_state[RESULTS]
 
 
-def add_song(name: str, data: bytes, source: str = "upload",
+def add_song(name: str | bytes, data: bytes, source: str = "upload",
              upload_id: str | None = None) -> Song:
-    """Add a song (or return the one with the same content) with default choices."""
+    """Add a song (or return the one with the same content) with default choices; its name
+    is made safe (:func:`safe_name`)."""
     sid = song_id(data)
     store = songs()
     if sid not in store:
-        store[sid] = Song(sid, name, data, source, upload_id)
+        store[sid] = Song(sid, safe_name(name), data, source, upload_id)
         st.session_state.setdefault(n_loops_key(sid), DEFAULT_N_LOOPS)
         st.session_state.setdefault(loop_bars_key(sid), DEFAULT_LOOP_BARS)
     return store[sid]
 
 
+def room_for(n_bytes: int) -> str | None:
+    """Why one more song of ``n_bytes`` bytes cannot be added to this session (one line),
+    or None when it can (:data:`MAX_SONGS`, :data:`MAX_SESSION_MB`)."""
+    held = songs()
+    if len(held) >= MAX_SONGS:
+        return f"This page holds at most {MAX_SONGS} songs at once"
+    if sum(len(s.data) for s in held.values()) + n_bytes > MAX_SESSION_MB * 1024 * 1024:
+        return f"This page holds at most {MAX_SESSION_MB:.0f} MB of songs at once"
+    return None
+
+
 def remove_song(sid: str) -> None:
-    """Forget a song, its result and its choices."""
+    """Forget a song, its result and its choices (and a message about refused uploads: there
+    is room again)."""
+    st.session_state.pop(UPLOAD_REFUSED, None)
     songs().pop(sid, None)
     results().pop(sid, None)
     for key in list(st.session_state.keys()):

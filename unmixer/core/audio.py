@@ -9,6 +9,7 @@ done by soxr through librosa.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -55,35 +56,62 @@ def _read_bytes(source: AudioSource) -> bytes:
     return data if isinstance(data, bytes) else bytes(data)
 
 
-def _decode_soundfile(data: bytes) -> tuple[np.ndarray, int]:
+def _decode_soundfile(data: bytes, max_s: float) -> tuple[np.ndarray, int, float]:
+    """(audio (channels, samples), sample rate Hz, duration s the header gives) of what
+    libsndfile reads, decoding at most ``max_s`` seconds (nothing when the header already
+    says it is longer). libsndfile counts the frames from the data present, not from what
+    a header claims."""
     with sf.SoundFile(io.BytesIO(data)) as f:
         sr = f.samplerate
-        audio = f.read(dtype="float32", always_2d=True)  # (samples, channels)
-    return audio.T, sr
+        duration = f.frames / sr if sr > 0 else 0.0
+        if duration > max_s:
+            return np.zeros((f.channels, 0), np.float32), sr, duration
+        frames = f.frames if not np.isfinite(max_s) else min(f.frames, int(max_s * sr) + 1)
+        audio = f.read(frames=frames, dtype="float32", always_2d=True)  # (samples, channels)
+    return audio.T, sr, duration
 
 
-def _probe_ffmpeg(path: str) -> tuple[int, int]:
-    """(sample rate Hz, channels) of the first audio stream, via ffprobe."""
+def _probe_ffmpeg(path: str) -> tuple[int, int, float | None]:
+    """(sample rate Hz, channels, duration s or None when unknown) of the first audio
+    stream, from its container's header, via ffprobe."""
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-         "stream=sample_rate,channels", "-of", "csv=p=0", path],
+         "stream=sample_rate,channels,duration:format=duration", "-of", "json", path],
         capture_output=True, text=True, timeout=60,
     )
-    fields = out.stdout.strip().split(",")
-    if out.returncode != 0 or len(fields) < 2 or not all(x.strip().isdigit() for x in fields[:2]):
+    try:
+        info = json.loads(out.stdout or "{}")
+        stream = info["streams"][0]
+        sr, channels = int(stream["sample_rate"]), int(stream["channels"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise ValueError("no audio stream") from None
+    if out.returncode != 0 or sr <= 0 or channels <= 0:
         raise ValueError("no audio stream")
-    return int(fields[0]), int(fields[1])
+    durations = []
+    for raw in (stream.get("duration"), info.get("format", {}).get("duration")):
+        try:
+            durations.append(float(raw))
+        except (TypeError, ValueError):
+            pass
+    finite = [d for d in durations if np.isfinite(d) and d >= 0]
+    return sr, channels, max(finite) if finite else None
 
 
-def _decode_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
+def _decode_ffmpeg(data: bytes, max_s: float) -> tuple[np.ndarray, int, float | None]:
+    """(audio (channels, samples), sample rate Hz, duration s the container gives or None),
+    decoding at most ``max_s`` seconds (nothing when the container already says it is
+    longer)."""
     if shutil.which("ffmpeg") is None:
         raise ValueError("ffmpeg is not installed")
     with tempfile.NamedTemporaryFile(suffix=".bin") as tmp:
         tmp.write(data)
         tmp.flush()
-        sr, channels = _probe_ffmpeg(tmp.name)
+        sr, channels, duration = _probe_ffmpeg(tmp.name)
+        if duration is not None and duration > max_s:
+            return np.zeros((channels, 0), np.float32), sr, duration
+        limit = ["-t", f"{max_s:.3f}"] if np.isfinite(max_s) else []
         out = subprocess.run(
-            ["ffmpeg", "-v", "error", "-nostdin", "-i", tmp.name, "-map", "0:a:0",
+            ["ffmpeg", "-v", "error", "-nostdin", "-i", tmp.name, "-map", "0:a:0", *limit,
              "-f", "f32le", "-acodec", "pcm_f32le", "-"],
             capture_output=True, timeout=600,
         )
@@ -91,7 +119,7 @@ def _decode_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
         raise ValueError(out.stderr.decode(errors="replace").strip() or "ffmpeg failed")
     samples = np.frombuffer(out.stdout, dtype="<f4")
     samples = samples[: len(samples) // channels * channels]
-    return samples.reshape(-1, channels).T.copy(), sr
+    return samples.reshape(-1, channels).T.copy(), sr, duration
 
 
 def to_stereo(audio: np.ndarray) -> np.ndarray:
@@ -163,7 +191,9 @@ def load_audio(
     ------
     UnmixerError
         If the file is missing, empty, not audio or corrupt, silent, shorter than
-        ``min_duration_s`` or longer than ``max_duration_s``.
+        ``min_duration_s`` or longer than ``max_duration_s``. A file whose header (or
+        container) says it is longer is refused before it is decoded, and no more than
+        ``max_duration_s`` (plus 5%) of any file is decoded.
 
     Examples
     --------
@@ -183,16 +213,22 @@ def load_audio(
         raise UnmixerError(f"Cannot open {label}: {err.strerror or err}.") from None
     if len(data) == 0:
         raise UnmixerError(f"{label} is empty (0 bytes).")
+    # The duration is read from the header (libsndfile) or the container (ffprobe) first,
+    # and no more than the limit is ever decoded: a 6-hour file is refused before it
+    # takes memory, whatever its header claims.
+    decode_s = _decode_limit_s(max_duration_s)
     try:
-        audio, sr = _decode_soundfile(data)
+        audio, sr, header_s = _decode_soundfile(data, decode_s)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):  # not for libsndfile
         try:
-            audio, sr = _decode_ffmpeg(data)
+            audio, sr, header_s = _decode_ffmpeg(data, decode_s)
         except (ValueError, OSError, subprocess.SubprocessError):
             raise UnmixerError(
                 f"{label} is not a readable audio file (corrupt, or not WAV, FLAC, OGG, MP3, "
                 "M4A/AAC or AIFF)."
             ) from None
+    if header_s is not None and header_s > decode_s:
+        raise UnmixerError(_too_long(label, header_s, max_duration_s))
     if audio.size == 0 or audio.shape[-1] == 0:
         raise UnmixerError(f"{label} holds no audio samples.")
     duration = audio.shape[-1] / sr
@@ -202,10 +238,7 @@ def load_audio(
             f"{min_duration_s:.0f} s and 4 bars of music."
         )
     if duration > max_duration_s:
-        raise UnmixerError(
-            f"{label} is too long ({duration / 60:.1f} min); the limit is "
-            f"{max_duration_s / 60:.0f} min. Trim it, or raise the limit."
-        )
+        raise UnmixerError(_too_long(label, duration, max_duration_s))
     if not np.all(np.isfinite(audio)):
         raise UnmixerError(f"{label} is corrupt: it holds non-finite samples.")
     audio = to_stereo(audio)
@@ -213,6 +246,19 @@ def load_audio(
     if rms <= 10 ** (SILENCE_DBFS / 20):
         raise UnmixerError(f"{label} is silent (level below {SILENCE_DBFS:.0f} dBFS).")
     return resample(audio, sr, SAMPLE_RATE)
+
+
+def _decode_limit_s(max_duration_s: float) -> float:
+    """Seconds decoded at most: the limit plus a margin (a container's duration is an
+    estimate for some formats, so the exact check is on the decoded samples)."""
+    return float(max_duration_s) * 1.05 + 5.0
+
+
+def _too_long(label: str, duration_s: float, max_duration_s: float) -> str:
+    length = (f"{duration_s / 3600:.1f} h" if duration_s >= 2 * 3600
+              else f"{duration_s / 60:.1f} min")
+    return (f"{label} is too long ({length}); the limit is {max_duration_s / 60:.0f} min. "
+            "Trim it, or raise the limit.")
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE,

@@ -627,3 +627,94 @@ def test_songs_over_the_session_size_limit_are_refused(monkeypatch):
     assert not at.exception and _titles(at) == ["a"]
     (warning,) = at.warning
     assert "1 file not added (b.wav): This page holds at most" in warning.value
+
+
+# ------------------------------------------------------------------ sharing (issue 18)
+def _wait_status(at: AppTest, song_title: str, contains: str, timeout_s: float = 30.0):
+    """Rerun the page until the status box of a song says ``contains``; returns its label."""
+    deadline = time.time() + timeout_s
+    while True:
+        labels = [s.label for s in at.status if song_title in s.label]
+        if any(contains in label for label in labels):
+            return next(label for label in labels if contains in label)
+        assert time.time() < deadline, f"{song_title}: {labels}"
+        time.sleep(0.2)
+        at.run()
+
+
+def test_each_session_sees_its_place_in_the_shared_queue_and_the_wait(held, monkeypatch):
+    """One analysis at a time (held in its decomposition); a second song of the same
+    session and a song of another session wait behind it, each told how many songs are
+    ahead of it and about how long it will wait."""
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(ui.engine, "_ANALYSIS_WORKERS", 1)
+    monkeypatch.setattr(ui.engine, "_POOL", ThreadPoolExecutor(1))
+    monkeypatch.setattr(ui.engine, "_ANALYSES", 0)
+    mine, theirs = _app(), _app()
+    mine.file_uploader[0].set_value(("first.wav", GOOD, "audio/wav")).run()
+    _wait_status(mine, "first", "decomposing the cube")
+    _add_upload(mine, "second.wav", OTHER, "audio/wav").run()
+    label = _wait_status(mine, "second", "waiting")
+    assert re.fullmatch(r"Unmixing second: waiting, 1 song ahead of yours, about \d+ s…", label)
+    theirs.file_uploader[0].set_value(("third.wav", _wav(30.0, 440.0), "audio/wav")).run()
+    label = _wait_status(theirs, "third", "waiting")
+    assert re.fullmatch(r"Unmixing third: waiting, 2 songs ahead of yours, about \d+ s…", label)
+    (box,) = [s for s in theirs.status if "third" in s.label]
+    assert box.markdown[-1].value.startswith(":hourglass_flowing_sand: Waiting: 2 songs ahead")
+    assert not any("waiting" in s.label for s in mine.status if "first" in s.label)
+    held.set()                                   # all three go through, in order
+    for at in (mine, theirs):
+        deadline = time.time() + 60
+        while at.status and time.time() < deadline:
+            time.sleep(0.2)
+            at.run()
+        assert not at.status and not at.error
+    assert len(_checkboxes(mine)) == 10 and len(_checkboxes(theirs)) == 5
+
+
+def test_the_wait_estimate_learns_this_servers_speed(monkeypatch):
+    from concurrent.futures import Future
+
+    from ui.engine import Job, queue_place
+    from ui.state import SongResult
+
+    monkeypatch.setattr(ui.engine, "_SECONDS_PER_AUDIO_S", [0.1])
+    monkeypatch.setattr(ui.engine, "_ANALYSES", 1)
+    done = Future()
+    done.set_result(SongResult(5, 2, extraction=object()))
+    ui.engine._finished(Job(Future(), started=time.time() - 30, audio_s=100.0), done)
+    rate = ui.engine._SECONDS_PER_AUDIO_S[0]
+    assert rate == pytest.approx(0.7 * 0.1 + 0.3 * 0.3, rel=0.02)   # 30 s for 100 s of audio
+    now = time.time()
+    running = Job(Future(), queued=now - 20, started=now - 10, audio_s=240.0)
+    waiting = Job(Future(), queued=now - 5, audio_s=120.0)
+    mine = Job(Future(), queued=now, audio_s=60.0)
+    ui.engine._JOBS.update({"a": running, "b": waiting, "c": mine})
+    ahead, wait = queue_place(mine)
+    assert ahead == 2
+    expected = (max(0.1 * 240 * rate, 240 * rate - 10) + max(5, 120 * rate))
+    assert wait == pytest.approx(expected / ui.engine._ANALYSIS_WORKERS, rel=0.05)
+    assert queue_place(running) is None             # running: no place, a time left
+    assert ui.engine.time_left(running) == pytest.approx(max(0.1 * 240 * rate,
+                                                             240 * rate - 10), rel=0.05)
+
+
+def test_another_sessions_failing_analysis_takes_nothing_from_this_one():
+    """The engine raises (a bug) on another user's song: that user gets one line, this
+    session keeps its songs, loops in the mix and tempo, and the next analysis works."""
+    mine, theirs = _app(), _app()
+    mine.file_uploader[0].set_value(("good.wav", GOOD, "audio/wav")).run()
+    _checkboxes(mine)[1].check()
+    mine.number_input(key="w:deck_bpm").set_value(110.0).run()
+    theirs.file_uploader[0].set_value(("crash.wav", _wav(fake.FAULT_DURATION_S, 300.0),
+                                       "audio/wav")).run()
+    (error,) = theirs.error
+    assert "injected engine fault" in error.value and "\n" not in error.value
+    mine.run()
+    assert not mine.exception and not mine.error
+    assert [b.value for b in _checkboxes(mine)] == [False, True, False, False, False]
+    assert mine.number_input(key="w:deck_bpm").value == 110.0
+    _add_upload(mine, "other.wav", OTHER, "audio/wav").run()
+    assert not mine.error and len(_checkboxes(mine)) == 10

@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,8 +82,13 @@ class Job:
     fraction: float = 0.0  # of the current (last) stage, never going back
     created: float = dataclasses.field(default_factory=time.time)
     rough: SongResult | None = None  # the rough loops, while the final ones are computed
+    queued: float | None = None   # when it joined the analysis queue (time.time())
+    started: float | None = None  # when its analysis began (its first stage after decoding)
+    audio_s: float = 0.0          # the song's duration (s), once decoded
 
     def progress(self, stage: str, fraction: float) -> None:
+        if self.started is None and stage not in ("decoding", "queued"):
+            self.started = time.time()
         if not self.stages or self.stages[-1] != stage:
             self.stages.append(stage)
             self.fraction = float(fraction)
@@ -101,6 +107,37 @@ _POOL = ThreadPoolExecutor(max_workers=_ANALYSIS_WORKERS, thread_name_prefix="un
 _DECODE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unmixer-decode")
 _ANALYSES = 0  # submitted to _POOL and not finished (guarded by _JOBS_LOCK)
 _FINISHED_JOB_TTL_S = 600.0
+_SECONDS_PER_AUDIO_S = [0.1]
+"""Analysis time per second of audio, learned from this server's analyses (a running mean;
+a 4-minute song takes 18-25 s on 2 cores)."""
+
+
+def queue_place(job: Job) -> tuple[int, float] | None:
+    """Where a waiting analysis is in this server's queue: (analyses ahead of it, running or
+    queued, from every session; an estimate of the wait until it starts, s), or None when
+    it is not waiting (being decoded, running or done)."""
+    if job.queued is None or job.started is not None or job.future.done():
+        return None
+    now = time.time()
+    with _JOBS_LOCK:
+        ahead = [j for j in _JOBS.values() if j is not job and j.queued is not None
+                 and j.queued <= job.queued and not j.future.done()]
+    work = sum(_remaining_s(j, now) for j in ahead)
+    return len(ahead), work / _ANALYSIS_WORKERS
+
+
+def time_left(job: Job) -> float | None:
+    """An estimate of the time until a running analysis ends (s), None when not running."""
+    if job.started is None or job.future.done():
+        return None
+    return _remaining_s(job, time.time())
+
+
+def _remaining_s(job: Job, now: float) -> float:
+    expected = max(5.0, _SECONDS_PER_AUDIO_S[0] * job.audio_s)
+    if job.started is None:
+        return expected
+    return max(0.1 * expected, expected - (now - job.started))
 
 
 def find_job(song: Song, n_loops: int | str, loop_bars: int | str) -> Job | None:
@@ -212,7 +249,10 @@ def _decode(song: Song, progress: Callable[[str, float], None] | None) -> np.nda
     if progress:
         progress("decoding", 0.0)
     if EXTRACT_LOOPS is None and not cluster.enabled():  # (on a cluster its workers analyse)
-        pipeline.warm_up()  # madmom's workers start and librosa loads while the song decodes
+        try:  # madmom's workers start and librosa loads while the song decodes
+            pipeline.warm_up()
+        except (BrokenProcessPool, OSError):  # a worker was killed: beats runs without them
+            log.warning("warming up the engine failed; the analysis goes on", exc_info=True)
     audio = load_audio(song.data, name=song.name)
     if progress:
         progress("decoding", 1.0)
@@ -237,8 +277,11 @@ def _decode_then_queue(job: Job, song: Song, n_loops: int | str, loop_bars: int 
         return
     global _ANALYSES
     with _JOBS_LOCK:
-        if audio is not None and _ANALYSES >= _ANALYSIS_WORKERS:
-            job.progress("queued", 0.0)  # shown until the analysis starts
+        if audio is not None:
+            job.audio_s = audio.shape[-1] / SAMPLE_RATE
+            job.queued = time.time()
+            if _ANALYSES >= _ANALYSIS_WORKERS:
+                job.progress("queued", 0.0)  # shown until the analysis starts
         _ANALYSES += 1
         inner = _POOL.submit(analyse, song, n_loops, loop_bars, job.progress,
                              preview=job.preview, audio=audio, started=started)
@@ -247,9 +290,14 @@ def _decode_then_queue(job: Job, song: Song, n_loops: int | str, loop_bars: int 
 
 def _finished(job: Job, done: Future) -> None:
     global _ANALYSES
+    result = done.result()
     with _JOBS_LOCK:
         _ANALYSES -= 1
-    job.future.set_result(done.result())
+        if job.started is not None and job.audio_s > 0 and result.error is None \
+                and not result.from_cache:  # learn the speed of this server
+            rate = (time.time() - job.started) / job.audio_s
+            _SECONDS_PER_AUDIO_S[0] = 0.7 * _SECONDS_PER_AUDIO_S[0] + 0.3 * rate
+    job.future.set_result(result)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

@@ -132,8 +132,11 @@ def _progress(song: state.Song, n_loops: int | str, loop_bars: int, rough_shown:
     if job.future.done() or (rough is not None and not rough_shown):
         st.rerun()
     stages, fraction = list(job.stages), job.fraction
+    place = engine.queue_place(job)
     what = STAGE_LABELS.get(stages[-1], stages[-1]) if stages \
         else "Waiting for another analysis to finish"
+    if place is not None:
+        what = f"waiting, {queue_line(*place)}"
     what = what[0].lower() + what[1:]
     title = md_escape(song.title)
     label = (f"Refining the loops of {title}: {what}…" if rough is not None
@@ -147,9 +150,28 @@ def _progress(song: state.Song, n_loops: int | str, loop_bars: int, rough_shown:
         finished = i < len(stages) - 1 or fraction >= 1.0
         mark = ":white_check_mark:" if finished else ":hourglass_flowing_sand:"
         pct = "" if finished or not 0 < fraction < 1 else f" ({fraction:.0%})"
-        box.markdown(f"{mark} {STAGE_LABELS.get(stage, stage)}{pct}")
-    box.caption(f"Started {time.time() - job.created:.0f} s ago. You can keep playing "
-                "with the deck meanwhile.")
+        line = STAGE_LABELS.get(stage, stage)
+        if stage == "queued" and place is not None:
+            line = f"Waiting: {queue_line(*place)}"
+        box.markdown(f"{mark} {line}{pct}")
+    left = engine.time_left(job)
+    box.caption(f"Started {time.time() - job.created:.0f} s ago"
+                + (f", {about(left)} left" if left is not None else "")
+                + ". You can keep playing with the deck meanwhile.")
+
+
+def queue_line(ahead: int, wait_s: float) -> str:
+    """'2 songs ahead of yours, about 1 min' (from :func:`ui.engine.queue_place`)."""
+    if ahead == 0:
+        return "yours is next"
+    return f"{ahead} song{'s' if ahead > 1 else ''} ahead of yours, {about(wait_s)}"
+
+
+def about(seconds: float) -> str:
+    """A rough duration: 'about 15 s' (to 5 s), 'about 3 min' (whole minutes, up)."""
+    if seconds < 57.5:
+        return f"about {max(5, int(5 * round(seconds / 5)))} s"
+    return f"about {int(-(-seconds // 60))} min"
 
 
 def ensure_result(song: state.Song) -> state.SongResult | None:

@@ -76,7 +76,8 @@ def default_ranks(shape: tuple[int, int, int], ranks: tuple[int, int, int] = DEF
 
 def loop_ranks(shape: tuple[int, int, int], n_loops: int,
                ranks: tuple[int, int, int] = DEFAULT_RANKS) -> tuple[int, int, int]:
-    """The engine's ranks for K loops: (min(50, 4K + 8), min(40, 4K + 8), min(30, K + 2)), clipped.
+    """The engine's ranks for K loops: (min(50, 4K + 8), min(40, 4K + 8), min(30, K + 2,
+    max(K, S - 2))) for S segments, clipped to the cube's shape.
 
     Unmixer's production ranks (50, 40, 30) are the ceiling; below it the ranks follow the
     loop count, and core purification then condenses the K + 2 loop templates to K. On
@@ -84,9 +85,27 @@ def loop_ranks(shape: tuple[int, int, int], n_loops: int,
     separated better (10.3 dB mean SI-SDR with core L1 0.3) than the production ranks with
     purification (8.6 dB) or loop rank K without it (8.1-8.4 dB): with fewer than 30 segments
     the production loop mode is full rank, and segments get "loops" of their own.
+
+    The same happens with K + 2 on few segments (a short song cut into 4-bar segments: K = 4
+    loops, 6 segments, loop rank 6 = full): there the loop rank stays two under the segment
+    count, but at least K. On a 24-bar song of 1- and 2-bar loops in 4-bar segments this took
+    the mean SI-SDRi from 12.4 to 18.6 dB (issue 13's cliff between segment lengths;
+    BENCHMARKS.md, "Bar grid and loop length").
+
+    Parameters
+    ----------
+    shape : (n_freq, n_steps, n_segments), the spectral cube's shape
+    n_loops : int, K
+    ranks : the ceiling (sound, rhythm, loop)
+
+    Returns
+    -------
+    (sound, rhythm, loop) ranks, each at least 1
     """
     k = int(n_loops)
-    wanted = (min(ranks[0], 4 * k + 8), min(ranks[1], 4 * k + 8), min(ranks[2], k + 2))
+    n_segments = int(shape[2])
+    wanted = (min(ranks[0], 4 * k + 8), min(ranks[1], 4 * k + 8),
+              min(ranks[2], k + 2, max(k, n_segments - 2)))
     return default_ranks(shape, wanted)
 
 

@@ -592,7 +592,8 @@ def extract_loops(
         A beat grid used in place of the tracker's and corrected like it (benchmarks hand
         perturbed grids this way); ignored when ``downbeats_s`` is given.
     ranks : (sound, rhythm, loop) NTD ranks, clipped to the cube's size; default
-        :func:`unmixer.loops.ntd.loop_ranks` (4K + 8, 4K + 8, K + 2), at most (50, 40, 30)
+        :func:`unmixer.loops.ntd.loop_ranks` (4K + 8, 4K + 8, K + 2; the loop rank under the
+        segment count on few segments), at most (50, 40, 30)
     solver : "hals" (ours, fast) or "tensorly" (the reference)
     n_iter : int, NTD iterations at most
     time_budget_s : float, optional, NTD time budget

@@ -183,40 +183,65 @@ class HeldoutScorer:
     def _diagonal_sums(self, Y: np.ndarray) -> np.ndarray:
         """C[d, i] = Σ_{i' < i} R[i', i' + d] for R = Y Yᵀ, shape=(n, n + 1) (0 where undefined)."""
         n = self.n
-        R = Y @ Y.T
-        i = np.arange(n)
-        lag = np.arange(n)[:, None]
-        diag = np.where(i[None, :] + lag < n, R[i[None, :], np.minimum(i[None, :] + lag, n - 1)], 0.0)
-        return np.concatenate([np.zeros((n, 1)), np.cumsum(diag, axis=1)], axis=1)
+        padded = np.zeros((n, 2 * n))
+        padded[:, :n] = Y @ Y.T
+        # diag[d, i] = padded[i, i + d] (0 past the end): a strided view, no index arrays
+        step = padded.strides[1]
+        diag = np.lib.stride_tricks.as_strided(padded, shape=(n, n), strides=(step, step * (2 * n + 1)),
+                                               writeable=False)
+        out = np.zeros((n, n + 1))
+        np.cumsum(diag, axis=1, out=out[:, 1:])
+        return out
 
-    def _gram(self, C: np.ndarray, N: int, o: int, S: int) -> np.ndarray:
+    def _grams(self, C: np.ndarray, N: int, offsets: np.ndarray, S: int) -> np.ndarray:
+        """Segment Gram matrices of S segments of N half-beats from each offset,
+        shape=(len(offsets), S, S), from the diagonal cumulative sums C."""
         s, t = np.triu_indices(S)
-        a = o + s * N
-        G = np.zeros((S, S))
-        G[s, t] = C[(t - s) * N, a + N] - C[(t - s) * N, a]
-        return G + np.triu(G, 1).T
+        a = offsets[:, None] + s[None, :] * N  # (O, pairs): first half-beat of segment s
+        lag = ((t - s) * N)[None, :]
+        G = np.zeros((len(offsets), S, S))
+        G[:, s, t] = C[lag, a + N] - C[lag, a]
+        return G + np.triu(G, 1).transpose(0, 2, 1)
 
-    def error(self, N: int, o: int, k: int, n_folds: int = 4) -> float:
-        """Relative held-out error of rank-k models of the segments of N half-beats from o.
+    def errors(self, N: int, offsets: np.ndarray, k: int, n_folds: int = 4) -> np.ndarray:
+        """Relative held-out error of rank-k models of the segments of N half-beats from each
+        offset (half-beats), shape=(len(offsets),): from each, all the S = (n − o) // N
+        segments that fit; offsets with the same S share one batched eigendecomposition per
+        fold (the same figures as one offset at a time).
 
         ‖X_IJ − X̂_IJ‖² summed over the folds I of segments and the held-out cells J, over
         ‖X_J‖², with X̂_IJ = X_{I,J^c} (X_{I^c,J^c})⁺_k X_{I^c,J} (Owen & Perry 2009, eq. 3.2),
         computed from the segment Gram matrices only. inf when fewer than
         max(MIN_SEGMENTS, k + 2) segments fit.
         """
-        S = (self.n - o) // N
-        if S < max(MIN_SEGMENTS, k + 2):
-            return float("inf")
-        G, H = self._gram(self._fit, N, o, S), self._gram(self._held, N, o, S)
-        err = 0.0
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        out = np.full(len(offsets), np.inf)
+        counts = (self.n - offsets) // N
+        for S in np.unique(counts):
+            if S >= max(MIN_SEGMENTS, k + 2):
+                same = counts == S
+                out[same] = self._errors(N, offsets[same], int(S), k, n_folds)
+        return out
+
+    def _errors(self, N: int, offsets: np.ndarray, S: int, k: int, n_folds: int) -> np.ndarray:
+        """:meth:`errors` of offsets that all have S segments."""
+        G, H = self._grams(self._fit, N, offsets, S), self._grams(self._held, N, offsets, S)
+        err = np.zeros(len(offsets))
         for I, rest in self._folds(S, n_folds):
-            lam, U = np.linalg.eigh(G[rest[:, None], rest])
-            lam, U = lam[::-1][:k], U[:, ::-1][:, :k]
-            keep = lam > max(float(lam[0]), 1e-300) * 1e-9
-            M = (G[I[:, None], rest] @ U[:, keep]) / lam[keep] @ U[:, keep].T  # (|I|, |rest|)
-            err += (np.trace(H[I[:, None], I]) - 2 * np.sum(M * H[I[:, None], rest])
-                    + np.sum((M @ H[rest[:, None], rest]) * M))
-        return max(err, 0.0) / max(float(np.trace(H)), 1e-300)
+            lam, U = np.linalg.eigh(G[:, rest[:, None], rest])  # ascending, batched over offsets
+            lam, U = lam[:, ::-1][:, :k], U[:, :, ::-1][:, :, :k]
+            keep = lam > np.maximum(lam[:, :1], 1e-300) * 1e-9
+            inv = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
+            M = (G[:, I[:, None], rest] @ U) * inv[:, None, :] @ U.transpose(0, 2, 1)  # (O, |I|, |rest|)
+            err += (np.trace(H[:, I[:, None], I], axis1=1, axis2=2)
+                    - 2 * np.sum(M * H[:, I[:, None], rest], axis=(1, 2))
+                    + np.sum((M @ H[:, rest[:, None], rest]) * M, axis=(1, 2)))
+        total = np.maximum(np.trace(H, axis1=1, axis2=2), 1e-300)
+        return np.maximum(err, 0.0) / total
+
+    def error(self, N: int, o: int, k: int, n_folds: int = 4) -> float:
+        """:meth:`errors` of one offset o (all the segments that fit from it)."""
+        return float(self.errors(N, np.array([o]), k, n_folds)[0])
 
     def _folds(self, S: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """(held-out, training) segment indices of each fold: a seeded random split into
@@ -377,10 +402,15 @@ def search_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int,
         hypotheses = [(N, o) for N in lengths for o in range(min(N, scorer.n))]
     scored = []  # (error, N, o)
     with _blas_threads(1):  # many small eigendecompositions: threads only slow them down
+        by_length: dict[int, list[int]] = {}
         for N, o in hypotheses:
-            e = scorer.error(N, o, k)
-            if np.isfinite(e):
-                scored.append((e, N, o))
+            by_length.setdefault(N, []).append(o)
+        for N, offsets in by_length.items():
+            if fixed_bar_lines:
+                errs = [scorer.error(N, o, k) for o in offsets]
+            else:
+                errs = scorer.errors(N, np.array(offsets), k)
+            scored += [(float(e), N, o) for e, o in zip(errs, offsets) if np.isfinite(e)]
         tracker_error = scorer.error(tracker_N, first_bar % tracker_N, k)
     if not scored:  # too few segments to score anything: the tracker's reading, unscored
         return GridChoice(tracked, tracker_L, tracker_N, first_bar % tracker_N, 1.0,

@@ -193,9 +193,9 @@ def test_purification_keeps_the_start_with_the_lowest_objective():
     assert np.allclose(single, D @ runs[0][1].W, rtol=1e-4, atol=1e-6)  # one start: NNDSVDa
 
 
-@pytest.mark.parametrize("n_segments, k, loop_rank", [(48, 5, 7), (12, 4, 6), (8, 5, 6), (6, 4, 4), (6, 5, 5),
-                                                      (4, 3, 3), (3, 5, 3)])
+@pytest.mark.parametrize("n_segments, k, loop_rank", [(48, 5, 7), (12, 4, 6), (8, 5, 7), (7, 5, 6), (6, 4, 5),
+                                                      (6, 5, 6), (4, 3, 4), (3, 5, 3)])
 def test_the_loop_rank_stays_under_the_segment_count(n_segments, k, loop_rank):
-    """K + 2 loop templates, but two under the segment count on few segments (never under K,
-    never over the segments): a full-rank loop mode gives every segment a loop of its own."""
+    """K + 2 loop templates, but under the segment count on few segments where K + 1 still
+    fits (never over the segments): a full-rank loop mode gives every segment a loop of its own."""
     assert loop_ranks((1025, 96, n_segments), k) == (4 * k + 8, 4 * k + 8, loop_rank)

@@ -77,7 +77,7 @@ def default_ranks(shape: tuple[int, int, int], ranks: tuple[int, int, int] = DEF
 def loop_ranks(shape: tuple[int, int, int], n_loops: int,
                ranks: tuple[int, int, int] = DEFAULT_RANKS) -> tuple[int, int, int]:
     """The engine's ranks for K loops: (min(50, 4K + 8), min(40, 4K + 8), min(30, K + 2,
-    max(K, S - 2))) for S segments, clipped to the cube's shape.
+    max(K + 1, S - 1))) for S segments, clipped to the cube's shape.
 
     Unmixer's production ranks (50, 40, 30) are the ceiling; below it the ranks follow the
     loop count, and core purification then condenses the K + 2 loop templates to K. On
@@ -87,10 +87,12 @@ def loop_ranks(shape: tuple[int, int, int], n_loops: int,
     the production loop mode is full rank, and segments get "loops" of their own.
 
     The same happens with K + 2 on few segments (a short song cut into 4-bar segments: K = 4
-    loops, 6 segments, loop rank 6 = full): there the loop rank stays two under the segment
-    count, but at least K. On a 24-bar song of 1- and 2-bar loops in 4-bar segments this took
-    the mean SI-SDRi from 12.4 to 18.6 dB (issue 13's cliff between segment lengths;
-    BENCHMARKS.md, "Bar grid and loop length").
+    loops, 6 segments, loop rank 6 = full): there the loop rank stays under the segment count
+    if it can still exceed K (purification needs more loop templates than loops). On a 24-bar
+    song of 1- and 2-bar loops in 4-bar segments (K = 4) loop rank 5 took the mean SI-SDRi
+    from 12.4 to 18.5 dB; on another (K = 5, 6 segments) rank K = 5 lost 6 dB against 6, so
+    the rank never drops to K (issue 13's cliff between segment lengths; BENCHMARKS.md, "Bar
+    grid and loop length").
 
     Parameters
     ----------
@@ -105,7 +107,7 @@ def loop_ranks(shape: tuple[int, int, int], n_loops: int,
     k = int(n_loops)
     n_segments = int(shape[2])
     wanted = (min(ranks[0], 4 * k + 8), min(ranks[1], 4 * k + 8),
-              min(ranks[2], k + 2, max(k, n_segments - 2)))
+              min(ranks[2], k + 2, max(k + 1, n_segments - 1)))
     return default_ranks(shape, wanted)
 
 

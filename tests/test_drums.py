@@ -221,7 +221,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, monkeypatch, capsys, cont
 def test_page_smoke():
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "pages" / "drum_splitter.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "app_pages" / "drum_splitter.py"), default_timeout=120)
     at.run()
     assert not at.exception
     assert at.info  # asks for an input

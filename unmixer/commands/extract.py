@@ -5,7 +5,8 @@ Writes, in DIR:
 * ``loops/loop_01.wav …``: the loop clips (``loop_bars`` bars each, seamless);
 * ``tracks/loop_01.wav …``: the full-length loop tracks (they sum to the song), nothing else;
 * ``loop_map.json``: ``bpm``, ``meter``, ``downbeats_s``, ``loop_bars`` (``loop_bars_auto``,
-  ``grid``: how the bar grid was corrected), ``activations``
+  ``grid``: how the bar grid was corrected), ``explained`` (the share of each bar its
+  loops predict from the others, null if unmeasured), ``barely_repeats``, ``activations``
   (K lists, one value per bar), ``chosen_bar``, ``labels``, ``timings_s``;
 * ``loop_map.png``: a picture of the loop map.
 """
@@ -211,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
     grid = "" if extraction.grid_note in ("", "as tracked") else f"; grid: {extraction.grid_note}"
     print(f"{song.name}: {len(extraction.loops)} loops{chosen} of {length}, {extraction.bpm:.1f} BPM, "
           f"{extraction.meter}/4, {extraction.n_bars} bars{grid} -> {out}/")
+    note = extraction.repetition_note()
+    if note:
+        print(f"  {note}")
     for loop in extraction.loops:
         print(f"  loop {loop.index:02d}  {loop.label:<10}  from bar {loop.chosen_bar + 1}")
     stages = "  ".join(f"{k} {extraction.timings_s[k]:.1f}s" for k in ORDER if k in extraction.timings_s)

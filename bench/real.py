@@ -4,6 +4,7 @@
     .venv/bin/python bench/real.py list              # the corpus table (Markdown)
     nice -n 10 .venv/bin/python bench/real.py run    # score every method on excerpts and songs
     nice -n 10 .venv/bin/python bench/real.py run --kind excerpt --methods ours2 ours1
+    nice -n 10 .venv/bin/python bench/real.py run --kind excerpt --limit 6 --methods ours ours_fg ours_fg2 irm irm_ours
     .venv/bin/python bench/real.py scan              # re-apply the selection rule (prints MANIFEST)
 
 The corpus (bench/out/real, git-ignored; see ``real_corpus``'s docstring for how pieces are
@@ -26,12 +27,16 @@ linked to the track it correlates with most and each track to its stem; each con
 scores SI-SDR(stems summed, tracks summed) - SI-SDR(stems summed, mixture); the mean over the
 groups; one group scores 0. Every method gets K = 5.
 
-**Methods**: ``le``: the public loopextractor configuration (``bench.baselines.loopextractor``)
-on the downbeats that ``ours2`` found (madmom's, with our bar-phase choice), as bench/quality.py
-does; ``ours2``: ``extract_loops(mix, 5)`` as shipped (2-bar loops); ``ours1``: 1-bar loops;
-``irm``: the ideal ratio mask of every stem (the ceiling of full separation, grouped by the
-same rule); ``irm_ours``: the ideal ratio mask of the groups ``ours2`` found (the ceiling of a
-method that finds exactly those groups).
+**Methods**: ``ours``: ``extract_loops(mix, 5, loop_bars="auto")``, the engine as the CLI
+and the app ship it; ``ours_fg`` / ``ours_fg2``: the same model with the foreground track
+(gain 1 / 2) as a sixth track (:func:`run_foreground` runs the three from one model per
+piece); ``le``: the public loopextractor configuration (``bench.baselines.loopextractor``)
+on the downbeats that ``ours`` found (``ours2``'s when ``ours`` is not run), as
+bench/quality.py does; ``ours2``: ``extract_loops(mix, 5)`` (2-bar loops); ``ours1``: 1-bar
+loops; ``irm``: the ideal ratio mask of every stem (the ceiling of full separation, grouped
+by the same rule); ``irm_ours``: the ideal ratio mask of the groups ``ours`` (or ``ours2``)
+found (the ceiling of a method that finds exactly those groups). ``--limit N`` scores the
+first N pieces of each kind only (manifest order).
 
 Scores are cached per piece and method as JSON in bench/out/real/scores, keyed by the piece,
 the method's code (ours: every file of unmixer/loops and unmixer/core; the baselines: their
@@ -83,7 +88,7 @@ METHODS = {
     "ours2": "ours as shipped (2-bar loops)",
     "ours1": "ours, 1-bar loops",
     "irm": "ideal ratio mask, every stem",
-    "irm_ours": "ideal ratio mask on ours' (2-bar) groups",
+    "irm_ours": "ideal ratio mask on the groups ours found",
 }
 
 

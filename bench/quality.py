@@ -577,8 +577,10 @@ def cmd_levers(args) -> None:
             rows, extra = lever_loop_bars(songs, args.downbeats, use_cache)
         elif lever == "loop_count":
             rows, extra = lever_loop_count(songs, args.downbeats, use_cache)
+        elif lever == "foreground":
+            rows, extra = lever_foreground(songs, args.downbeats, use_cache)
         else:
-            raise SystemExit(f"unknown lever {lever!r}; choose from {sorted(LEVERS) + ['loop_bars', 'loop_count']}")
+            raise SystemExit(f"unknown lever {lever!r}; choose from {sorted(LEVERS) + ['loop_bars', 'loop_count', 'foreground']}")
         out.append(f"\n#### Lever: {lever} ({len(songs)} songs, {args.downbeats} downbeats)\n")
         out.append(lever_table(rows))
         if extra:
@@ -610,6 +612,31 @@ def lever_loop_bars(songs, which, use_cache):
              "| family | true length | chosen | mean bar similarity at lag 1, 2, 4 |\n|---|---:|---:|---|\n"
              + "\n".join(lines))
     return rows, extra
+
+
+def lever_foreground(songs, which, use_cache):
+    """The foreground track (``extract_loops(..., foreground=True)``): the K loop tracks
+    scored against the K stems, without it and with it at gains 1 and 2 (the foreground
+    track itself is not scored: these songs have none)."""
+    variants = {"foreground off (engine)": None, "foreground, gain 1": 1.0, "foreground, gain 2": 2.0}
+    rows = {name: [] for name in variants}
+    for family, spec in songs:
+        song = make_song(**spec)
+        K, L = spec["n_loops"], max(spec["loop_bars"])
+        db, meter = _downbeats(song, spec, which, use_cache)
+        if db is None:
+            continue
+        for name, gain in variants.items():
+            def compute(gain=gain):
+                t0 = time.perf_counter()
+                kw = {} if gain is None else {"foreground": True, "foreground_gain": gain}
+                result = extract_loops(song.mix, K, loop_bars=L, downbeats_s=db, meter=meter, **kw)
+                return {**score(song, extraction_separation(result), db, two=False, sir_sar=False),
+                        "time_s": time.perf_counter() - t0}
+            key = {"song": song_key(spec), "db": which, "L": L, "K": K, "foreground": gain, **ENGINE_KEY}
+            rows[name].append((family, cached("foreground", key, compute, use_cache)))
+            print(f"foreground [{name}] {family}: SDR {np.mean(rows[name][-1][1].get('sdr', [np.nan])):.2f}", flush=True)
+    return rows, ""
 
 
 def lever_loop_count(songs, which, use_cache, max_loops: int = 12):

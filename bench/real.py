@@ -4,6 +4,7 @@
     .venv/bin/python bench/real.py list              # the corpus table (Markdown)
     nice -n 10 .venv/bin/python bench/real.py run    # score every method on excerpts and songs
     nice -n 10 .venv/bin/python bench/real.py run --kind excerpt --methods ours2 ours1
+    nice -n 10 .venv/bin/python bench/real.py run --kind excerpt --limit 6 --methods ours ours_fg ours_fg2 irm irm_ours
     .venv/bin/python bench/real.py scan              # re-apply the selection rule (prints MANIFEST)
 
 The corpus (bench/out/real, git-ignored; see ``real_corpus``'s docstring for how pieces are
@@ -26,12 +27,16 @@ linked to the track it correlates with most and each track to its stem; each con
 scores SI-SDR(stems summed, tracks summed) - SI-SDR(stems summed, mixture); the mean over the
 groups; one group scores 0. Every method gets K = 5.
 
-**Methods**: ``le``: the public loopextractor configuration (``bench.baselines.loopextractor``)
-on the downbeats that ``ours2`` found (madmom's, with our bar-phase choice), as bench/quality.py
-does; ``ours2``: ``extract_loops(mix, 5)`` as shipped (2-bar loops); ``ours1``: 1-bar loops;
-``irm``: the ideal ratio mask of every stem (the ceiling of full separation, grouped by the
-same rule); ``irm_ours``: the ideal ratio mask of the groups ``ours2`` found (the ceiling of a
-method that finds exactly those groups).
+**Methods**: ``ours``: ``extract_loops(mix, 5, loop_bars="auto")``, the engine as the CLI
+and the app ship it; ``ours_fg`` / ``ours_fg2``: the same model with the foreground track
+(gain 1 / 2) as a sixth track (:func:`run_foreground` runs the three from one model per
+piece); ``le``: the public loopextractor configuration (``bench.baselines.loopextractor``)
+on the downbeats that ``ours`` found (``ours2``'s when ``ours`` is not run), as
+bench/quality.py does; ``ours2``: ``extract_loops(mix, 5)`` (2-bar loops); ``ours1``: 1-bar
+loops; ``irm``: the ideal ratio mask of every stem (the ceiling of full separation, grouped
+by the same rule); ``irm_ours``: the ideal ratio mask of the groups ``ours`` (or ``ours2``)
+found (the ceiling of a method that finds exactly those groups). ``--limit N`` scores the
+first N pieces of each kind only (manifest order).
 
 Scores are cached per piece and method as JSON in bench/out/real/scores, keyed by the piece,
 the method's code (ours: every file of unmixer/loops and unmixer/core; the baselines: their
@@ -76,11 +81,14 @@ SCORE_VERSION = 1
 """Part of every score's cache key: bump it when :func:`score_tracks` changes what it
 returns (the metric's own code, ``grouped_si_sdri_from_gram``, is hashed)."""
 METHODS = {
+    "ours": "ours as shipped (loop length auto)",
+    "ours_fg": "ours + foreground track (gain 1)",
+    "ours_fg2": "ours + foreground track (gain 2)",
     "le": "public loopextractor configuration",
     "ours2": "ours as shipped (2-bar loops)",
     "ours1": "ours, 1-bar loops",
     "irm": "ideal ratio mask, every stem",
-    "irm_ours": "ideal ratio mask on ours' (2-bar) groups",
+    "irm_ours": "ideal ratio mask on the groups ours found",
 }
 
 
@@ -374,29 +382,130 @@ def _irm_groups(groups: dict):
     return separate
 
 
-def run_methods(methods: list[str], kind: str, use_cache: bool = True, log=print) -> dict[str, list[dict]]:
-    """The built-in methods on ``kind`` pieces; ``le`` and ``irm_ours`` run ``ours2`` first."""
+FOREGROUND_VARIANTS = {"ours": None, "ours_fg": 1.0, "ours_fg2": 2.0}
+"""The shipped engine and its foreground variants (name -> foreground gain, None: off)."""
+
+
+def run_foreground(kind: str, limit: int | None = None, use_cache: bool = True, log=print) -> dict[str, list[dict]]:
+    """The shipped engine (``extract_loops(mix, 5, loop_bars="auto")``) and its foreground
+    variants, piece by piece: the stages up to the loop model run once per piece, then
+    :func:`unmixer.loops.pipeline.build_loops` once per variant (the foreground changes only
+    the masks), so before and after come from one run on the same model. A variant with a
+    foreground scores K + 1 tracks (the K loops and the foreground).
+
+    Parameters
+    ----------
+    kind : "excerpt" or "song"
+    limit : int, optional: the first ``limit`` pieces of ``kind`` in manifest order
+    use_cache : bool, reuse stored scores (keyed by the engine's code, as ``ours2``)
+
+    Returns
+    -------
+    dict: method name -> rows as :func:`evaluate` returns them (plus ``explained``, the
+    share of the song the loop model explains, and ``foreground_energy``)
+    """
+    from dataclasses import replace
+
+    import unmixer
+    from unmixer.core.spectrum import stft
+    from unmixer.errors import UnmixerError
+    from unmixer.loops import pipeline as pl
+
+    root = Path(unmixer.__file__).parent
+    engine = _hash(_package_hash(root / "loops"), _package_hash(root / "core"), (root / "errors.py").read_text())
+    pieces = load_corpus(kind)[:limit]
+    results: dict[str, list[dict]] = {m: [] for m in FOREGROUND_VARIANTS}
+    for piece in pieces:
+        keys = {m: {"v": CACHE_VERSION, "method": m, "version": engine, "metric": _metric_key(),
+                    "piece": _hash((piece.directory / "meta.json").read_text())} for m in FOREGROUND_VARIANTS}
+        paths = {m: SCORES / m / f"{piece.key}.json" for m in FOREGROUND_VARIANTS}
+        cached = {m: json.loads(paths[m].read_text()) for m in FOREGROUND_VARIANTS if use_cache and paths[m].exists()}
+        if all(m in cached and cached[m].get("key") == keys[m] for m in FOREGROUND_VARIANTS):
+            for m in FOREGROUND_VARIANTS:
+                results[m].append(cached[m])
+            continue
+        mix = piece.mix
+        t0 = time.perf_counter()
+        rows = {}
+        try:  # extract_loops(mix, K, loop_bars="auto"), stage by stage
+            settings = pl.EngineSettings()
+            audio = pl._checked_request(mix, K, pl.AUTO, settings)
+            tracked = pl.track_grid(audio)
+            mix_spec = stft(audio)
+            magnitude = np.abs(mix_spec).mean(axis=0)
+            grid = pl.choose_grid(magnitude, tracked, K, pl.AUTO, move_bar_lines=True, seed=0,
+                                  duration_s=audio.shape[-1] / rc.SR)
+            cube = pl.build_cube(magnitude, grid)
+            del magnitude
+            model = pl.fit_loop_model(pl.decompose(cube, grid.n_loops, settings), cube, grid.n_loops, settings)
+            base_s = time.perf_counter() - t0
+            for m, gain in FOREGROUND_VARIANTS.items():
+                t1 = time.perf_counter()
+                s = settings if gain is None else replace(settings, foreground=True, foreground_gain=gain)
+                loops, rest = pl.build_loops(model, cube, mix_spec, grid, audio, s)
+                tracks = np.stack([lp.track for lp in loops] + ([rest.track] if rest.track is not None else []))
+                row = {"piece": piece.key, "name": piece.name, "kind": piece.kind, "key": keys[m],
+                       "time_s": round(base_s + time.perf_counter() - t1, 2),
+                       "bpm": round(float(grid.beats.bpm), 2), "meter": int(grid.beats.meter),
+                       "n_bars": int(grid.beats.n_bars), "loop_bars": int(grid.loop_bars),
+                       "downbeats_s": [round(float(x), 4) for x in grid.beats.downbeats_s],
+                       "fit_explained": round(rest.fit_explained, 4), "foreground_energy": round(rest.energy, 4),
+                       "explained": round(1.0 - min(max(grid.heldout_error, 0.0), 1.0), 4)
+                       if np.isfinite(grid.heldout_error) else None,
+                       "labels": [lp.label for lp in loops]}
+                row.update(score_tracks(piece, tracks))
+                rows[m] = row
+                del tracks, loops, rest
+            del cube, mix_spec, model
+        except UnmixerError as err:
+            rows = {m: {"piece": piece.key, "name": piece.name, "kind": piece.kind, "key": keys[m],
+                        "failed": str(err), "score_db": 0.0, "n_groups": 1,
+                        "time_s": round(time.perf_counter() - t0, 2)} for m in FOREGROUND_VARIANTS}
+        for m, row in rows.items():
+            paths[m].parent.mkdir(parents=True, exist_ok=True)
+            paths[m].write_text(json.dumps(row))
+            results[m].append(row)
+        log(f"  {piece.name:50s} " + "  ".join(f"{m} {r['score_db']:6.2f} dB/{r['n_groups']}" for m, r in rows.items())
+            + f"  explained {rows['ours'].get('explained') or float('nan'):.2f} (fit {rows['ours'].get('fit_explained', float('nan')):.2f})"
+            f"  {time.perf_counter() - t0:.0f} s")
+        del mix
+    return results
+
+
+def run_methods(methods: list[str], kind: str, use_cache: bool = True, log=print,
+                limit: int | None = None) -> dict[str, list[dict]]:
+    """The built-in methods on ``kind`` pieces (the first ``limit`` in manifest order, if
+    given). ``le`` and ``irm_ours`` take the grid and groups of ``ours`` (the shipped engine)
+    when it is asked for, else of ``ours2`` (run first); ``ours`` and its foreground variants
+    run together (:func:`run_foreground`)."""
     import unmixer
     from bench import baselines
 
     root = Path(unmixer.__file__).parent  # the engine's code: any change re-runs ours
     engine = _hash(_package_hash(root / "loops"), _package_hash(root / "core"), (root / "errors.py").read_text())
+    pieces = load_corpus(kind)[:limit]
     results = {}
-    need_ours2 = any(m in methods for m in ("ours2", "le", "irm_ours"))
-    order = (["ours2"] if need_ours2 else []) + [m for m in methods if m != "ours2"]
+    ref = "ours" if "ours" in methods or "ours2" not in methods and any(m in FOREGROUND_VARIANTS for m in methods) else "ours2"
+    if any(m in FOREGROUND_VARIANTS for m in methods) or (ref == "ours" and any(m in ("le", "irm_ours") for m in methods)):
+        log(f"ours + foreground variants ({kind})")
+        results.update(run_foreground(kind, limit, use_cache, log))
+    need_ours2 = "ours2" in methods or ref == "ours2" and any(m in ("le", "irm_ours") for m in methods)
+    order = (["ours2"] if need_ours2 else []) + [m for m in methods if m != "ours2" and m not in FOREGROUND_VARIANTS]
     for m in order:
         log(f"{m}: {METHODS[m]} ({kind})")
         if m in ("ours2", "ours1"):
-            rows = evaluate(m, _ours(2 if m == "ours2" else 1), kind, version=engine, use_cache=use_cache, log=log)
+            rows = evaluate(m, _ours(2 if m == "ours2" else 1), kind, version=engine, use_cache=use_cache,
+                            pieces=pieces, log=log)
         elif m == "le":
-            db = {r["piece"]: r.get("downbeats_s") for r in results["ours2"]}
-            rows = evaluate(m, _loopextractor(db), kind, use_cache=use_cache, log=log,
+            db = {r["piece"]: r.get("downbeats_s") for r in results[ref]}
+            rows = evaluate(m, _loopextractor(db), kind, use_cache=use_cache, log=log, pieces=pieces,
                             version=_hash(_code_hash(baselines.loopextractor), db))
         elif m == "irm":
-            rows = evaluate(m, _irm, kind, version=_code_hash(baselines.ideal_ratio_mask), use_cache=use_cache, log=log)
+            rows = evaluate(m, _irm, kind, version=_code_hash(baselines.ideal_ratio_mask), use_cache=use_cache,
+                            pieces=pieces, log=log)
         elif m == "irm_ours":
-            groups = {r["piece"]: r.get("groups") for r in results["ours2"]}
-            rows = evaluate(m, _irm_groups(groups), kind, use_cache=use_cache, log=log,
+            groups = {r["piece"]: r.get("groups") for r in results[ref]}
+            rows = evaluate(m, _irm_groups(groups), kind, use_cache=use_cache, log=log, pieces=pieces,
                             version=_hash(_code_hash(baselines.ideal_ratio_mask), groups))
         else:
             raise ValueError(m)
@@ -407,18 +516,19 @@ def run_methods(methods: list[str], kind: str, use_cache: bool = True, log=print
 def results_tables(by_kind: dict[str, dict[str, list[dict]]]) -> str:
     """Markdown: the mean table (methods × kinds), then per-piece rows per kind."""
     methods = list(next(iter(by_kind.values())).keys())
+    ref = "ours" if "ours" in methods else "ours2"
     out = ["| method (K = 5) | " + " | ".join(f"{k}s: grouped SI-SDRi | groups" for k in by_kind) + " |",
            "|---|" + "---:|---:|" * len(by_kind)]
     for m in methods:
         cells = []
         for k, res in by_kind.items():
             mr = mean_row(res[m])
-            cells += [f"{mr['score_db']:.1f} dB", f"{mr['n_groups']:.1f}"]
+            cells += [f"{mr['score_db']:.2f} dB", f"{mr['n_groups']:.2f}"]
         out.append(f"| {METHODS.get(m, m)} | " + " | ".join(cells) + " |")
     for k, res in by_kind.items():
         out += ["", f"**{k}s** (grouped SI-SDRi dB / groups; ours: tempo found, bars)", "",
-                "| piece | stems | source tempo | " + " | ".join(methods) + " | ours2 tempo, bars |",
-                "|---|---:|---:|" + "---:|" * len(methods) + "---|"]
+                "| piece | stems | source tempo | " + " | ".join(methods) + f" | {ref} tempo, bars | explained |",
+                "|---|---:|---:|" + "---:|" * len(methods) + "---|---:|"]
         pieces = {p.key: p for p in load_corpus(k)}
         for i, row0 in enumerate(res[methods[0]]):
             p = pieces[row0["piece"]]
@@ -426,9 +536,12 @@ def results_tables(by_kind: dict[str, dict[str, list[dict]]]) -> str:
             for m in methods:
                 r = res[m][i]
                 cells.append("fail" if "failed" in r else f"{r['score_db']:.1f} / {r['n_groups']}")
-            o2 = next((r for r in res.get("ours2", []) if r["piece"] == p.key), None)
+            o2 = next((r for r in res.get(ref, []) if r["piece"] == p.key), None)
             grid = f"{o2['bpm']:.0f} BPM, {o2['n_bars']} bars" if o2 and "bpm" in o2 else ""
-            out.append(f"| {p.name} | {len(p.stem_names)} | {p.bpm:.0f} | " + " | ".join(cells) + f" | {grid} |")
+            if o2 and "loop_bars" in o2:
+                grid += f", {o2['loop_bars']}-bar loops"
+            expl = f"{o2['explained']:.2f}" if o2 and o2.get("explained") is not None else ""
+            out.append(f"| {p.name} | {len(p.stem_names)} | {p.bpm:.0f} | " + " | ".join(cells) + f" | {grid} | {expl} |")
     return "\n".join(out)
 
 
@@ -443,6 +556,7 @@ def main(argv=None) -> None:
     r.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     r.add_argument("--no-cache", action="store_true")
     r.add_argument("--out", type=Path, help="also write the tables to this file")
+    r.add_argument("--limit", type=int, help="only the first LIMIT pieces of each kind (manifest order)")
     args = ap.parse_args(argv)
     if args.cmd == "scan":
         t0 = time.perf_counter()
@@ -462,7 +576,7 @@ def main(argv=None) -> None:
         print(corpus_table(load_corpus("all")))
     else:
         kinds = ["excerpt", "song"] if args.kind == "all" else [args.kind]
-        by_kind = {k: run_methods(args.methods, k, use_cache=not args.no_cache) for k in kinds}
+        by_kind = {k: run_methods(args.methods, k, use_cache=not args.no_cache, limit=args.limit) for k in kinds}
         text = results_tables(by_kind)
         text += f"\n\nMachine: {platform.machine()}, {platform.python_version()}; scores cached in {SCORES}"
         print("\n" + text)

@@ -718,3 +718,22 @@ def test_another_sessions_failing_analysis_takes_nothing_from_this_one():
     assert mine.number_input(key="w:deck_bpm").value == 110.0
     _add_upload(mine, "other.wav", OTHER, "audio/wav").run()
     assert not mine.error and len(_checkboxes(mine)) == 10
+
+
+def test_a_song_that_barely_repeats_says_so_on_its_card(monkeypatch):
+    """Issue 14, item 3: one line on the song card when the loops explain little of it; none
+    for a song that repeats (the fake's extraction leaves ``explained`` unmeasured)."""
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    assert not any("barely repeats" in w.value for w in at.warning)
+
+    def barely(audio, n_loops=5, **kw):
+        ext = fake_extract_loops(audio, n_loops, **kw)
+        ext.explained = 0.3
+        return ext
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", barely)
+    at = _app()
+    at.file_uploader[0].set_value(("other.wav", OTHER, "audio/wav")).run()
+    (line,) = [w.value for w in at.warning if "barely repeats" in w.value]
+    assert "30%" in line and len(line.splitlines()) == 1

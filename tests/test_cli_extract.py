@@ -21,10 +21,12 @@ def test_extract_writes_the_contract(tmp_path, name, loops):
                            "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "total" in proc.stdout and "decomposition" in proc.stdout  # closing summary with stage times
+    assert "barely repeats" not in proc.stdout  # loop music: no warning
 
     info = json.loads((out / "loop_map.json").read_text())
     for key in ("bpm", "meter", "downbeats_s", "loop_bars", "activations", "chosen_bar", "labels", "timings_s"):
         assert key in info, key
+    assert info["barely_repeats"] is False and info["explained"] > 0.5
     n_bars = len(info["downbeats_s"]) - 1
     L = info["loop_bars"]  # chosen from the song (--loop-bars auto, the default)
     assert L in (1, 2, 4) and info["loop_bars_auto"] is True and info["meter"] in (3, 4)

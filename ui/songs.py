@@ -244,6 +244,9 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
             facts.append("analysed earlier (from the cache)" if result.from_cache
                          else f"analysed in {result.seconds:.0f} s")
         st.markdown(" · ".join(facts))
+        note = ext.repetition_note() if hasattr(ext, "repetition_note") else ""
+        if note:
+            st.warning(note, icon=":material/info:")
         st.plotly_chart(loop_map_figure(ext), key=f"map_{song.id}",
                         config={"displayModeBar": False})
         _loop_tiles(song, result, deck_bpm)

@@ -4,8 +4,11 @@ Writes, in DIR:
 
 * ``loops/loop_01.wav …``: the loop clips (``loop_bars`` bars each, seamless);
 * ``tracks/loop_01.wav …``: the full-length loop tracks (they sum to the song), nothing else;
+  with ``--foreground`` also ``tracks/foreground.wav`` (what no loop explains; the loop tracks
+  and it sum to the song);
 * ``loop_map.json``: ``bpm``, ``meter``, ``downbeats_s``, ``loop_bars`` (``loop_bars_auto``,
-  ``grid``: how the bar grid was corrected), ``activations``
+  ``grid``: how the bar grid was corrected), ``explained`` (the share of each bar its
+  loops predict from the others, null if unmeasured), ``barely_repeats``, ``activations``
   (K lists, one value per bar), ``chosen_bar``, ``labels``, ``timings_s``;
 * ``loop_map.png``: a picture of the loop map.
 """
@@ -41,6 +44,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--max-minutes", type=float, default=15.0,
                    help="longest song accepted, in minutes (default 15)")
+    p.add_argument("--foreground", action="store_true",
+                   help="also separate what no loop explains (a melody that changes every bar, "
+                        "vocals, fills) into tracks/foreground.wav, so the loop tracks hold less of it")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -128,7 +134,8 @@ def parse_loop_bars(value: str) -> int | str:
 
 
 def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, seed: int = 0,
-                 max_minutes: float = 15.0, name: str | None = None, progress=None):
+                 max_minutes: float = 15.0, name: str | None = None, progress=None,
+                 foreground: bool = False):
     """Decode a song and extract its loops: what ``extract`` (and each task of ``batch``) runs.
 
     Parameters
@@ -141,6 +148,7 @@ def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, see
     name : str, optional, the file name for error messages (with bytes)
     progress : callable(stage, fraction), optional; stages ``decoding`` and
         :data:`unmixer.loops.pipeline.STAGES`
+    foreground : bool, also the foreground track (``extract_loops(..., foreground=True)``)
 
     Returns
     -------
@@ -163,7 +171,7 @@ def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, see
     progress("decoding", 1.0)
     decode_s = time.perf_counter() - t0
     extraction = pipeline.extract_loops(audio, n_loops, loop_bars=loop_bars, seed=seed,
-                                        progress=progress)
+                                        progress=progress, foreground=foreground)
     extraction.timings_s = {"decoding": decode_s, **extraction.timings_s}
     return extraction
 
@@ -186,6 +194,8 @@ def write_outputs(extraction, out: str | Path, title: str = "") -> Path:
     for loop in extraction.loops:
         write_wav(out / "loops" / f"loop_{loop.index:02d}.wav", loop.clip, extraction.sr)
         write_wav(out / "tracks" / f"loop_{loop.index:02d}.wav", loop.track, extraction.sr)
+    if getattr(extraction, "foreground", None) is not None:
+        write_wav(out / "tracks" / "foreground.wav", extraction.foreground, extraction.sr)
     plot_loop_map(extraction, out / "loop_map.png", title=title)
     extraction.timings_s["writing"] = time.perf_counter() - t1
     (out / "loop_map.json").write_text(json.dumps(extraction.summary(), indent=1))
@@ -201,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
         raise UnmixerError(f"No such file: {song}")
     bars = _Bars(args.quiet)
     extraction = extract_song(song, n_loops, loop_bars=loop_bars, seed=args.seed,
-                              max_minutes=args.max_minutes, progress=bars)
+                              max_minutes=args.max_minutes, progress=bars, foreground=args.foreground)
     out = write_outputs(extraction, args.out, title=f"{song.name}: loop map")
 
     total = sum(extraction.timings_s.values())
@@ -211,6 +221,11 @@ def run(args: argparse.Namespace) -> int:
     grid = "" if extraction.grid_note in ("", "as tracked") else f"; grid: {extraction.grid_note}"
     print(f"{song.name}: {len(extraction.loops)} loops{chosen} of {length}, {extraction.bpm:.1f} BPM, "
           f"{extraction.meter}/4, {extraction.n_bars} bars{grid} -> {out}/")
+    note = extraction.repetition_note()
+    if note:
+        print(f"  {note}")
+    if extraction.foreground is not None:
+        print(f"  foreground: {extraction.foreground_energy:.0%} of the song -> {out}/tracks/foreground.wav")
     for loop in extraction.loops:
         print(f"  loop {loop.index:02d}  {loop.label:<10}  from bar {loop.chosen_bar + 1}")
     stages = "  ".join(f"{k} {extraction.timings_s[k]:.1f}s" for k in ORDER if k in extraction.timings_s)

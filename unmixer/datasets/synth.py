@@ -445,3 +445,57 @@ def make_song(
     return SynthSong((mix * scale).astype(np.float32), (stems * scale).astype(np.float32),
                      layout.astype(np.int8), downbeats, float(bpm), int(meter), bars_of,
                      list(instruments), sr)
+
+
+def make_song_with_melody(seed: int = 0, *, melody_db: float = 0.0, notes_per_beat: int = 1,
+                          **song_args) -> SynthSong:
+    """A loop song (:func:`make_song`) with a foreground melody on top that never repeats.
+
+    The melody is a lead voice (square + sawtooth, low-passed) playing ``notes_per_beat``
+    notes per beat from the first downbeat to the last, every pitch drawn afresh (uniform
+    over two octaves, A3-A5, never the same note twice in a row), so that no bar repeats
+    another: no loop can explain it. It is the song's last stem (``instruments[-1]`` is
+    ``"foreground"``, its layout row all ones); the stems still sum to the mixture.
+
+    Parameters
+    ----------
+    seed : int, seed of the song and of the melody
+    melody_db : float, dB, the melody's level against the loops' mixture (RMS)
+    notes_per_beat : int >= 1
+    **song_args : passed to :func:`make_song`
+
+    Returns
+    -------
+    SynthSong, with K + 1 stems (K loops, then the melody)
+
+    Raises
+    ------
+    UnmixerError
+        As :func:`make_song`, or if ``notes_per_beat`` < 1.
+    """
+    if notes_per_beat < 1:
+        raise UnmixerError("notes_per_beat must be at least 1")
+    song = make_song(seed, **song_args)
+    rng = np.random.default_rng(seed + 7919)
+    sr, n = song.sr, song.mix.shape[-1]
+    step_s = 60.0 / song.bpm / notes_per_beat
+    starts = np.arange(song.downbeats_s[0], song.downbeats_s[-1] - step_s / 2, step_s)
+    pitches = [int(rng.integers(57, 82))]
+    for _ in range(len(starts) - 1):  # a fresh pitch every note, never the previous one
+        pitches.append(int((pitches[-1] - 57 + rng.integers(1, 25)) % 25 + 57))
+    melody = np.zeros(n + int(2 * step_s * sr), dtype=np.float32)
+    for t0, note in zip(starts, pitches):
+        x = _render_note(("lead", note), step_s, sr, rng)
+        a = int(round(t0 * sr))
+        melody[a:a + len(x)] += x
+    melody = melody[:n]
+    loops_rms = float(np.sqrt(np.mean(song.mix ** 2)))
+    melody *= 10 ** (melody_db / 20) * loops_rms / max(float(np.sqrt(np.mean(melody ** 2))), 1e-9)
+    stem = np.stack([melody, melody]) / np.sqrt(2.0)
+    stems = np.concatenate([song.stems, stem[None].astype(np.float32)])
+    mix = stems.sum(axis=0)
+    scale = 0.9 / max(float(np.abs(mix).max()), 1e-9)
+    layout = np.vstack([song.layout, np.ones((1, song.layout.shape[1]), dtype=np.int8)])
+    return SynthSong((mix * scale).astype(np.float32), (stems * scale).astype(np.float32), layout,
+                     song.downbeats_s, song.bpm, song.meter, song.loop_bars + [1],
+                     song.instruments + ["foreground"], sr)

@@ -58,36 +58,55 @@ class _LoopCells:
     tails (D′[s,k] P_k + D′[s−1,k] Q_k)^p is formed loop by loop. Scaled by the largest
     template and activation (the masks do not depend on the scale). Without tails ``p`` and
     ``d`` hold P^p and D′^p; with tails P, Q and D′ themselves (``cells`` powers them).
+    With a ``foreground`` R (F·T, S) in the cube's units (:func:`foreground_model`), R^p,
+    scaled like the loops, is one more source, index K (``n_sources`` = K + 1).
     """
 
     def __init__(self, templates: np.ndarray, activations: np.ndarray, power: float,
-                 tails: np.ndarray | None = None):
+                 tails: np.ndarray | None = None, foreground: np.ndarray | None = None):
         K = templates.shape[0]
         self.power = float(power)
         self.n_loops = K
+        self.n_sources = K + (foreground is not None)
+        self.fg = None
+        d_top = max(float(activations.max()), 1e-30)
         if tails is None:
             self.p, self.d = _powered(templates, activations, power)
             self.q = None
             self.denom = cube_mask_denominator(self.p, self.d)  # (F·T, S)
-            return
-        top = max(float(templates.max()), float(tails.max()), 1e-30)
-        self.p = (templates.reshape(K, -1) / top).astype(np.float32)
-        self.q = (tails.reshape(K, -1) / top).astype(np.float32)
-        self.d = (activations / max(float(activations.max()), 1e-30)).astype(np.float32)
-        self.d_prev = previous_segment(self.d)
-        self.denom = self.cells(0)
-        for k in range(1, K):
-            self.denom += self.cells(k)
+            scale = 1.0 / (max(float(templates.max()), 1e-30) * d_top)
+        else:
+            top = max(float(templates.max()), float(tails.max()), 1e-30)
+            self.p = (templates.reshape(K, -1) / top).astype(np.float32)
+            self.q = (tails.reshape(K, -1) / top).astype(np.float32)
+            self.d = (activations / d_top).astype(np.float32)
+            self.d_prev = previous_segment(self.d)
+            self.denom = self.cells(0)
+            for k in range(1, K):
+                self.denom += self.cells(k)
+            scale = 1.0 / (top * d_top)
+        if foreground is not None:
+            self.fg = np.multiply(foreground, np.float32(scale), dtype=np.float32)
+            np.power(self.fg, np.float32(self.power), out=self.fg)
+            self.denom += self.fg
 
     def shares(self, ratio: np.ndarray) -> np.ndarray:
-        """Σ over cells of each loop's powered model times ``ratio`` (F·T, S): shape (S, K)."""
+        """Σ over cells of each source's powered model times ``ratio`` (F·T, S): shape
+        (S, n_sources), the foreground (if any) last."""
         if self.q is None:
-            return self.d * (self.p @ ratio).T  # one product
-        return np.stack([np.einsum("cs,cs->s", self.cells(k), ratio) for k in range(self.n_loops)],
-                        axis=1)
+            out = self.d * (self.p @ ratio).T  # one product
+        else:
+            out = np.stack([np.einsum("cs,cs->s", self.cells(k), ratio) for k in range(self.n_loops)],
+                           axis=1)
+        if self.fg is None:
+            return out
+        return np.concatenate([out, np.einsum("cs,cs->s", self.fg, ratio)[:, None]], axis=1)
 
     def cells(self, k: int, segments: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Loop k's powered model in ``segments``, float32, shape=(F·T, n_segments_given)."""
+        """Source k's powered model in ``segments`` (k = K: the foreground), float32,
+        shape=(F·T, n_segments_given), a new array."""
+        if k == self.n_loops and self.fg is not None:
+            return np.array(self.fg[:, segments], dtype=np.float32)
         c = self.p[k][:, None] * self.d[segments, k][None, :]
         if self.q is not None:
             c += self.q[k][:, None] * self.d_prev[segments, k][None, :]
@@ -95,8 +114,109 @@ class _LoopCells:
         return c
 
 
+def loop_model_cells(templates: np.ndarray, activations: np.ndarray,
+                     tails: np.ndarray | None = None) -> np.ndarray:
+    """Σ_k D′[s,k] P_k (+ D′[s−1,k] Q_k): the loops' model of the whole cube, in its units.
+
+    Parameters
+    ----------
+    templates : np.ndarray, shape=(K, n_freq, n_steps), P
+    activations : np.ndarray, shape=(n_segments, K), D′
+    tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional
+
+    Returns
+    -------
+    np.ndarray, float32, shape=(n_freq · n_steps, n_segments), nonnegative: two matrix
+    products.
+
+    Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1 (P_k = W G′_k Hᵀ); tails:
+    :func:`unmixer.loops.ntd.refine_loop_tails`.
+    """
+    K = templates.shape[0]
+    act = activations.astype(np.float32)
+    model = templates.reshape(K, -1).T.astype(np.float32) @ act.T
+    if tails is not None:
+        model += tails.reshape(K, -1).T.astype(np.float32) @ previous_segment(act).T
+    return model
+
+
+def foreground_model(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray,
+                     tails: np.ndarray | None = None) -> np.ndarray:
+    """The foreground: what no loop explains, R = max(X − Σ_k D′[s,k] P_k (+ D′[s−1,k] Q_k), 0).
+
+    The loops' model is the repeating part of the song (each loop one fixed template per
+    segment); where the song holds more than that model in a cell (a melody that changes
+    every bar, a vocal, a fill), the excess is the foreground. Given to the Wiener masks as
+    one more source (:func:`separate_tracks` with ``foreground``), it takes the cells the
+    loops leave unexplained, so the loop tracks stop absorbing them: the repeating/non-
+    repeating split of REPET, whose repeating model is min(V, repeating-segment model)
+    and whose foreground is the rest, made inside the loop model.
+
+    Parameters
+    ----------
+    templates : np.ndarray, shape=(K, n_freq, n_steps), P (in the cube's units: the
+        least-squares templates of :func:`unmixer.loops.ntd.refine_loop_tails`)
+    activations : np.ndarray, shape=(n_segments, K), D′
+    cube : np.ndarray, shape=(n_freq, n_steps, n_segments), X, magnitudes
+    tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional
+
+    Returns
+    -------
+    np.ndarray, float32, shape=(n_freq · n_steps, n_segments), nonnegative magnitudes
+
+    Raises
+    ------
+    UnmixerError
+        If the cube and the model disagree in shape.
+
+    Source: Rafii & Pardo, "REpeating Pattern Extraction Technique (REPET)", IEEE TASLP 21(1),
+    2013, §II-C (repeating spectrogram W = min(S, V), eq. 5, the rest is the foreground);
+    the sparse "what the low-rank part misses" of robust PCA (Huang et al., "Singing-voice
+    separation from monaural recordings using robust principal component analysis",
+    ICASSP 2012, eq. 1), here the rectified residual of the loop model.
+    """
+    F, T, S = cube.shape
+    if templates.shape[1:] != (F, T) or activations.shape[0] != S:
+        raise UnmixerError(f"cube {cube.shape} does not match templates {templates.shape} "
+                           f"and activations {activations.shape}")
+    model = loop_model_cells(templates, activations, tails)
+    np.subtract(cube.reshape(F * T, S), model, out=model)
+    np.maximum(model, 0.0, out=model)
+    return model
+
+
+def explained_share(cube: np.ndarray, foreground: np.ndarray) -> float:
+    """The share of the cube's energy that the loop model explains: 1 − ΣR² / ΣX².
+
+    Parameters
+    ----------
+    cube : np.ndarray, shape=(n_freq, n_steps, n_segments), X
+    foreground : np.ndarray, shape=(n_freq · n_steps, n_segments), R from
+        :func:`foreground_model`
+
+    Returns
+    -------
+    float in [0, 1]: 1 when the loops reconstruct every cell, near 0 when the song barely
+    repeats (nothing of it is explained by loops).
+
+    Examples
+    --------
+    >>> x = np.ones((2, 2, 3), dtype=np.float32)
+    >>> explained_share(x, np.zeros((4, 3), dtype=np.float32))
+    1.0
+    >>> round(explained_share(x, np.full((4, 3), 0.5, dtype=np.float32)), 2)
+    0.75
+    """
+    total = float(np.einsum("fts,fts->", cube, cube, dtype=np.float64))
+    if total <= 0:
+        return 0.0
+    rest = float(np.einsum("cs,cs->", foreground, foreground, dtype=np.float64))
+    return float(min(max(1.0 - rest / total, 0.0), 1.0))
+
+
 def mask_shares(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray,
-                power: float = 2.0, tails: np.ndarray | None = None) -> np.ndarray:
+                power: float = 2.0, tails: np.ndarray | None = None,
+                foreground: np.ndarray | None = None) -> np.ndarray:
     """Fraction of each segment's energy that each loop's Wiener mask keeps.
 
     share[s, k] = Σ_{f,j} M_k(f, j, s) X(f, j, s)² / Σ_{f,j} X(f, j, s)², with
@@ -109,12 +229,15 @@ def mask_shares(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray
     activations : np.ndarray, shape=(n_segments, K), D′
     cube : np.ndarray, shape=(n_freq, n_steps, n_segments), X
     tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional
+    foreground : np.ndarray, shape=(n_freq · n_steps, n_segments), R, optional
+        (:func:`foreground_model`): one more source, its share in the last column
 
     Returns
     -------
-    np.ndarray, float32, shape=(n_segments, K), in [0, 1]
+    np.ndarray, float32, shape=(n_segments, K) (K + 1 with ``foreground``), in [0, 1],
+    each row summing to 1
     """
-    cells = _LoopCells(templates, activations, power, tails)
+    cells = _LoopCells(templates, activations, power, tails, foreground)
     x2 = cube.reshape(-1, cube.shape[-1]).astype(np.float32) ** 2  # (F·T, S)
     share = cells.shares(x2 / (cells.denom + np.float32(MASK_EPS)))  # (S, K)
     return (share / np.maximum(x2.sum(axis=0), 1e-30)[:, None]).astype(np.float32)
@@ -176,7 +299,7 @@ def _frame_mask(cells: _LoopCells, grid: CubeGrid, steps: tuple, frames: slice, 
     used, seg = np.unique(seg, return_inverse=True)
     T = grid.n_steps
     mask = cells.cells(k, used)
-    wiener_mask(mask, cells.denom[:, used], cells.n_loops, out=mask)  # (F·T, n_used)
+    wiener_mask(mask, cells.denom[:, used], cells.n_sources, out=mask)  # (F·T, n_used)
     return cube_to_frames(mask.reshape(-1, T, len(used)), grid, steps=(seg, j0, j1, w))
 
 
@@ -184,7 +307,8 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
                     grid: CubeGrid, length: int, power: float = 2.0,
                     hop_length: int = HOP_LENGTH, mixture: np.ndarray | None = None,
                     n_threads: int = 2, chunk: int = 1 << 19,
-                    tails: np.ndarray | None = None) -> np.ndarray:
+                    tails: np.ndarray | None = None,
+                    foreground: np.ndarray | None = None) -> np.ndarray:
     """Full-length loop tracks: Wiener masks across all K loops on the mixture's STFT.
 
     The masks M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p are formed on the cube (the
@@ -211,19 +335,22 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     chunk : int, samples per chunk (2^19: 12 s at 44.1 kHz)
     tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional: loop k's model in segment
         s becomes D′[s,k] P_k + D′[s−1,k] Q_k (:func:`unmixer.loops.ntd.refine_loop_tails`)
+    foreground : np.ndarray, shape=(n_freq · n_steps, n_segments), R, optional: the
+        foreground (:func:`foreground_model`) as one more source, whose track comes last
 
     Returns
     -------
-    np.ndarray, float32, shape=(K, channels, length); the K tracks sum to the mixture
-    (the masks sum to 1 in every cell; each channel keeps its own phase).
+    np.ndarray, float32, shape=(K, channels, length) (K + 1 with ``foreground``, the
+    foreground last); the tracks sum to the mixture (the masks sum to 1 in every cell;
+    each channel keeps its own phase).
 
     Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1; masks as in
     :func:`unmixer.core.spectrum.wiener_masks`.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    K = templates.shape[0]
-    cells = _LoopCells(templates, activations, power, tails)
+    cells = _LoopCells(templates, activations, power, tails, foreground)
+    K = cells.n_sources
     steps = frame_steps(grid, mix_spec.shape[-1])
     tracks = np.empty((K, mix_spec.shape[0], length), dtype=np.float32)
     computed = range(K - 1) if mixture is not None and K > 1 else range(K)
@@ -266,7 +393,8 @@ def _resynthesise(mix_spec, cells: _LoopCells, grid, steps, k: int, start: int, 
 
 def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.ndarray,
                    grid: CubeGrid, sample_ranges: np.ndarray, length: int, power: float = 2.0,
-                   hop_length: int = HOP_LENGTH, tails: np.ndarray | None = None) -> list[np.ndarray]:
+                   hop_length: int = HOP_LENGTH, tails: np.ndarray | None = None,
+                   foreground: np.ndarray | None = None) -> list[np.ndarray]:
     """Samples ``[start_k, stop_k)`` of each loop's track, without the full-length tracks.
 
     The same Wiener masks as :func:`separate_tracks`, formed only on the STFT frames that
@@ -283,6 +411,8 @@ def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.
     length : int, samples of the song
     power : float, mask exponent
     tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional (see :func:`separate_tracks`)
+    foreground : np.ndarray, shape=(n_freq · n_steps, n_segments), R, optional: a source
+        in the masks (see :func:`separate_tracks`); no clip of its own
 
     Returns
     -------
@@ -299,7 +429,7 @@ def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.
     if np.any(sample_ranges[:, 0] < 0) or np.any(sample_ranges[:, 1] > length) or \
             np.any(sample_ranges[:, 1] <= sample_ranges[:, 0]):
         raise UnmixerError("sample ranges must satisfy 0 <= start < stop <= length")
-    cells = _LoopCells(templates, activations, power, tails)
+    cells = _LoopCells(templates, activations, power, tails, foreground)
     steps = frame_steps(grid, mix_spec.shape[-1])
     clips = [np.ascontiguousarray(_resynthesise(mix_spec, cells, grid, steps, k,
                                                 int(start), int(stop), length, hop_length))

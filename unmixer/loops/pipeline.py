@@ -26,6 +26,8 @@ from unmixer.loops.loopcount import estimate_loop_count
 from unmixer.loops.masks import (
     choose_segments,
     cut_loop,
+    explained_share,
+    foreground_model,
     label_loop,
     loop_templates,
     mask_shares,
@@ -45,6 +47,11 @@ from unmixer.loops.ntd import (
 
 STAGES = ("decoding", "downbeats", "cube", "decomposition", "loops")
 """Stage names, in order, as reported to the progress callback and in ``timings_s``."""
+
+BARELY_REPEATS = 0.5
+"""A song whose loop model predicts less than this share of held-out bars
+(:attr:`Extraction.explained`) "barely repeats": the app and the CLI say so (BENCHMARKS.md,
+"Real music", lists the shares measured on the benchmark)."""
 
 
 def warm_up() -> None:
@@ -102,6 +109,15 @@ class Extraction:
     the song; ``grid_note``: how the bar grid differs from the downbeat tracker's ("as
     tracked", "given" for known downbeats, or e.g. "tempo 240 -> 120 BPM; bar lines moved
     0.5 beat"), :func:`unmixer.loops.bargrid.search_grid`.
+
+    ``explained``: the share of held-out bars' energy that the loop model of the other bars
+    predicts, 1 − the grid search's bi-cross-validated error (:attr:`SongGrid.heldout_error`;
+    NaN when the song is too short to tell); below :data:`BARELY_REPEATS` the song barely
+    repeats (:attr:`barely_repeats`).
+    ``foreground``: with ``extract_loops(..., foreground=True)``, the foreground track,
+    shape=(2, song samples), float32: what no loop explains (the loops' tracks and it sum to
+    the song); else None. ``foreground_energy``: its mask share of the song's energy (0
+    without it).
     """
 
     sr: int
@@ -116,6 +132,28 @@ class Extraction:
     loop_bars_auto: bool = False
     n_loops_auto: bool = False
     grid_note: str = ""
+    explained: float = float("nan")
+    foreground: np.ndarray | None = None
+    foreground_energy: float = 0.0
+
+    @property
+    def barely_repeats(self) -> bool:
+        """Whether the loop model explains less than :data:`BARELY_REPEATS` of held-out
+        bars (False when that was not measured)."""
+        return bool(self.explained < BARELY_REPEATS)
+
+    def repetition_note(self) -> str:
+        """One line for the user when the song barely repeats (else ""): what the app's song
+        card and the CLI summary show.
+
+        >>> e = Extraction(44100, 30.0, 120.0, 4, np.zeros(0), np.zeros(2), 2, [], explained=0.31)
+        >>> e.repetition_note()
+        'This song barely repeats: its loops predict only 31% of each bar from the others, so they are rough.'
+        """
+        if not self.barely_repeats:
+            return ""
+        return (f"This song barely repeats: its loops predict only {self.explained:.0%} of each bar "
+                "from the others, so they are rough.")
 
     @property
     def n_bars(self) -> int:
@@ -136,6 +174,9 @@ class Extraction:
             "loop_bars_auto": bool(self.loop_bars_auto),
             "n_loops_auto": bool(self.n_loops_auto),
             "grid": self.grid_note,
+            "explained": None if np.isnan(self.explained) else round(float(self.explained), 4),
+            "barely_repeats": bool(self.barely_repeats),
+            "foreground_energy": round(float(self.foreground_energy), 4),
             "activations": [[round(float(v), 4) for v in loop.activation] for loop in self.loops],
             "chosen_bar": [int(loop.chosen_bar) for loop in self.loops],
             "labels": [loop.label for loop in self.loops],
@@ -156,6 +197,7 @@ class Extraction:
         np.savez(directory / "loops.npz",
                  **{f"clip_{i}": loop.clip for i, loop in enumerate(self.loops)},
                  **{f"track_{i}": loop.track for i, loop in enumerate(self.loops)},
+                 **({} if self.foreground is None else {"foreground": self.foreground}),
                  activations=self.activations)
         (directory / "extraction.json").write_text(json.dumps(meta))
 
@@ -165,6 +207,7 @@ class Extraction:
         directory = Path(directory)
         meta = json.loads((directory / "extraction.json").read_text())
         with np.load(directory / "loops.npz") as data:
+            foreground = data["foreground"] if "foreground" in data.files else None
             loops = [
                 LoopResult(i + 1, label, data[f"clip_{i}"], data[f"track_{i}"],
                            data["activations"][i], chosen, energy)
@@ -174,7 +217,8 @@ class Extraction:
         return cls(meta["sr"], meta["duration_s"], meta["bpm"], meta["meter"],
                    np.asarray(meta["beats_s"]), np.asarray(meta["downbeats_s"]),
                    meta["loop_bars"], loops, meta["timings_s"], bool(meta.get("loop_bars_auto", False)),
-                   bool(meta.get("n_loops_auto", False)), str(meta.get("grid", "")))
+                   bool(meta.get("n_loops_auto", False)), str(meta.get("grid", "")),
+                   float(meta.get("explained") if meta.get("explained") is not None else "nan"), foreground, float(meta.get("foreground_energy", 0.0)))
 
 
 class _Stages:
@@ -222,6 +266,8 @@ class EngineSettings:
     core_l1: float = 0.3
     preview_iter: int = 10
     refine_iter: int = 10
+    foreground: bool = False
+    foreground_gain: float = 1.0
 
 
 @dataclass
@@ -241,6 +287,9 @@ class SongGrid:
     auto_bars : bool, whether the loop length was chosen from the song
     note : str, how the grid differs from the tracker's ("as tracked", "given", or e.g.
         "bar lines moved 0.5 beat")
+    heldout_error : float, the relative held-out error of the rank-K loop model of the
+        chosen segments (:attr:`unmixer.loops.bargrid.GridChoice.error`, bi-cross-validated:
+        how badly held-out bars are predicted from the others); NaN when not scored
     """
 
     beats: BeatGrid
@@ -252,10 +301,29 @@ class SongGrid:
     cube_grid: CubeGrid
     auto_bars: bool = False
     note: str = "as tracked"
+    heldout_error: float = float("nan")
 
     @property
     def n_segments(self) -> int:
         return len(self.boundaries_s) - 1
+
+
+@dataclass
+class Foreground:
+    """What the loop model leaves: the share it reconstructs and, when asked for, the foreground.
+
+    Attributes
+    ----------
+    fit_explained : float in [0, 1], the share of the cube's energy the fitted loop model
+        reconstructs (:func:`unmixer.loops.masks.explained_share`; in-sample, so near 1
+        even for songs that barely repeat: :attr:`Extraction.explained` is the held-out one)
+    track : np.ndarray, shape=(2, song samples), float32, or None (not asked for, or clips only)
+    energy : float in [0, 1], the foreground mask's share of the song's energy (0 without it)
+    """
+
+    fit_explained: float = 1.0
+    track: np.ndarray | None = None
+    energy: float = 0.0
 
 
 @dataclass
@@ -284,6 +352,8 @@ def _checked_request(audio: np.ndarray, n_loops: int | str, loop_bars: int,
         raise UnmixerError(f"The number of loops must be 'auto' or between {MIN_LOOPS} and {MAX_LOOPS}, not {n_loops}.")
     if not _is_auto(loop_bars) and loop_bars not in LOOP_BARS:
         raise UnmixerError(f"Loop length must be 'auto' or 1, 2 or 4 bars, not {loop_bars}.")
+    if not settings.foreground_gain > 0:
+        raise UnmixerError(f"The foreground gain must be positive, not {settings.foreground_gain}.")
     if settings.solver not in ("hals", "tensorly"):
         raise UnmixerError(f"Unknown NTD solver {settings.solver!r}: use 'hals' or 'tensorly'.")
     audio = np.asarray(audio, dtype=np.float32)
@@ -378,7 +448,8 @@ def choose_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int | str, lo
         k = count(grid, bars)
     boundaries = segment_boundaries_s(grid.downbeats_s, bars)
     return SongGrid(grid, tracked, bars, k, auto_k, boundaries, make_grid(boundaries, sr),
-                    auto_bars, choice.describe(tracked) if move_bar_lines else "given")
+                    auto_bars, choice.describe(tracked) if move_bar_lines else "given",
+                    float(choice.error))
 
 
 def build_cube(magnitude: np.ndarray, grid: SongGrid) -> np.ndarray:
@@ -485,8 +556,12 @@ def fit_loop_model(model: NTDResult, cube: np.ndarray, n_loops: int, settings: E
 def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, grid: SongGrid,
                 audio: np.ndarray, settings: EngineSettings, *, with_tracks: bool = True,
                 update: Callable[[float], None] = lambda fraction: None,
-                sr: int = SAMPLE_RATE) -> list[LoopResult]:
+                sr: int = SAMPLE_RATE) -> tuple[list[LoopResult], Foreground]:
     """Stage "loops": bar choice, Wiener-mask clips (and tracks), loop map, labels; loudest first.
+
+    With ``settings.foreground`` the masks get one more source, the foreground R (what no
+    loop explains, :func:`unmixer.loops.masks.foreground_model`), and its track is returned;
+    the share of the song the loops explain is measured either way.
 
     Parameters
     ----------
@@ -495,20 +570,28 @@ def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, g
     mix_spec : np.ndarray, complex, shape=(2, n_freq, n_frames), the mixture's STFT
     grid : SongGrid
     audio : np.ndarray, shape=(2, samples), the mixture
-    settings : EngineSettings (mask_power)
+    settings : EngineSettings (mask_power, foreground)
     with_tracks : bool, also the full-length tracks (else only the clips' frames are masked)
 
     Returns
     -------
-    list of LoopResult, ordered by energy
+    loops : list of LoopResult, ordered by energy
+    foreground : Foreground (its track only with ``settings.foreground`` and ``with_tracks``)
 
     Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1 (D·M bar choice, Wiener masks with the
     mixture's phase); :mod:`unmixer.loops.masks`.
     """
     templates, activations, tails = loop_model.templates, loop_model.activations, loop_model.tails
     power, length = settings.mask_power, audio.shape[-1]
-    shares = mask_shares(templates, activations, cube, power, tails)  # (S, K)
-    chosen = choose_segments(templates, activations, cube, shares=shares)
+    K = templates.shape[0]
+    residual = foreground_model(templates, activations, cube, tails)  # (F·T, S)
+    explained = explained_share(cube, residual)
+    fg = None
+    if settings.foreground:
+        fg = residual if settings.foreground_gain == 1 else residual * np.float32(settings.foreground_gain)
+    del residual
+    shares = mask_shares(templates, activations, cube, power, tails, fg)  # (S, K) or (S, K + 1)
+    chosen = choose_segments(templates, activations, cube, shares=shares[:, :K])
     seg_energy = np.einsum("fts,fts->s", cube, cube)  # (S,), no copy of the cube
     energies = shares.T @ seg_energy / max(float(seg_energy.sum()), 1e-30)
     update(0.2)
@@ -519,30 +602,38 @@ def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, g
     hi = np.minimum(starts[chosen + 1] + fade, length)
     if with_tracks:
         tracks = separate_tracks(mix_spec, templates, activations, grid.cube_grid, length, power,
-                                 mixture=audio, tails=tails)
+                                 mixture=audio, tails=tails, foreground=fg)
         excerpts = [tracks[k][:, lo[k]:hi[k]] for k in range(len(chosen))]
     else:
         tracks = None
         excerpts = separate_clips(mix_spec, templates, activations, grid.cube_grid,
-                                  np.stack([lo, hi], axis=1), length, power, tails=tails)
+                                  np.stack([lo, hi], axis=1), length, power, tails=tails,
+                                  foreground=fg)
     update(0.7)
     loop_map = segment_map_to_bars(activations, grid.loop_bars, grid.beats.n_bars)
     empty = np.zeros((audio.shape[0], 0), dtype=np.float32)
     loops = []
-    for rank, k in enumerate(np.argsort(-energies, kind="stable")):
+    for rank, k in enumerate(np.argsort(-energies[:K], kind="stable")):
         s = int(chosen[k])
         clip = cut_loop(excerpts[k], int(starts[s] - lo[k]), int(starts[s + 1] - lo[k]), fade)
         loops.append(LoopResult(rank + 1, label_loop(clip, sr), clip,
                                 tracks[k] if tracks is not None else empty, loop_map[k],
                                 s * grid.loop_bars, float(energies[k])))
-    return loops
+    rest = Foreground(explained)
+    if fg is not None:
+        rest.energy = float(energies[K])
+        rest.track = tracks[K] if tracks is not None else None
+    return loops, rest
 
 
-def _extraction(grid: SongGrid, loops: list[LoopResult], length: int, timings: dict[str, float],
-                sr: int) -> Extraction:
+def _extraction(grid: SongGrid, built: tuple[list[LoopResult], Foreground], length: int,
+                timings: dict[str, float], sr: int) -> Extraction:
     b = grid.beats
+    loops, rest = built
     return Extraction(sr, length / sr, b.bpm, b.meter, b.beats_s, b.downbeats_s, grid.loop_bars,
-                      loops, timings, grid.auto_bars, grid.auto_count, grid.note)
+                      loops, timings, grid.auto_bars, grid.auto_count, grid.note,
+                      1.0 - min(max(grid.heldout_error, 0.0), 1.0) if np.isfinite(grid.heldout_error)
+                      else float("nan"), rest.track, rest.energy)
 
 
 def extract_loops(
@@ -567,6 +658,8 @@ def extract_loops(
     preview_iter: int = 10,
     refine_iter: int = 10,
     tracks: bool = True,
+    foreground: bool = False,
+    foreground_gain: float = 1.0,
     sr: int = SAMPLE_RATE,
 ) -> Extraction:
     """Extract ``n_loops`` loops from a song.
@@ -626,6 +719,13 @@ def extract_loops(
         resynthesised, from the STFT frames around them, and each ``track`` is empty
         (shape (2, 0)); clips, loop map and order are the same. The preview never builds
         tracks.
+    foreground : bool, model what no loop explains as one more source, the foreground
+        (melodies that change every bar, vocals, fills: the rectified residual of the loop
+        model, :func:`unmixer.loops.masks.foreground_model`); its track is
+        ``result.foreground`` and the loop tracks no longer hold it. Off by default: see
+        BENCHMARKS.md, "Real music", lever "foreground", for what it does.
+    foreground_gain : float > 0, the foreground's model is this many times the residual
+        (how readily a cell the loops explain only partly goes to the foreground)
 
     Returns
     -------
@@ -641,7 +741,7 @@ def extract_loops(
     """
     settings = EngineSettings(seed, None if ranks is None else tuple(ranks), solver, n_iter,
                               time_budget_s, mask_power, core_sparsity, purify_starts, core_l1,
-                              preview_iter, refine_iter)
+                              preview_iter, refine_iter, bool(foreground), float(foreground_gain))
     audio = _checked_request(audio, n_loops, loop_bars, settings)
     length = audio.shape[-1]
     stages = _Stages(progress)

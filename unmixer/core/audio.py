@@ -296,7 +296,12 @@ def ogg_bytes(audio: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
     """
     buf = io.BytesIO()
     frames = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
-    sf.write(buf, frames.T if frames.ndim == 2 else frames, sr, format="OGG", subtype="VORBIS")
+    frames = frames.T if frames.ndim == 2 else frames
+    channels = 1 if frames.ndim == 1 else frames.shape[1]
+    # in blocks: libsndfile's Vorbis encoder crashes (SIGSEGV) on a minutes-long single write
+    with sf.SoundFile(buf, "w", sr, channels, format="OGG", subtype="VORBIS") as f:
+        for start in range(0, len(frames), 1 << 16):
+            f.write(frames[start:start + (1 << 16)])
     return buf.getvalue()
 
 def zip_bytes(files: Mapping[str, bytes]) -> bytes:

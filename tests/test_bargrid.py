@@ -147,3 +147,18 @@ def test_a_forced_length_on_a_short_song_keeps_the_tempo():
     assert readings(8, 2, tracked.bpm) == []  # 2-bar loops of 8 half-beats: 320 BPM
     auto = search_grid(mag, tracked, 5, "auto", duration_s=duration)  # 1-bar loops are readable
     assert abs(auto.grid.bpm - tracked.bpm) < 1 and auto.n_scored > 0
+
+
+def test_a_forced_length_does_not_double_the_tempo_of_one_bar_loops():
+    """1-bar loops at 103 BPM with 2 bars forced: the segments may not be read as 2 bars at
+    206 BPM (the deck would play them at half speed); auto reads them as 1 bar at 103."""
+    song = synth_song(seed=41, n_loops=3, n_bars=24, bpm=103, meter=4, loop_bars=1, block_bars=4,
+                      family="sparse", instruments=("drums", "bass", "pad"))
+    mag = np.abs(stft(song.mix)).mean(axis=0)
+    duration = song.mix.shape[-1] / SR
+    true = grid_from_downbeats(song.downbeats_s, song.meter)
+    forced = search_grid(mag, true, 3, 2, duration_s=duration)
+    assert forced.loop_bars == 2 and abs(forced.grid.bpm - true.bpm) < 1
+    assert "tempo" not in forced.describe(true)
+    auto = search_grid(mag, true, 3, "auto", duration_s=duration)
+    assert auto.loop_bars == 1 and abs(auto.grid.bpm - true.bpm) < 1

@@ -315,10 +315,18 @@ def tempo_cost(bpm: float, beat_factor: float) -> float:
     return abs(np.log2(bpm / REFERENCE_BPM)) + (0.0 if beat_factor == 1 else OCTAVE_SWITCH)
 
 
-def plausible(bpm: float, beat_factor: float) -> bool:
+def plausible(bpm: float, beat_factor: float, tracker_bpm: float | None = None) -> bool:
     """Whether a reading's tempo may be chosen: the tracker's own (``beat_factor`` 1), or
-    inside :data:`TEMPO_RANGE_BPM`."""
-    return beat_factor == 1 or TEMPO_RANGE_BPM[0] <= bpm <= TEMPO_RANGE_BPM[1]
+    another octave inside :data:`TEMPO_RANGE_BPM` that is nearer :data:`REFERENCE_BPM` than
+    the tracker's tempo (``tracker_bpm``, BPM) in octaves. Segments that only a tempo further
+    from it could read are left to the loop length: a forced 2-bar length on 1-bar loops at
+    103 BPM must not read them as 2 bars at 206 BPM, which would make the deck play them at
+    half speed."""
+    if beat_factor == 1:
+        return True
+    if not TEMPO_RANGE_BPM[0] <= bpm <= TEMPO_RANGE_BPM[1]:
+        return False
+    return tracker_bpm is None or abs(np.log2(bpm / REFERENCE_BPM)) < abs(np.log2(tracker_bpm / REFERENCE_BPM))
 
 
 def readings(half_beats: int, loop_bars: int | str = AUTO,
@@ -330,7 +338,7 @@ def readings(half_beats: int, loop_bars: int | str = AUTO,
     lengths = LOOP_BARS if loop_bars == AUTO else (int(loop_bars),)
     return [(m, L, f) for m in METERS for L in lengths for f in BEAT_FACTORS
             if abs(2 * m * L * f - half_beats) < 1e-9
-            and (tracker_bpm is None or plausible(tracker_bpm / f, f))]
+            and (tracker_bpm is None or plausible(tracker_bpm / f, f, tracker_bpm))]
 
 
 def segment_lengths(loop_bars: int | str = AUTO) -> list[int]:

@@ -25,3 +25,17 @@ def synth_song(**kwargs):
     from unmixer.datasets.synth import make_song
 
     return make_song(**kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's script runner (AppTest) puts the app script's module in
+    ``sys.modules["__main__"]`` and leaves it there; a process started later by
+    multiprocessing's spawn (Dask's LocalCluster workers) would then re-run streamlit_app.py
+    outside Streamlit and die. Each test gets pytest's own ``__main__`` back."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main

@@ -1,15 +1,17 @@
 """Unmixer: pull the loops out of songs and play them together at any tempo.
 
 The page reads top to bottom like it looks: songs in, the deck (filled last, once every
-song is analysed, but drawn above the songs), then one card per song.
+song is analysed, but drawn above the songs), then one card per song. What the tab holds is
+kept on disk (:mod:`ui.sessions`) and given back to a new session of the same tab.
 """
 
 import streamlit as st
 
-from ui import deck, songs, state, style
+from ui import deck, sessions, songs, state, style
 
 state.init()
 style.inject()
+sessions.keep()  # a new session of this tab (a reload, a restarted server) gets it all back
 
 st.title("Unmixer", anchor=False)
 st.markdown(
@@ -19,6 +21,7 @@ st.markdown(
 )
 
 songs.song_inputs()
+sessions.save()
 deck_slot = st.container()
 
 if state.songs():
@@ -29,3 +32,5 @@ for song in list(state.songs().values()):
 
 with deck_slot:
     deck.deck_section(deck.ready_songs())
+
+sessions.save()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def fake_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", fake_extract_loops)
     monkeypatch.setattr(ui.engine, "_JOBS", {})  # no finished job from another test
     monkeypatch.setenv("UNMIXER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("UNMIXER_PASSWORD", raising=False)  # no shared password (the default)
     # the page waits this long for an analysis before it shows it as running; the fake one
     # takes well under a second, but a loaded CI machine must not turn results into spinners
     # (tests of the running state set a short wait themselves)
@@ -737,3 +739,93 @@ def test_a_song_that_barely_repeats_says_so_on_its_card(monkeypatch):
     at.file_uploader[0].set_value(("other.wav", OTHER, "audio/wav")).run()
     (line,) = [w.value for w in at.warning if "barely repeats" in w.value]
     assert "30%" in line and len(line.splitlines()) == 1
+# ------------------------------------------------------------------- who may use it
+def test_with_a_shared_password_nothing_runs_before_it_is_given(monkeypatch):
+    monkeypatch.setenv("UNMIXER_PASSWORD", "loops for all")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert not at.file_uploader
+    assert [b.label for b in at.button] == ["Enter"]    # no demo button, no page at all
+    assert [t.value for t in at.text_input] == [""] and at.text_input[0].label == "Password"
+    at.text_input[0].set_value("loops for everyone")
+    at.button[0].click().run()                       # the form's Enter
+    (error,) = at.error
+    assert error.value.startswith("Wrong password")
+    assert not at.file_uploader
+    at.text_input[0].set_value("loops for all")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert at.title[0].value == "Unmixer" and len(at.file_uploader) == 1
+    assert "access_password" not in at.session_state or not at.session_state["access_password"]
+
+
+def test_the_password_can_come_from_streamlit_secrets():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.secrets["UNMIXER_PASSWORD"] = "from secrets"
+    at.run()
+    assert not at.file_uploader and at.text_input[0].label == "Password"
+    at.text_input[0].set_value("from secrets")
+    at.button[0].click().run()
+    assert len(at.file_uploader) == 1
+
+
+def test_without_a_password_the_app_opens_at_once():
+    at = _app()
+    assert not at.text_input and len(at.file_uploader) == 1
+
+
+# ------------------------------------------------------ a tab's songs, kept (issue 18)
+def test_a_new_session_of_the_same_tab_gets_its_songs_and_choices_back(monkeypatch):
+    """What a reload or a restarted server does: a new session whose browser tab sends the
+    same id gets its songs (analysed again, here from the disk cache), loops in the mix,
+    loop counts and deck tempo back; another tab gets nothing of it."""
+    import ui.sessions
+
+    monkeypatch.setattr(ui.sessions, "tab_id", lambda: "ab" * 16)
+    at = _app()
+    at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
+                                   ("b.wav", OTHER, "audio/wav")]).run()
+    a, b = _song_ids(at)
+    at.selectbox(key=f"w:n_loops:{b}").set_value(7).run()
+    _checkboxes(at, a)[2].check()
+    at.number_input(key="w:deck_bpm").set_value(100.0).run()
+    n_calls = len(CALLS)
+
+    again = _app()                                      # the same tab, a new session
+    assert not again.exception
+    assert _song_ids(again) == [a, b] and _titles(again) == ["a", "b"]
+    assert [c.value for c in _checkboxes(again, a)] == [False, False, True, False, False]
+    assert len(_checkboxes(again, b)) == 7
+    assert again.number_input(key="w:deck_bpm").value == 100.0
+    assert len(CALLS) == n_calls                        # from the disk cache
+    monkeypatch.setattr(ui.sessions, "tab_id", lambda: "cd" * 16)
+    other = _app()
+    assert _song_ids(other) == []
+
+
+def test_a_damaged_song_file_of_a_kept_tab_is_left_out(monkeypatch, tmp_path):
+    import ui.sessions
+
+    monkeypatch.setattr(ui.sessions, "tab_id", lambda: "ef" * 16)
+    at = _app()
+    at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
+                                   ("b.wav", OTHER, "audio/wav")]).run()
+    a, b = _song_ids(at)
+    (ui.sessions.root() / ("ef" * 16) / "songs" / a).write_bytes(b"not the song")
+    again = _app()
+    assert not again.exception and _song_ids(again) == [b]
+
+
+def test_kept_tabs_go_after_some_days_and_over_the_size_cap(monkeypatch):
+    import ui.sessions
+
+    monkeypatch.setattr(ui.sessions, "KEEP_MAX_MB", 1.0)
+    now = time.time()
+    for tab, days, size in (("1" * 32, 5, 1000), ("2" * 32, 1, 600_000), ("3" * 32, 0, 600_000)):
+        ui.sessions.write(tab, {"songs": []}, {"0" * 16: b"x" * size})
+        changed = now - days * 86400
+        os.utime(ui.sessions.root() / tab / "state.json", (changed, changed))
+    removed = ui.sessions.prune(now)
+    assert sorted(p.name for p in removed) == ["1" * 32, "2" * 32]    # too old; over the cap
+    assert [p.name for p in ui.sessions.root().iterdir()] == ["3" * 32]

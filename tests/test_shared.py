@@ -98,3 +98,218 @@ def test_a_madmom_worker_killed_during_an_analysis_and_the_app_goes_on(real_engi
     assert result.error is None and len(result.extraction.loops) == 5
     other = ui.engine.submit(song, 4, 2).future.result(timeout=600)
     assert other.error is None and len(other.extraction.loops) == 4
+
+
+# ------------------------------------------------------------- in the browser, served
+def _wav_file(path: Path, seconds: float, freq: float) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    sr = 44100
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * freq * t) * (1 + np.sign(np.sin(2 * np.pi * 2 * t))) / 2
+    sf.write(path, np.stack([x, x]).T.astype(np.float32), sr)
+    return path
+
+
+@pytest.fixture
+def browser():
+    pytest.importorskip("playwright.sync_api")
+    from bench.served import chromium
+
+    with chromium() as b:
+        yield b
+
+
+def _new_page(browser):
+    page = browser.new_context(viewport={"width": 1300, "height": 1800}).new_page()
+    page.set_default_timeout(120_000)  # a shared 2-core machine can be very busy
+    pytest.importorskip("playwright.sync_api").expect.set_options(timeout=120_000)
+    return page
+
+
+def _mix(page, n_loops: int, checked: list[int], bpm: str | None = None) -> None:
+    """Waits until the page shows n_loops tiles with exactly ``checked`` (0-based) in the
+    mix (and the deck's tempo)."""
+    from playwright.sync_api import expect
+
+    boxes = page.get_by_label("In the mix")
+    expect(boxes).to_have_count(n_loops, timeout=180_000)
+    for i in range(n_loops):
+        (expect(boxes.nth(i)).to_be_checked if i in checked
+         else expect(boxes.nth(i)).not_to_be_checked)()
+    if bpm is not None:
+        expect(page.get_by_label("Tempo (BPM)", exact=True)).to_have_value(bpm)
+
+
+def _choose(page, loop: int, bpm: str) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_text("In the mix", exact=True).nth(loop).click()
+    expect(page.get_by_text("Your mix · 1 loop,")).to_be_visible()
+    tempo = page.get_by_label("Tempo (BPM)", exact=True)
+    tempo.fill(bpm)
+    tempo.press("Enter")
+    expect(page.locator(".deck-tempo")).to_have_text(f"{float(bpm):.1f} BPM · 4/4")
+
+
+import contextlib
+
+
+@contextlib.contextmanager
+def _diagnosed(page, app, name: str):
+    """On a failure: a screenshot (test-artifacts/failed_<name>.png) and the end of the
+    server's log in the error."""
+    try:
+        yield
+    except Exception as err:
+        with contextlib.suppress(Exception):
+            _shot(page, f"failed_{name}.png")
+        raise AssertionError(f"{err}\n--- server log ---\n{app.log_tail(4000)}") from err
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+@needs_chromium
+def test_a_server_restarted_while_a_song_is_analysed_gives_the_tab_its_songs_back(
+        tmp_path, browser):
+    """Kill -9 the server while a second song is analysed; start it again on the same port:
+    the tab reconnects by itself, gets both songs back, the first from the cache with its
+    loop in the mix and the deck's tempo, the second analysed again (no spinner forever)."""
+    from playwright.sync_api import expect
+
+    from bench.fake_engine import PRELUDE
+    from bench.served import free_port, start
+
+    gate = tmp_path / "gate"
+    gate.touch()
+    env = {"UNMIXER_CACHE_DIR": str(tmp_path / "cache"), "UNMIXER_TEST_GATE": str(gate)}
+    port = free_port()
+    first, second = _wav_file(tmp_path / "first.wav", 24, 220), _wav_file(tmp_path / "second.wav", 20, 330)
+    app = start(tmp_path, env=env, prelude=PRELUDE, port=port)
+    try:
+        page = _new_page(browser)
+        page.goto(app.url)
+        page.locator("input[type=file]").set_input_files([str(first)])
+        _mix(page, 5, [])
+        _choose(page, 1, "110")
+        gate.unlink()                                    # the next analysis is held
+        page.locator("input[type=file]").set_input_files([str(second)])
+        expect(page.get_by_text("Unmixing second")).to_be_visible()
+        _shot(page, "restart_before.png")
+        app.stop(signal.SIGKILL)
+        gate.touch()
+        app = start(tmp_path, env=env, prelude=PRELUDE, port=port)
+        _mix(page, 10, [1], "110.0")
+        expect(page.get_by_text("Unmixing")).to_have_count(0)
+        expect(page.get_by_text("Your mix · 1 loop,")).to_be_visible()
+        _shot(page, "restart_after.png")
+    finally:
+        app.stop()
+
+
+@needs_chromium
+def test_a_reload_gives_the_tab_its_songs_back_and_another_tab_does_not_see_them(
+        tmp_path, browser):
+    from playwright.sync_api import expect
+
+    from bench.fake_engine import PRELUDE
+    from bench.served import serve
+
+    song = _wav_file(tmp_path / "groove.wav", 24, 220)
+    with serve(tmp_path, env={"UNMIXER_CACHE_DIR": str(tmp_path / "cache")},
+               prelude=PRELUDE) as app:
+        page = _new_page(browser)
+        with _diagnosed(page, app, "reload"):
+            page.goto(app.url)
+            page.locator("input[type=file]").set_input_files([str(song)])
+            _mix(page, 5, [])
+            _choose(page, 3, "100")
+            page.reload()
+            _mix(page, 5, [3], "100.0")
+            other = _new_page(browser)                   # another user, or another tab
+            other.goto(app.url)
+            expect(other.get_by_text("Your loops will appear here")).to_be_visible()
+            expect(other.get_by_label("In the mix")).to_have_count(0)
+
+
+@needs_chromium
+def test_a_dropped_connection_loses_nothing(tmp_path, browser):
+    """Every connection between the browser and the server is cut (a network blip); the
+    page reconnects to the same session: songs, loops in the mix and tempo are there, and
+    the deck still answers."""
+    from playwright.sync_api import expect
+
+    from bench.fake_engine import PRELUDE
+    from bench.served import Proxy, serve
+
+    song = _wav_file(tmp_path / "groove.wav", 24, 220)
+    with serve(tmp_path, env={"UNMIXER_CACHE_DIR": str(tmp_path / "cache")},
+               prelude=PRELUDE) as app:
+        proxy = Proxy(int(app.url.rsplit(":", 1)[1]))
+        try:
+            page = _new_page(browser)
+            page.goto(proxy.url, wait_until="domcontentloaded")
+            page.locator("input[type=file]").set_input_files([str(song)])
+            _mix(page, 5, [])
+            _choose(page, 0, "125")
+            assert proxy.cut() >= 1
+            _mix(page, 5, [0], "125.0")
+            page.get_by_text("In the mix", exact=True).nth(2).click()  # it answers after
+            expect(page.get_by_text("Your mix · 2 loops,")).to_be_visible()
+        finally:
+            proxy.close()
+
+
+# ------------------------------------------------------------------- who may use it
+def test_xsrf_protection_and_cors_are_on_in_the_effective_config():
+    """What `streamlit run` in the repository root reads (.streamlit/config.toml over the
+    defaults): uploads need the page's XSRF token, and only the app's origin is allowed."""
+    import subprocess
+    import sys
+
+    code = ("from streamlit import config; config.get_config_options(force_reparse=True); "
+            "print(config.get_option('server.enableXsrfProtection'), "
+            "config.get_option('server.enableCORS'), config.get_option('server.maxUploadSize'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[:2] == ["True", "True"] and int(out[2]) <= 200
+
+
+@needs_chromium
+def test_a_shared_password_comes_before_any_page_and_any_upload(tmp_path, browser):
+    """A link straight to a page asks for the password first: no navigation, no uploader;
+    a wrong one says so; the right one opens the page. An upload without the page's XSRF
+    token is refused by the server (403)."""
+    import urllib.error
+    import urllib.request
+
+    from playwright.sync_api import expect
+
+    from bench.served import serve
+
+    env = {"UNMIXER_CACHE_DIR": str(tmp_path / "cache"), "UNMIXER_PASSWORD": "bar lines"}
+    with serve(tmp_path, env=env) as app:
+        page = _new_page(browser)
+        page.goto(app.url + "/drum_splitter")
+        password = page.get_by_label("Password", exact=True)
+        expect(password).to_be_visible()
+        expect(page.locator("[data-testid=stSidebarNavLink]")).to_have_count(0)
+        expect(page.locator("input[type=file]")).to_have_count(0)
+        _shot(page, "password_asked.png")
+        password.fill("downbeats")
+        page.get_by_role("button", name="Enter").click()
+        expect(page.get_by_text("Wrong password.")).to_be_visible()
+        expect(page.locator("input[type=file]")).to_have_count(0)
+        page.get_by_label("Password", exact=True).fill("bar lines")
+        page.get_by_role("button", name="Enter").click()
+        expect(page.locator("h1").first).to_have_text("Drum Splitter")
+        expect(page.locator("[data-testid=stSidebarNavLink]")).to_have_count(3)
+        request = urllib.request.Request(f"{app.url}/_stcore/upload_file/some-session/some-file",
+                                         data=b"--x--", method="PUT")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 403

@@ -740,6 +740,8 @@ def test_a_song_that_barely_repeats_says_so_on_its_card(monkeypatch):
     at.file_uploader[0].set_value(("other.wav", OTHER, "audio/wav")).run()
     (line,) = [w.value for w in at.warning if "barely repeats" in w.value]
     assert "30%" in line and len(line.splitlines()) == 1
+
+
 # ------------------------------------------------------------------- who may use it
 def test_with_a_shared_password_nothing_runs_before_it_is_given(monkeypatch):
     monkeypatch.setenv("UNMIXER_PASSWORD", "loops for all")

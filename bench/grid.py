@@ -307,7 +307,7 @@ def same_segments(a: dict, b: dict, tol_s: float = 0.05) -> bool:
 # ----------------------------------------------------------------------------- tables
 
 def cmd_run(args) -> None:
-    engine = package_code_version("unmixer.loops")
+    engine = args.separation_engine or package_code_version("unmixer.loops")
     print(f"engine {engine}; modes {args.modes}; grids {args.grids}\n")
     rows: dict[tuple, list[float]] = {}
     oracle: dict[str, list[float]] = {}
@@ -360,6 +360,9 @@ def main() -> None:
     run.add_argument("--modes", nargs="*", default=["shipped:L2", "search:L2", "search:auto"],
                      help="MODE:SETTING pairs; modes shipped, search; settings L1 L2 L4 auto")
     run.add_argument("--songs", type=int, default=2, help="songs per family")
+    run.add_argument("--separation-engine", default=None,
+                     help="reuse the separations cached under this engine version (they get known "
+                          "bar lines, so a change to the grid search alone does not touch them)")
     args = parser.parse_args()
     args.modes = [tuple(m.split(":")) for m in args.modes]
     if args.cmd == "run":

@@ -114,8 +114,7 @@ SMOOTH_BEATS = 9
 search (:func:`steady_beats`)."""
 
 
-def steady_beats(beats_s: np.ndarray, window: int = SMOOTH_BEATS,
-                 duration_s: float | None = None) -> np.ndarray:
+def steady_beats(beats_s: np.ndarray, window: int = SMOOTH_BEATS) -> np.ndarray:
     """The tracker's beat times with their jitter smoothed out: each beat replaced by a
     least-squares straight line (beat time against beat number) through the ``window`` beats
     around it (a first-order Savitzky-Golay filter), so a steady tempo becomes an exactly
@@ -129,13 +128,10 @@ def steady_beats(beats_s: np.ndarray, window: int = SMOOTH_BEATS,
     ----------
     beats_s : np.ndarray, shape=(n_beats,), s, increasing
     window : int, odd, beats per fit
-    duration_s : float, optional, the song's length (s): the fitted beats stay inside
-        [0, duration_s] (a first beat at 0.01 s can fit to -0.005 s)
 
     Returns
     -------
     np.ndarray, shape=(n_beats,), s; the input itself when it has fewer than ``window`` beats
-    or the fit would not be strictly increasing inside the song
 
     Source: Savitzky & Golay, Anal. Chem. 1964 (order 1).
     """
@@ -144,8 +140,7 @@ def steady_beats(beats_s: np.ndarray, window: int = SMOOTH_BEATS,
     beats = np.asarray(beats_s, dtype=np.float64)
     if len(beats) < window:
         return beats
-    smooth = np.clip(savgol_filter(beats, window, 1, mode="interp"), 0.0,
-                     np.inf if duration_s is None else float(duration_s))
+    smooth = savgol_filter(beats, window, 1, mode="interp")
     return smooth if np.all(np.diff(smooth) > 0) else beats
 
 
@@ -428,7 +423,7 @@ def search_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int,
     """
     if duration_s is None:
         duration_s = magnitude.shape[1] * hop_length / sr
-    times = half_beat_times(steady_beats(tracked.beats_s, duration_s=duration_s), duration_s)
+    times = half_beat_times(steady_beats(tracked.beats_s), duration_s)
     n = len(times) - 1
     start = max(0, (n - MAX_HALF_BEATS) // 2)
     start -= start % 4  # keeps beat parity and the tracker's bar phase readable

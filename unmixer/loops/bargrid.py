@@ -109,41 +109,6 @@ def shifted_grid(grid: BeatGrid, shift_beats: int, duration_s: float) -> BeatGri
 
 # ----------------------------------------------------------------------------- half-beat rows
 
-SMOOTH_BEATS = 9
-"""Beats in the local straight-line fit that steadies the tracker's beat times before the
-search (:func:`steady_beats`)."""
-
-
-def steady_beats(beats_s: np.ndarray, window: int = SMOOTH_BEATS) -> np.ndarray:
-    """The tracker's beat times with their jitter smoothed out: each beat replaced by a
-    least-squares straight line (beat time against beat number) through the ``window`` beats
-    around it (a first-order Savitzky-Golay filter), so a steady tempo becomes an exactly
-    regular grid and slow tempo changes are kept.
-
-    madmom's beats lie within about 10 ms of the true ones, but that jitter, about one STFT
-    frame, moved the held-out errors of every segmentation by a factor of 20 (0.041 against
-    0.002 for the same segments on a generated song) and let a bar line half a beat off win.
-
-    Parameters
-    ----------
-    beats_s : np.ndarray, shape=(n_beats,), s, increasing
-    window : int, odd, beats per fit
-
-    Returns
-    -------
-    np.ndarray, shape=(n_beats,), s; the input itself when it has fewer than ``window`` beats
-
-    Source: Savitzky & Golay, Anal. Chem. 1964 (order 1).
-    """
-    from scipy.signal import savgol_filter
-
-    beats = np.asarray(beats_s, dtype=np.float64)
-    if len(beats) < window:
-        return beats
-    smooth = savgol_filter(beats, window, 1, mode="interp")
-    return smooth if np.all(np.diff(smooth) > 0) else beats
-
-
 def half_beat_times(beats_s: np.ndarray, duration_s: float) -> np.ndarray:
     """The tracker's beats and the midpoints between them, continued at the median period
     to the start and the end of the song.
@@ -423,7 +388,7 @@ def search_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int,
     """
     if duration_s is None:
         duration_s = magnitude.shape[1] * hop_length / sr
-    times = half_beat_times(steady_beats(tracked.beats_s), duration_s)
+    times = half_beat_times(tracked.beats_s, duration_s)
     n = len(times) - 1
     start = max(0, (n - MAX_HALF_BEATS) // 2)
     start -= start % 4  # keeps beat parity and the tracker's bar phase readable

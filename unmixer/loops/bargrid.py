@@ -414,10 +414,7 @@ def search_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int,
         for N, o in hypotheses:
             by_length.setdefault(N, []).append(o)
         for N, offsets in by_length.items():
-            if fixed_bar_lines:
-                errs = [scorer.error(N, o, k) for o in offsets]
-            else:
-                errs = scorer.errors(N, np.array(offsets), k)
+            errs = scorer.errors(N, np.array(offsets), k)
             scored += [(float(e), N, o) for e, o in zip(errs, offsets) if np.isfinite(e)]
         tracker_error = scorer.error(tracker_N, first_bar % tracker_N, k)
     if not scored:  # too few segments to score anything: the tracker's reading, unscored

@@ -205,7 +205,7 @@ def ensure_result(song: state.Song) -> state.SongResult | None:
 def song_card(song: state.Song, deck_bpm: float | None) -> None:
     """A bordered card: title and choices, progress or error, tempo, loop map, loop tiles."""
     with st.container(border=True, key=f"song_{song.id}"):
-        head = st.columns([3, 1, 1.1, 0.8], vertical_alignment="bottom")
+        head = st.columns([2.4, 0.9, 1.7, 0.8], vertical_alignment="bottom")
         with head[0]:
             st.markdown(f"### {md_escape(song.title)}")
         with head[1]:
@@ -215,9 +215,9 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
                        help="How many loops to pull out of this song (3 to 10), or Auto: "
                             "Unmixer counts them (2 to 10) from how the bars repeat.")
         with head[2]:
-            state.kept(st.segmented_control, "Loop length", state.loop_bars_key(song.id),
+            state.kept(st.segmented_control, "Loop length (bars)", state.loop_bars_key(song.id),
                        state.DEFAULT_LOOP_BARS, options=state.LOOP_BARS_CHOICES,
-                       format_func=lambda n: "Auto" if n == state.AUTO else f"{n} bar" + ("s" if n > 1 else ""),
+                       format_func=lambda n: "Auto" if n == state.AUTO else str(n),
                        help="How many bars each loop lasts: Auto finds it from how the song "
                             "repeats (and checks the bar lines too), or force 1, 2 or 4 bars.")
         head[3].button("Remove", icon=":material/close:", key=f"remove_{song.id}",

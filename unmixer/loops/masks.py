@@ -10,6 +10,8 @@ With tail templates Q_k (:func:`unmixer.loops.ntd.refine_loop_tails`) the model 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from unmixer.core.spectrum import HOP_LENGTH, MASK_EPS, istft, wiener_mask
@@ -102,15 +104,21 @@ class _LoopCells:
             return out
         return np.concatenate([out, np.einsum("cs,cs->s", self.fg, ratio)[:, None]], axis=1)
 
-    def cells(self, k: int, segments: np.ndarray | slice = slice(None)) -> np.ndarray:
+    def cells(self, k: int | np.ndarray, segments: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Source k's powered model in ``segments`` (k = K: the foreground), float32,
-        shape=(F·T, n_segments_given), a new array."""
-        if k == self.n_loops and self.fg is not None:
-            return np.array(self.fg[:, segments], dtype=np.float32)
-        c = self.p[k][:, None] * self.d[segments, k][None, :]
+        shape=(F·T, n_segments_given), a new array; for an array of sources,
+        shape=(len(k), F·T, n_segments_given)."""
+        if self.fg is not None and np.any(np.asarray(k) == self.n_loops):
+            if np.ndim(k) == 0:
+                return np.array(self.fg[:, segments], dtype=np.float32)
+            return np.stack([self.cells(int(j), segments) for j in np.asarray(k)])
+        c = self.p[k][..., None] * _segment_rows(self.d, segments, k)
         if self.q is not None:
-            c += self.q[k][:, None] * self.d_prev[segments, k][None, :]
-            np.power(c, self.power, out=c)
+            c += self.q[k][..., None] * _segment_rows(self.d_prev, segments, k)
+            if self.power == 2.0:
+                np.multiply(c, c, out=c)
+            else:
+                np.power(c, self.power, out=c)
         return c
 
 
@@ -212,6 +220,10 @@ def explained_share(cube: np.ndarray, foreground: np.ndarray) -> float:
         return 0.0
     rest = float(np.einsum("cs,cs->", foreground, foreground, dtype=np.float64))
     return float(min(max(1.0 - rest / total, 0.0), 1.0))
+def _segment_rows(d: np.ndarray, segments, k) -> np.ndarray:
+    """d[segments, k] shaped to broadcast against P[k][..., None]: (1, n) or (L, 1, n)."""
+    rows = d[segments][:, k]
+    return rows[None, :] if np.ndim(k) == 0 else rows.T[:, None, :]
 
 
 def mask_shares(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray,
@@ -292,23 +304,26 @@ def frame_models(templates: np.ndarray, activations: np.ndarray, grid: CubeGrid,
     return model
 
 
-def _frame_mask(cells: _LoopCells, grid: CubeGrid, steps: tuple, frames: slice, k: int) -> np.ndarray:
-    """Loop k's Wiener mask formed on the cube and mapped onto STFT ``frames``, float32,
-    shape=(n_freq, n_frames_in_slice); only the segments those frames touch are formed."""
+def _frame_masks(cells: _LoopCells, grid: CubeGrid, steps: tuple, frames: slice,
+                 loops: np.ndarray) -> np.ndarray:
+    """The Wiener masks of ``loops``, formed on the cube and mapped onto STFT ``frames``,
+    float32, shape=(len(loops), n_freq, n_frames_in_slice); only the segments those frames
+    touch are formed, and the denominator is sliced once for all the loops."""
     seg, j0, j1, w = (a[frames] for a in steps)
     used, seg = np.unique(seg, return_inverse=True)
     T = grid.n_steps
-    mask = cells.cells(k, used)
-    wiener_mask(mask, cells.denom[:, used], cells.n_sources, out=mask)  # (F·T, n_used)
-    return cube_to_frames(mask.reshape(-1, T, len(used)), grid, steps=(seg, j0, j1, w))
+    mask = cells.cells(np.asarray(loops), used)  # (L, F·T, n_used)
+    wiener_mask(mask, cells.denom[:, used], cells.n_sources, out=mask)
+    return cube_to_frames(mask.reshape(len(loops), -1, T, len(used)), grid, steps=(seg, j0, j1, w))
 
 
 def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np.ndarray,
                     grid: CubeGrid, length: int, power: float = 2.0,
                     hop_length: int = HOP_LENGTH, mixture: np.ndarray | None = None,
-                    n_threads: int = 2, chunk: int = 1 << 19,
+                    n_threads: int = 2, chunk: int = 1 << 18,
                     tails: np.ndarray | None = None,
-                    foreground: np.ndarray | None = None) -> np.ndarray:
+                    foreground: np.ndarray | None = None,
+                    on_chunk: Callable[[int, int, np.ndarray], None] | None = None) -> np.ndarray:
     """Full-length loop tracks: Wiener masks across all K loops on the mixture's STFT.
 
     The masks M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p are formed on the cube (the
@@ -317,10 +332,13 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     :func:`unmixer.loops.cube.cube_to_frames` does; linear interpolation keeps their sum at 1.
     Given the ``mixture`` waveform, the last track is the mixture minus the others (the
     inverse STFT is linear and the masks sum to 1, so this is the same track up to float32
-    rounding, one inverse STFT fewer, and the tracks sum to the mixture exactly). Each track
-    is resynthesised in chunks of ``chunk`` samples, each from the STFT frames that reach it
-    (exact: see :func:`separate_clips`), ``n_threads`` chunks at a time (NumPy and the FFT
-    release the GIL), so memory stays at a few chunk-sized masks.
+    rounding, one inverse STFT fewer, and the tracks sum to the mixture exactly).
+
+    The song is resynthesised in chunks of ``chunk`` samples, each from the STFT frames that
+    reach it (exact: see :func:`separate_clips`), ``n_threads`` chunks at a time (NumPy and
+    the FFT release the GIL); in each chunk every loop's mask is formed in one batch and all
+    loops × channels go through one inverse STFT (one window normalisation, one batched
+    inverse FFT), so memory stays at a few chunk-sized spectra.
 
     Parameters
     ----------
@@ -332,11 +350,14 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     power : float, mask exponent (2: Wiener)
     mixture : np.ndarray, shape=(channels, length), optional, the mixture's samples
     n_threads : int, chunks processed at once
-    chunk : int, samples per chunk (2^19: 12 s at 44.1 kHz)
+    chunk : int, samples per chunk (2^18: 6 s at 44.1 kHz)
     tails : np.ndarray, shape=(K, n_freq, n_steps), Q, optional: loop k's model in segment
         s becomes D′[s,k] P_k + D′[s−1,k] Q_k (:func:`unmixer.loops.ntd.refine_loop_tails`)
     foreground : np.ndarray, shape=(n_freq · n_steps, n_segments), R, optional: the
         foreground (:func:`foreground_model`) as one more source, whose track comes last
+    on_chunk : callable(start, stop, tracks), optional: called in the song's order, from
+        the calling thread, once samples [start, stop) of every track are final, with the
+        whole ``tracks`` array (e.g. to write the tracks to files while the rest is computed)
 
     Returns
     -------
@@ -353,42 +374,50 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
     K = cells.n_sources
     steps = frame_steps(grid, mix_spec.shape[-1])
     tracks = np.empty((K, mix_spec.shape[0], length), dtype=np.float32)
-    computed = range(K - 1) if mixture is not None and K > 1 else range(K)
+    residual = mixture is not None and K > 1
+    computed = np.arange(K - 1 if residual else K)
     edges = np.append(np.arange(0, length, chunk), length)
-    jobs = [(k, int(a), int(b)) for k in computed for a, b in zip(edges[:-1], edges[1:])]
 
-    def one(job) -> None:
-        k, a, b = job
-        tracks[k, :, a:b] = _resynthesise(mix_spec, cells, grid, steps, k, a, b, length, hop_length)
+    def one(a: int, b: int) -> None:
+        tracks[computed, :, a:b] = _resynthesise(mix_spec, cells, grid, steps, computed, a, b,
+                                                 length, hop_length)
+        if residual:
+            last = tracks[K - 1, :, a:b]
+            last[:] = mixture[:, a:b]
+            for k in computed:  # in place: no temporary sum of the other tracks
+                last -= tracks[k, :, a:b]
 
     with ThreadPoolExecutor(max(1, int(n_threads))) as pool:
-        list(pool.map(one, jobs))
-    if len(computed) < K:
-        last = tracks[K - 1]
-        last[:] = mixture
-        for k in computed:  # in place: no temporary sum of the other tracks
-            last -= tracks[k]
+        futures = [pool.submit(one, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+        for future, a, b in zip(futures, edges[:-1], edges[1:]):
+            future.result()
+            if on_chunk is not None:
+                on_chunk(int(a), int(b), tracks)
     return tracks
 
 
-def _resynthesise(mix_spec, cells: _LoopCells, grid, steps, k: int, start: int, stop: int,
-                  length: int, hop_length: int) -> np.ndarray:
-    """Samples [start, stop) of loop k's masked inverse STFT, from the frames that reach them.
+def _resynthesise(mix_spec, cells: _LoopCells, grid, steps, loops: np.ndarray, start: int,
+                  stop: int, length: int, hop_length: int) -> np.ndarray:
+    """Samples [start, stop) of the masked inverse STFTs of ``loops``, from the frames that
+    reach them.
 
     Frames whose window overlaps the range (and the frames overlapping those, so that the
-    overlap-add normalisation is the full one) are masked and inverted; the excerpt equals
-    the same samples of the whole-song inverse STFT. Shape (channels, stop - start).
+    overlap-add normalisation is the full one) are masked and inverted, every loop and
+    channel in one inverse STFT; each excerpt equals the same samples of the whole-song
+    inverse STFT. Shape (len(loops), channels, stop - start).
     """
-    n_frames = mix_spec.shape[-1]
-    n_fft = 2 * (mix_spec.shape[-2] - 1)
+    n_channels, n_freq, n_frames = mix_spec.shape
+    n_fft = 2 * (n_freq - 1)
     reach = n_fft // hop_length + 1  # frames whose window overlaps a sample, either side
     f0 = max(0, start // hop_length - reach)
     f1 = min(n_frames, -(-stop // hop_length) + reach + 1)
-    mask = _frame_mask(cells, grid, steps, slice(f0, f1), k)
+    masks = _frame_masks(cells, grid, steps, slice(f0, f1), loops)  # (L, F, n)
+    spectra = mix_spec[None, :, :, f0:f1] * masks[:, None]  # (L, C, F, n)
     # frame f0 is centred on sample f0·hop: the inverse STFT of frames f0..f1 starts there
     span = (length if f1 == n_frames else (f1 - 1) * hop_length) - f0 * hop_length
-    part = istft(mix_spec[:, :, f0:f1] * mask, span, hop_length)
-    return part[:, start - f0 * hop_length:stop - f0 * hop_length]
+    part = istft(spectra.reshape(-1, n_freq, f1 - f0), span, hop_length)  # (L·C, span)
+    part = part.reshape(len(loops), n_channels, span)
+    return part[:, :, start - f0 * hop_length:stop - f0 * hop_length]
 
 
 def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.ndarray,
@@ -431,8 +460,8 @@ def separate_clips(mix_spec: np.ndarray, templates: np.ndarray, activations: np.
         raise UnmixerError("sample ranges must satisfy 0 <= start < stop <= length")
     cells = _LoopCells(templates, activations, power, tails, foreground)
     steps = frame_steps(grid, mix_spec.shape[-1])
-    clips = [np.ascontiguousarray(_resynthesise(mix_spec, cells, grid, steps, k,
-                                                int(start), int(stop), length, hop_length))
+    clips = [np.ascontiguousarray(_resynthesise(mix_spec, cells, grid, steps, np.array([k]),
+                                                int(start), int(stop), length, hop_length)[0])
              for k, (start, stop) in enumerate(sample_ranges)]
     return clips
 

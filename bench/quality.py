@@ -67,7 +67,11 @@ CACHE_VERSION = 1
 CLIP_FLOOR_DB = -30.0
 ENGINE_KEY = {"engine": 8}  # 8: 16 purification starts; 7: tail templates; 6: Euclidean templates
 """Part of the cache key of ``extract_loops``' results: bump it when the engine changes
-(no key: the engine before issue 5's levers; 4: bar phase choice and purification L1 6)."""
+(no key: the engine before issue 5's levers; 4: bar phase choice and purification L1 6).
+``run --engine NAME=VALUE`` adds ``extract_loops`` keyword arguments to it (a variant)."""
+
+ENGINE_OPTIONS: dict = {}
+"""Keyword arguments of ``extract_loops`` for "ours" (``run --engine NAME=VALUE``)."""
 
 SYNTH_TONAL = ("pad", "pluck", "lead", "vocal")
 GM_TONAL = ("gm_piano", "gm_organ", "gm_strings", "gm_epiano", "gm_guitar", "gm_marimba",
@@ -227,7 +231,7 @@ def estimated_grid(song, spec, K, L, use_cache) -> dict:
     def compute():
         t0 = time.perf_counter()
         try:
-            result = extract_loops(song.mix, K, loop_bars=L)
+            result = extract_loops(song.mix, K, loop_bars=L, **ENGINE_OPTIONS)
         except UnmixerError as err:
             return {"failed": str(err), "time_s": time.perf_counter() - t0}
         elapsed = time.perf_counter() - t0
@@ -274,7 +278,8 @@ def run_method(method: str, song, spec: dict, est: dict, use_cache: bool) -> dic
         elif method == "irm":
             sep = baselines.ideal_ratio_mask(song.mix, song.stems)
         elif method == "ours_true":
-            result = extract_loops(song.mix, K, loop_bars=L, downbeats_s=song.downbeats_s, meter=song.meter)
+            result = extract_loops(song.mix, K, loop_bars=L, downbeats_s=song.downbeats_s, meter=song.meter,
+                                   **ENGINE_OPTIONS)
             sep, map_db = extraction_separation(result), song.downbeats_s
         elif method in ("le_est", "le_true"):
             map_db = est_db if method == "le_est" else song.downbeats_s
@@ -382,9 +387,22 @@ def plot(summary: dict[str, dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def _engine_options(pairs: list[str]) -> dict:
+    """``NAME=VALUE`` pairs (values parsed as JSON: numbers, null, true) as keyword arguments."""
+    out = {}
+    for pair in pairs or []:
+        name, _, value = pair.partition("=")
+        out[name] = json.loads(value)
+    return out
+
+
 def cmd_run(args) -> None:
     counts = dict(zip(FAMILIES, args.songs))
     methods = [m for m in METHODS if m != "le_true" or args.le_true]
+    if args.methods:
+        methods = [m for m in methods if m in args.methods]
+    ENGINE_OPTIONS.update(_engine_options(args.engine))
+    ENGINE_KEY.update(ENGINE_OPTIONS)
     t_start = time.perf_counter()
     out = ["Machine: {machine}\n"]
     summary: dict[str, dict[str, float]] = {}
@@ -414,7 +432,7 @@ def cmd_run(args) -> None:
                 for name, m in (("mixture (floor)", "mixture"), ("ideal ratio mask (oracle)", "irm"),
                                 ("ours, estimated downbeats", "ours_est"),
                                 ("loopextractor, estimated downbeats", "le_est")):
-                    if "two_sdr" in per_method[m][-1]:
+                    if per_method.get(m) and "two_sdr" in per_method[m][-1]:
                         two_rows[name].append(per_method[m][-1]["two_sdr"])
                 two_rows["REPET (period from the beat spectrum)"].append(rep["repet"]["two_sdr"])
                 two_rows["REPET (true loop period)"].append(rep["repet_known"]["two_sdr"])
@@ -690,6 +708,9 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "bench" / "out" / "quality_run.md"))
     p.add_argument("--plot", default=str(REPO / "bench" / "quality_sdr.png"))
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--methods", nargs="*", choices=list(METHODS), help="only these methods (default: all)")
+    p.add_argument("--engine", nargs="*", metavar="NAME=VALUE",
+                   help="extract_loops keyword arguments for ours (a variant; part of the cache key)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("levers", help="measure candidate levers one by one")
     p.add_argument("levers", nargs="+")

@@ -62,3 +62,21 @@ def test_segment_boundaries_use_every_loop_bars_downbeat():
         segment_boundaries_s(np.arange(4) * 2.0, 2)
     with pytest.raises(UnmixerError):
         segment_boundaries_s(db, 3)
+
+
+def test_log_bands_pool_orthonormally():
+    from unmixer.loops.cube import log_bands, pool_cube
+
+    pool = log_bands(1025, 128)
+    assert pool.shape[1] == 1025 and 64 < pool.shape[0] <= 128
+    assert np.allclose(pool @ pool.T, np.eye(len(pool)), atol=1e-6)
+    assert np.all((pool > 0).sum(axis=0) == 1)  # every bin in exactly one band
+    widths = (pool > 0).sum(axis=1)
+    assert widths[0] <= 2 and widths[-1] > 20 and np.all(np.diff(widths) >= -1)  # log-spaced (rounded)
+    cube = np.random.default_rng(0).random((1025, 6, 4)).astype(np.float32)
+    flat = pool.T @ (pool @ cube.reshape(1025, -1))  # band-flat: pooling keeps its norm
+    small = pool_cube(flat.reshape(cube.shape), pool)
+    assert small.shape == (len(pool), 6, 4)
+    assert np.isclose(np.linalg.norm(small), np.linalg.norm(flat), rtol=1e-5)
+    with pytest.raises(UnmixerError):
+        log_bands(1025, 0)

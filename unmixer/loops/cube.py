@@ -205,3 +205,60 @@ def cube_to_frames(values: np.ndarray, grid: CubeGrid, n_frames: int | None = No
     seg, j0, j1, w = frame_steps(grid, n_frames) if steps is None else steps
     w = w.astype(values.dtype)
     return values[..., j0, seg] * (1 - w) + values[..., j1, seg] * w
+
+
+def log_bands(n_freq: int, n_bands: int) -> np.ndarray:
+    """An orthonormal pooling of STFT bins into log-spaced bands, shape=(n_bands', n_freq).
+
+    Band edges at ``round(geomspace(1, n_freq, n_bands + 1))`` (repeated edges merged, so
+    the lowest bins keep a band each and n_bands' ≤ n_bands; bin 0 joins the first band).
+    Row b is 1/√n_b on the n_b bins of band b and 0 elsewhere: the rows are orthonormal, so
+    pooling keeps the Euclidean norm of a spectrum that is flat within each band, and a
+    Euclidean fit on pooled spectra weighs the bands as the full-resolution fit weighs their
+    bins. ``pool.T @ pooled`` spreads pooled values back evenly over the bins.
+
+    Parameters
+    ----------
+    n_freq : int, STFT bins (1 + n_fft / 2)
+    n_bands : int, at most this many bands (at least 1)
+
+    Returns
+    -------
+    np.ndarray, float32, shape=(n_bands', n_freq)
+
+    Raises
+    ------
+    UnmixerError
+        If ``n_bands`` or ``n_freq`` is below 1.
+
+    Examples
+    --------
+    >>> pool = log_bands(1025, 128)
+    >>> pool.shape, bool(np.allclose(pool @ pool.T, np.eye(len(pool))))
+    ((92, 1025), True)
+    """
+    if n_bands < 1 or n_freq < 1:
+        raise UnmixerError(f"Need at least one band and one bin, not {n_bands} bands of {n_freq} bins.")
+    edges = np.unique(np.round(np.geomspace(1, n_freq, int(n_bands) + 1)).astype(np.int64))
+    edges[0] = 0
+    edges[-1] = n_freq
+    band = np.repeat(np.arange(len(edges) - 1), np.diff(edges))  # (n_freq,)
+    pool = np.zeros((len(edges) - 1, n_freq), dtype=np.float32)
+    pool[band, np.arange(n_freq)] = 1.0 / np.sqrt(np.diff(edges)[band])
+    return pool
+
+
+def pool_cube(cube: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """The cube on a compressed frequency axis: ``pool`` (n_bands, n_freq) applied along axis 0.
+
+    Parameters
+    ----------
+    cube : np.ndarray, shape=(n_freq, n_steps, n_segments)
+    pool : np.ndarray, shape=(n_bands, n_freq), e.g. :func:`log_bands`
+
+    Returns
+    -------
+    np.ndarray, float32, shape=(n_bands, n_steps, n_segments)
+    """
+    F, T, S = cube.shape
+    return (pool @ cube.reshape(F, T * S)).reshape(len(pool), T, S).astype(np.float32, copy=False)

@@ -671,3 +671,50 @@ def refine_loop_tails(cube: np.ndarray, templates: np.ndarray, activations: np.n
             row = H[j] + (AtV[j] - AtA[j] @ H) / AtA[j, j]
             np.maximum(row, 0, out=H[j])
     return H[:K].reshape(K, F, T).copy(), H[K:].reshape(K, F, T).copy()
+
+
+def lift_sound_factor(result: NTDResult, X, pool: np.ndarray, *, n_sweeps: int = 20) -> NTDResult:
+    """An NTD fitted on a frequency-compressed cube, lifted to the full-resolution cube.
+
+    The decomposition of the pooled cube ``pool ×₁ X`` has sound templates W_b
+    (n_bands, r_sound); here the full-resolution W (n_freq, r_sound) is fitted to X with the
+    core, H and D held fixed: the nonnegative least-squares problem of one HALS update of W
+    in :func:`ntd_hals` (X_(1) ≈ W (G ×₂ H ×₃ D)_(1)), ``n_sweeps`` sweeps over its columns
+    started from ``poolᵀ W_b`` (each band's value spread over its bins). It costs one pass
+    over X. The rhythm templates, loop templates and core are the compressed fit's (the
+    core rescaled by W's column norms).
+
+    Parameters
+    ----------
+    result : NTDResult of the pooled cube, W of shape (n_bands, r_sound)
+    X : array, shape=(n_freq, n_steps, n_segments), the full-resolution cube
+    pool : np.ndarray, shape=(n_bands, n_freq), the pooling that made the compressed cube
+        (:func:`unmixer.loops.cube.log_bands`)
+    n_sweeps : int, HALS sweeps over the columns of W
+
+    Returns
+    -------
+    NTDResult with W of shape (n_freq, r_sound); errors, times and n_iter as ``result``'s.
+
+    Raises
+    ------
+    UnmixerError
+        If the shapes disagree.
+
+    Source: HALS update of one factor (Cichocki & Phan, IEICE Trans. 2009, eq. 12), i.e.
+    "decompose small, resynthesise big": the factorisation on a compressed axis, the
+    full-resolution factor refitted once at the end.
+    """
+    A_small, B, C = result.factors
+    G = result.core
+    if tl.shape(A_small)[0] != pool.shape[0] or pool.shape[1] != tl.shape(X)[0]:
+        raise UnmixerError("The pooling, the compressed model and the cube disagree in shape.")
+    A = tl.tensor(np.maximum(pool.T @ tl.to_numpy(A_small), 0).astype(np.float32), **tl.context(A_small))
+    with _blas_threads(1):
+        Y = _mode2_t(_x_mode3(X, C), B)  # (F, R2, R3): the one pass over X
+        XM = _unfold_dot(Y, G, 0)
+        GB = _mode3_t(_mode2_t(G, tl.dot(tl.transpose(B), B)), tl.dot(tl.transpose(C), C))
+        MtM = _unfold_dot(GB, G, 0)
+        A = _hals_columns(A, XM, MtM, int(n_sweeps))
+        A, G = _normalise(A, G, 0)
+    return NTDResult(G, [A, B, C], list(result.errors), list(result.times_s), result.n_iter)

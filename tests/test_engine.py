@@ -131,3 +131,22 @@ def test_quick_first_result_then_the_same_final_result():
         start = int(round(rough[0].downbeats_s[loop.chosen_bar] * song.sr))
         stems = song.stems[:, :, start:start + loop.clip.shape[1]]
         assert max(float(si_sdr(stem[None], loop.clip[None])[0]) for stem in stems) >= 8
+
+
+def test_rough_loops_on_the_quick_grid_then_madmoms_final_result():
+    """With madmom's downbeats, the rough loops come from the quick grid (librosa's beat
+    tracker, while madmom runs on a thread), and the final loops equal those of a run
+    without a preview."""
+    song = synth_song(**SONGS["4/4, 2-bar loops"])
+    rough = []
+    final = extract_loops(song.mix, 4, loop_bars=2, preview=rough.append, preview_iter=5)
+    straight = extract_loops(song.mix, 4, loop_bars=2)
+    assert len(rough) == 1 and len(rough[0].loops) == 4 and rough[0].loops[0].track.shape == (2, 0)
+    assert abs(rough[0].bpm - 120) < 3 or abs(rough[0].bpm - 240) < 6  # librosa's tempo (or its octave)
+    assert np.array_equal(final.downbeats_s, straight.downbeats_s)
+    assert all(np.array_equal(a.track, b.track) for a, b in zip(final.loops, straight.loops))
+    tracked = []
+    extract_loops(song.mix, 4, loop_bars=2, preview=tracked.append, preview_iter=5, preview_grid="tracked")
+    assert np.array_equal(tracked[0].downbeats_s, final.downbeats_s)  # rough loops on madmom's grid
+    with pytest.raises(UnmixerError):
+        extract_loops(song.mix, 4, preview_grid="fast")

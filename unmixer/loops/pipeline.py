@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from unmixer.core.audio import SAMPLE_RATE
-from unmixer.core.spectrum import stft
+from unmixer.core.spectrum import istft, stft
 from unmixer.errors import UnmixerError
 from unmixer.loops import AUTO, LOOP_BARS, MAX_LOOPS, MIN_LOOPS
 from unmixer.loops import beats as beats_mod
 from unmixer.loops.bargrid import search_grid
 from unmixer.loops.beats import BeatGrid
-from unmixer.loops.cube import CubeGrid, make_grid, segment_boundaries_s, spectral_cube
+from unmixer.loops.cube import CubeGrid, log_bands, make_grid, pool_cube, segment_boundaries_s, spectral_cube
 from unmixer.loops.loopcount import estimate_loop_count
 from unmixer.loops.masks import (
     choose_segments,
@@ -38,6 +39,7 @@ from unmixer.loops.masks import (
 from unmixer.loops.ntd import (
     NTDResult,
     default_ranks,
+    lift_sound_factor,
     loop_ranks,
     ntd_hals,
     ntd_tensorly,
@@ -55,19 +57,23 @@ BARELY_REPEATS = 0.5
 
 
 def warm_up() -> None:
-    """Get ready for :func:`extract_loops` while the caller decodes the song: start madmom's
-    worker processes (:func:`unmixer.loops.beats.warm_up`) and import librosa in a background
-    thread (1.4 s on a 2-core machine, otherwise paid at the start of the cube stage)."""
+    """Get ready for :func:`extract_loops` while the caller decodes the song, in a background
+    thread: import librosa's parts the engine uses and run its STFT and inverse STFT once
+    (3-7 s on a busy 2-core machine, otherwise paid in the cube and loops stages), and load
+    madmom's downbeat networks (:func:`unmixer.loops.beats.warm_up`)."""
     import threading
 
-    beats_mod.warm_up()
-    threading.Thread(target=_import_librosa, name="unmixer-warm-up", daemon=True).start()
+    threading.Thread(target=_warm_up, name="unmixer-warm-up", daemon=True).start()
 
 
-def _import_librosa() -> None:
+def _warm_up() -> None:
     import librosa
+    import librosa.beat  # noqa: F401  (the quick grid)
+    import librosa.feature  # noqa: F401  (the labels: 3 s to import on a busy 2-core machine)
 
-    librosa.stft(np.zeros(4096, dtype=np.float32))  # its first call compiles/loads the FFT plan
+    x = np.zeros((2, 4096), dtype=np.float32)
+    istft(stft(x), x.shape[-1])  # librosa's first STFT and inverse STFT load their numba code
+    beats_mod.warm_up()
 
 
 Progress = Callable[[str, float], None]
@@ -268,6 +274,7 @@ class EngineSettings:
     refine_iter: int = 10
     foreground: bool = False
     foreground_gain: float = 1.0
+    ntd_bands: int | None = None
 
 
 @dataclass
@@ -484,11 +491,18 @@ def decompose(cube: np.ndarray, n_loops: int, settings: EngineSettings, *,
               rough: Callable[[NTDResult], None] | None = None) -> NTDResult:
     """Stage "decomposition": the nonnegative Tucker decomposition of the cube.
 
+    With ``settings.ntd_bands``, the NTD runs on the cube pooled into that many log-spaced
+    frequency bands (:func:`unmixer.loops.cube.log_bands`, orthonormal), and its sound
+    templates are then refitted at full resolution with the other factors fixed
+    (:func:`unmixer.loops.ntd.lift_sound_factor`): each iteration touches a cube 7-11 times
+    smaller.
+
     Parameters
     ----------
     cube : np.ndarray, shape=(n_freq, n_steps, n_segments), nonnegative
     n_loops : int, K (sets the ranks, :func:`unmixer.loops.ntd.loop_ranks`)
-    settings : EngineSettings (ranks, solver, n_iter, time_budget_s, core_l1, seed, preview_iter)
+    settings : EngineSettings (ranks, solver, n_iter, time_budget_s, core_l1, seed,
+        preview_iter, ntd_bands)
     update : callable(fraction), progress
     rough : callable(NTDResult), optional: called with the model after
         ``settings.preview_iter`` iterations (the quick first result); the decomposition then
@@ -496,7 +510,7 @@ def decompose(cube: np.ndarray, n_loops: int, settings: EngineSettings, *,
 
     Returns
     -------
-    NTDResult
+    NTDResult, with sound templates W of shape (n_freq, r_sound)
 
     Raises
     ------
@@ -505,22 +519,28 @@ def decompose(cube: np.ndarray, n_loops: int, settings: EngineSettings, *,
 
     Source: Smith & Goto, ICASSP 2018, eq. (1); solvers in :mod:`unmixer.loops.ntd`.
     """
-    ranks = loop_ranks(cube.shape, n_loops) if settings.ranks is None else default_ranks(cube.shape, settings.ranks)
+    pool = log_bands(cube.shape[0], settings.ntd_bands) if settings.ntd_bands else None
+    X = cube if pool is None else pool_cube(cube, pool)
+    ranks = loop_ranks(X.shape, n_loops) if settings.ranks is None else default_ranks(X.shape, settings.ranks)
     if settings.solver == "tensorly":
-        return ntd_tensorly(cube, ranks, n_iter=settings.n_iter, seed=settings.seed, core_l1=settings.core_l1)
+        model = ntd_tensorly(X, ranks, n_iter=settings.n_iter, seed=settings.seed, core_l1=settings.core_l1)
+        return model if pool is None else lift_sound_factor(model, cube, pool)
 
     def hals(init, iterations: int) -> NTDResult:
-        return ntd_hals(cube, ranks, n_iter=iterations, tol=1e-4, time_budget_s=settings.time_budget_s,
+        return ntd_hals(X, ranks, n_iter=iterations, tol=1e-4, time_budget_s=settings.time_budget_s,
                         init=init, seed=settings.seed, core_l1=settings.core_l1,
                         callback=lambda r: update(r.n_iter / settings.n_iter))
 
+    def full(model: NTDResult) -> NTDResult:
+        return model if pool is None else lift_sound_factor(model, cube, pool)
+
     if rough is None or settings.preview_iter >= settings.n_iter:
-        return hals("svd", settings.n_iter)
+        return full(hals("svd", settings.n_iter))
     model = hals("svd", settings.preview_iter)
-    rough(model)
+    rough(full(model))
     if model.n_iter == settings.preview_iter:  # not converged yet: continue from the rough state
         model = hals(model, settings.n_iter - settings.preview_iter)
-    return model
+    return full(model)
 
 
 def fit_loop_model(model: NTDResult, cube: np.ndarray, n_loops: int, settings: EngineSettings,
@@ -556,6 +576,7 @@ def fit_loop_model(model: NTDResult, cube: np.ndarray, n_loops: int, settings: E
 def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, grid: SongGrid,
                 audio: np.ndarray, settings: EngineSettings, *, with_tracks: bool = True,
                 update: Callable[[float], None] = lambda fraction: None,
+                on_track_chunk: Callable[[int, int, np.ndarray], None] | None = None,
                 sr: int = SAMPLE_RATE) -> tuple[list[LoopResult], Foreground]:
     """Stage "loops": bar choice, Wiener-mask clips (and tracks), loop map, labels; loudest first.
 
@@ -572,6 +593,10 @@ def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, g
     audio : np.ndarray, shape=(2, samples), the mixture
     settings : EngineSettings (mask_power, foreground)
     with_tracks : bool, also the full-length tracks (else only the clips' frames are masked)
+    on_track_chunk : callable(start, stop, tracks), optional, with ``with_tracks``: called in
+        the song's order once samples [start, stop) of every track are final; ``tracks`` has
+        shape (K, channels, samples), loops in the returned order
+        (:func:`unmixer.loops.masks.separate_tracks`)
 
     Returns
     -------
@@ -600,30 +625,63 @@ def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, g
     # the samples cut_loop reads: the clip, and up to `fade` samples either side
     lo = np.maximum(starts[chosen] - fade, 0)
     hi = np.minimum(starts[chosen + 1] + fade, length)
-    if with_tracks:
-        tracks = separate_tracks(mix_spec, templates, activations, grid.cube_grid, length, power,
-                                 mixture=audio, tails=tails, foreground=fg)
-        excerpts = [tracks[k][:, lo[k]:hi[k]] for k in range(len(chosen))]
+    order = np.argsort(-energies[:K], kind="stable")  # loudest first: the result's order
+    if with_tracks:  # computed in the result's order (the foreground last), for on_track_chunk
+        tracks = separate_tracks(mix_spec, templates[order], activations[:, order], grid.cube_grid,
+                                 length, power, mixture=audio,
+                                 tails=None if tails is None else tails[order], foreground=fg,
+                                 on_chunk=on_track_chunk)
+        excerpts = [tracks[rank][:, lo[k]:hi[k]] for rank, k in enumerate(order)]
     else:
         tracks = None
         excerpts = separate_clips(mix_spec, templates, activations, grid.cube_grid,
                                   np.stack([lo, hi], axis=1), length, power, tails=tails,
                                   foreground=fg)
+        excerpts = [excerpts[k] for k in order]
     update(0.7)
     loop_map = segment_map_to_bars(activations, grid.loop_bars, grid.beats.n_bars)
+    clips = [cut_loop(excerpts[rank], int(starts[chosen[k]] - lo[k]), int(starts[chosen[k] + 1] - lo[k]), fade)
+             for rank, k in enumerate(order)]
+    with ThreadPoolExecutor(2, thread_name_prefix="unmixer-labels") as pool:  # librosa releases the GIL
+        labels = list(pool.map(lambda clip: label_loop(clip, sr), clips))
     empty = np.zeros((audio.shape[0], 0), dtype=np.float32)
-    loops = []
-    for rank, k in enumerate(np.argsort(-energies[:K], kind="stable")):
-        s = int(chosen[k])
-        clip = cut_loop(excerpts[k], int(starts[s] - lo[k]), int(starts[s + 1] - lo[k]), fade)
-        loops.append(LoopResult(rank + 1, label_loop(clip, sr), clip,
-                                tracks[k] if tracks is not None else empty, loop_map[k],
-                                s * grid.loop_bars, float(energies[k])))
+    loops = [LoopResult(rank + 1, labels[rank], clips[rank], tracks[rank] if tracks is not None else empty,
+                        loop_map[k], int(chosen[k]) * grid.loop_bars, float(energies[k]))
+             for rank, k in enumerate(order)]
     rest = Foreground(explained)
     if fg is not None:
         rest.energy = float(energies[K])
         rest.track = tracks[K] if tracks is not None else None
     return loops, rest
+
+
+def _preview(model: NTDResult, cube: np.ndarray, grid: SongGrid, mix_spec: np.ndarray,
+             audio: np.ndarray, settings: EngineSettings, stages: "_Stages",
+             preview: Callable[["Extraction"], None], sr: int) -> None:
+    """Build the rough loops of ``model`` (no refit, clips only) and hand them to ``preview``."""
+    built = build_loops(fit_loop_model(model, cube, grid.n_loops, settings, refine=False),
+                        cube, mix_spec, grid, audio, settings, with_tracks=False, sr=sr)
+    result = _extraction(grid, built, audio.shape[-1], dict(stages.timings), sr)
+    result.timings_s["first_result"] = time.perf_counter() - stages.t_start
+    preview(result)
+
+
+def _quick_preview(magnitude: np.ndarray, mix_spec: np.ndarray, audio: np.ndarray,
+                   n_loops: int | str, loop_bars: int, settings: EngineSettings, stages: "_Stages",
+                   preview: Callable[["Extraction"], None], sr: int) -> bool:
+    """The rough loops on a quick grid (:func:`unmixer.loops.beats.quick_beats`), while madmom
+    tracks the downbeats: the grid choice, the cube and ``settings.preview_iter`` NTD
+    iterations on it. Returns False (no preview given) when the quick tracker finds no grid."""
+    try:
+        quick = beats_mod.quick_beats(magnitude, audio.shape[-1] / sr, sr)
+        grid = choose_grid(magnitude, quick, n_loops, loop_bars, seed=settings.seed,
+                           duration_s=audio.shape[-1] / sr, sr=sr)
+        cube = build_cube(magnitude, grid)
+    except UnmixerError:  # no quick grid: the rough loops wait for madmom's
+        return False
+    model = decompose(cube, grid.n_loops, replace(settings, n_iter=settings.preview_iter))
+    _preview(model, cube, grid, mix_spec, audio, settings, stages, preview, sr)
+    return True
 
 
 def _extraction(grid: SongGrid, built: tuple[list[LoopResult], Foreground], length: int,
@@ -656,10 +714,13 @@ def extract_loops(
     progress: Progress | None = None,
     preview: Callable[["Extraction"], None] | None = None,
     preview_iter: int = 10,
+    preview_grid: str = "quick",
     refine_iter: int = 10,
+    ntd_bands: int | None = None,
     tracks: bool = True,
     foreground: bool = False,
     foreground_gain: float = 1.0,
+    on_track_chunk: Callable[[int, int, np.ndarray], None] | None = None,
     sr: int = SAMPLE_RATE,
 ) -> Extraction:
     """Extract ``n_loops`` loops from a song.
@@ -703,17 +764,26 @@ def extract_loops(
     core_l1 : float, L1 penalty on the NTD core (see :func:`unmixer.loops.ntd.ntd_hals`)
     progress : callable(stage, fraction), optional; stages from :data:`STAGES`
     preview : callable(Extraction), optional
-        Quick first result: after ``preview_iter`` NTD iterations the loops of the rough
-        model are built and passed to ``preview`` (its ``timings_s["first_result"]`` is the
-        time since the start, s); the decomposition then continues from that state, so the
-        final result is the same as without a preview.
+        Quick first result: the loops of a rough model (``preview_iter`` NTD iterations, no
+        refit) are built and passed to ``preview`` (its ``timings_s["first_result"]`` is the
+        time since the start, s), on the grid that ``preview_grid`` says.
     preview_iter : int, NTD iterations of the rough pass
+    preview_grid : "quick" or "tracked", the grid of the rough loops. "quick": the rough loops
+        never wait for madmom: while it tracks the downbeats on a thread, a quick beat
+        tracker (:func:`unmixer.loops.beats.quick_beats`) gives a first grid, and the rough
+        loops are built on it (the final loops are then decomposed from the start on madmom's
+        grid). "tracked": the rough loops come after madmom, from the first
+        ``preview_iter`` iterations of the final decomposition (which then continues). Either
+        way the final result is the same as without a preview.
     refine_iter : int, HALS sweeps fitting full-resolution loop templates and tail templates
         (what each loop rings on into the next segment) with the activations fixed
         (:func:`unmixer.loops.ntd.refine_loop_tails`; 0: the NTD's low-rank templates, no tails).
         Measured on bench/quality.py's 9 songs against the full-resolution templates alone:
         mean SDR +1.15 dB with madmom's raw grid, +0.62 dB with the true one (factorial
         +6.0 / +2.8 dB), BENCHMARKS.md lever "tails". The preview skips it.
+    ntd_bands : int or None, decompose the cube pooled into at most this many log-spaced
+        frequency bands and refit the sound templates at full resolution (see
+        :func:`decompose`); None decomposes the full-resolution cube
     tracks : bool, build the full-length loop tracks (five inverse STFTs of the whole song
         for K = 5, the costliest part of the loops stage). With False only the clips are
         resynthesised, from the STFT frames around them, and each ``track`` is empty
@@ -726,6 +796,11 @@ def extract_loops(
         BENCHMARKS.md, "Real music", lever "foreground", for what it does.
     foreground_gain : float > 0, the foreground's model is this many times the residual
         (how readily a cell the loops explain only partly goes to the foreground)
+    on_track_chunk : callable(start, stop, tracks), optional: with ``tracks``, called in the
+        song's order (from the calling thread) once samples [start, stop) of every
+        full-length track are final, with the tracks array (K, 2, samples) in the result's
+        loop order (K + 1 with ``foreground``, the foreground last): the CLI writes the WAV
+        files while the rest is computed.
 
     Returns
     -------
@@ -741,17 +816,31 @@ def extract_loops(
     """
     settings = EngineSettings(seed, None if ranks is None else tuple(ranks), solver, n_iter,
                               time_budget_s, mask_power, core_sparsity, purify_starts, core_l1,
-                              preview_iter, refine_iter, bool(foreground), float(foreground_gain))
+                              preview_iter, refine_iter, bool(foreground), float(foreground_gain),
+                              ntd_bands)
     audio = _checked_request(audio, n_loops, loop_bars, settings)
+    if preview_grid not in ("quick", "tracked"):
+        raise UnmixerError(f"preview_grid must be 'quick' or 'tracked', not {preview_grid!r}.")
     length = audio.shape[-1]
     stages = _Stages(progress)
 
     stages.start("downbeats")
-    tracked = track_grid(audio, sr, downbeats_s, meter, beat_grid)
+    early = preview is not None and downbeats_s is None and beat_grid is None and preview_grid == "quick"
+    if early:  # madmom on a thread; the rough loops come from a quick grid meanwhile
+        with ThreadPoolExecutor(1, thread_name_prefix="unmixer-downbeats") as pool:
+            tracking = pool.submit(track_grid, audio, sr)
+            mix_spec = stft(audio)  # (2, F, N)
+            magnitude = np.abs(mix_spec).mean(axis=0)
+            early = _quick_preview(magnitude, mix_spec, audio, n_loops, loop_bars, settings, stages,
+                                   preview, sr)
+            tracked = tracking.result()
+    else:
+        tracked = track_grid(audio, sr, downbeats_s, meter, beat_grid)
 
     stages.start("cube")
-    mix_spec = stft(audio)  # (2, F, N)
-    magnitude = np.abs(mix_spec).mean(axis=0)
+    if not early:
+        mix_spec = stft(audio)  # (2, F, N)
+        magnitude = np.abs(mix_spec).mean(axis=0)
     grid = choose_grid(magnitude, tracked, n_loops, loop_bars, move_bar_lines=downbeats_s is None,
                        seed=seed, duration_s=length / sr, sr=sr)
     cube = build_cube(magnitude, grid)
@@ -760,17 +849,14 @@ def extract_loops(
     stages.start("decomposition")
 
     def rough(model: NTDResult) -> None:  # the quick first result: no refit, clips only
-        loops = build_loops(fit_loop_model(model, cube, grid.n_loops, settings, refine=False),
-                            cube, mix_spec, grid, audio, settings, with_tracks=False, sr=sr)
-        result = _extraction(grid, loops, length, dict(stages.timings), sr)
-        result.timings_s["first_result"] = time.perf_counter() - stages.t_start
-        preview(result)
+        _preview(model, cube, grid, mix_spec, audio, settings, stages, preview, sr)
 
     model = decompose(cube, grid.n_loops, settings, update=stages.update,
-                      rough=rough if preview is not None else None)
+                      rough=rough if preview is not None and not early else None)
 
     stages.start("loops")
-    loops = build_loops(fit_loop_model(model, cube, grid.n_loops, settings), cube, mix_spec, grid,
-                        audio, settings, with_tracks=tracks, update=stages.update, sr=sr)
+    built = build_loops(fit_loop_model(model, cube, grid.n_loops, settings), cube, mix_spec, grid,
+                        audio, settings, with_tracks=tracks, update=stages.update,
+                        on_track_chunk=on_track_chunk, sr=sr)
     stages.finish()
-    return _extraction(grid, loops, length, stages.timings, sr)
+    return _extraction(grid, built, length, stages.timings, sr)

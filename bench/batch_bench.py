@@ -7,8 +7,8 @@ One library, one run, the configurations side by side (each in a fresh process, 
 ``--rounds`` times, so the shared machine's drift hits them alike):
 
 * ``loop``: ``extract_song`` + ``write_outputs`` (what ``extract`` does) for each song in one
-  process, the library as a script would use it: madmom's two worker processes, BLAS threads;
-* ``loop-1cpu``: the same with ``UNMIXER_WORKERS=1 OMP_NUM_THREADS=1``, the work of one Dask
+  process, the library as a script would use it: madmom's networks on two threads, BLAS threads;
+* ``loop-1cpu``: the same with ``UNMIXER_THREADS=1 OMP_NUM_THREADS=1``, the work of one Dask
   worker without Dask (the overhead of Dask is ``dask-1`` against this);
 * ``dask-1``, ``dask-2``: :func:`unmixer.batch.run_batch` on an embedded LocalCluster of 1 and
   2 worker processes (cluster start-up included: a user pays it); ``dask-1-notrim``: dask-1
@@ -163,7 +163,7 @@ def main() -> None:
         for config in configs if r % 2 == 0 else configs[::-1]:
             env = dict(os.environ)
             if config == "loop-1cpu":
-                env.update(UNMIXER_WORKERS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                env.update(UNMIXER_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                            MKL_NUM_THREADS="1")
             proc = subprocess.run([sys.executable, __file__, "--one", config, "--work", str(work)],
                                   env=env, capture_output=True, text=True, cwd=REPO)

@@ -8,6 +8,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
-export UNMIXER_WORKERS=1
+export UNMIXER_THREADS=1  # madmom on the calling thread (unmixer.batch.serial_madmom)
 export DASK_CONFIG="$root/scripts/dask.yaml"  # Dask's settings for Unmixer (memory allocator)
 exec .venv/bin/dask worker --nthreads 1 "$@"

@@ -15,12 +15,10 @@ A 4-minute song's output weighs ~200 MB (its full-length tracks); writing it whe
 keeps it off the network between the workers and this process, which only gets a small dict
 back per song.
 
-One task per worker thread: each worker runs madmom in its own process
-(``UNMIXER_WORKERS=1``, :func:`serial_madmom`), since N single-threaded workers already use
-N cores. (A Dask worker is a daemonic process, which Python forbids to start children, so
-madmom's worker pool could not start there anyway: :mod:`unmixer.loops.beats` then runs
-serially by itself; :func:`serial_madmom` makes it the rule for every worker, also one
-started with ``distributed.worker.daemon: false``.) Dask's nanny sets ``OMP_NUM_THREADS=1``
+One task per worker thread: each worker runs madmom on its own thread
+(``UNMIXER_THREADS=1``, :func:`serial_madmom`), since N single-threaded workers already use
+N cores (:func:`serial_madmom` makes it the rule for every worker, also one that joins
+later). Dask's nanny sets ``OMP_NUM_THREADS=1``
 (BLAS) in each worker.
 
 Faults: a task whose worker dies (killed, out of memory) is run once more on another worker;
@@ -49,7 +47,6 @@ import hashlib
 import io
 import os
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -265,15 +262,12 @@ def write_manifest(path: str | os.PathLike, rows: dict[str, dict]) -> None:
 
 # ------------------------------------------------------------------------- worker side
 def serial_madmom() -> None:
-    """Run madmom in the calling process (``UNMIXER_WORKERS=1``): for a Dask worker, one of
-    N single-threaded processes sharing the cores, which must not start madmom's worker pool
-    (:data:`unmixer.loops.beats.WORKERS`) on top. Sets the environment variable for a
-    :mod:`unmixer.loops.beats` not imported yet, and its setting if it is.
+    """Run madmom on the calling thread (``UNMIXER_THREADS=1``): for a Dask worker, one of
+    N single-threaded processes sharing the cores, which must not run madmom's networks and
+    FFTs on threads of their own (:func:`unmixer.loops.beats.downbeat_activations`) on top.
+    :mod:`unmixer.loops.beats` reads the environment variable at each call.
     """
-    os.environ["UNMIXER_WORKERS"] = "1"
-    beats = sys.modules.get("unmixer.loops.beats")
-    if beats is not None:
-        beats.WORKERS = 1
+    os.environ["UNMIXER_THREADS"] = "1"
 
 
 def worker_plugin():
@@ -436,7 +430,7 @@ def local_cluster(n_workers: int, memory_limit: str | float = "auto"):
     limit = {} if memory_limit in (None, "auto") else {"memory_limit": memory_limit}
     with dask.config.set(CLUSTER_CONFIG):
         return LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True,
-                            dashboard_address=None, env={"UNMIXER_WORKERS": "1"}, **limit)
+                            dashboard_address=None, env={"UNMIXER_THREADS": "1"}, **limit)
 
 
 @contextlib.contextmanager

@@ -257,6 +257,14 @@ class _Stages:
 
 # ----------------------------------------------------------------------------- what passes between stages
 
+NTD_BANDS = 256
+"""Log bands of the cube the NTD runs on (``extract_loops(ntd_bands=)``), its sound templates
+then refitted at full resolution. Measured on the 4-minute song (``bench/engine.py ntd``):
+the decomposition stage 3.6x faster than on the 1025 STFT bins, with the same relative error
+against the full cube (BENCHMARKS.md, "Decompose small"); separation on bench/quality.py's
+songs in BENCHMARKS.md's issue-15 table."""
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """The engine's settings that do not depend on the song (see :func:`extract_loops`)."""
@@ -274,7 +282,7 @@ class EngineSettings:
     refine_iter: int = 10
     foreground: bool = False
     foreground_gain: float = 1.0
-    ntd_bands: int | None = None
+    ntd_bands: int | None = NTD_BANDS
 
 
 @dataclass
@@ -716,7 +724,7 @@ def extract_loops(
     preview_iter: int = 10,
     preview_grid: str = "quick",
     refine_iter: int = 10,
-    ntd_bands: int | None = None,
+    ntd_bands: int | None = NTD_BANDS,
     tracks: bool = True,
     foreground: bool = False,
     foreground_gain: float = 1.0,
@@ -783,7 +791,8 @@ def extract_loops(
         +6.0 / +2.8 dB), BENCHMARKS.md lever "tails". The preview skips it.
     ntd_bands : int or None, decompose the cube pooled into at most this many log-spaced
         frequency bands and refit the sound templates at full resolution (see
-        :func:`decompose`); None decomposes the full-resolution cube
+        :func:`decompose`); None decomposes the full-resolution cube. Default
+        :data:`NTD_BANDS`
     tracks : bool, build the full-length loop tracks (five inverse STFTs of the whole song
         for K = 5, the costliest part of the loops stage). With False only the clips are
         resynthesised, from the STFT frames around them, and each ``track`` is empty
@@ -826,19 +835,21 @@ def extract_loops(
 
     stages.start("downbeats")
     early = preview is not None and downbeats_s is None and beat_grid is None and preview_grid == "quick"
-    if early:  # madmom on a thread; the rough loops come from a quick grid meanwhile
+    mix_spec = None
+    if downbeats_s is None and beat_grid is None:  # madmom on a thread (its DBN uses one core)
         with ThreadPoolExecutor(1, thread_name_prefix="unmixer-downbeats") as pool:
             tracking = pool.submit(track_grid, audio, sr)
-            mix_spec = stft(audio)  # (2, F, N)
+            mix_spec = stft(audio)  # (2, F, N), meanwhile
             magnitude = np.abs(mix_spec).mean(axis=0)
-            early = _quick_preview(magnitude, mix_spec, audio, n_loops, loop_bars, settings, stages,
-                                   preview, sr)
+            if early:  # and the rough loops from a quick grid
+                early = _quick_preview(magnitude, mix_spec, audio, n_loops, loop_bars, settings, stages,
+                                       preview, sr)
             tracked = tracking.result()
     else:
         tracked = track_grid(audio, sr, downbeats_s, meter, beat_grid)
 
     stages.start("cube")
-    if not early:
+    if mix_spec is None:
         mix_spec = stft(audio)  # (2, F, N)
         magnitude = np.abs(mix_spec).mean(axis=0)
     grid = choose_grid(magnitude, tracked, n_loops, loop_bars, move_bar_lines=downbeats_s is None,

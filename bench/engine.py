@@ -1,10 +1,11 @@
 """Benchmarks of the loop extraction engine; prints Markdown tables for BENCHMARKS.md.
 
-    .venv/bin/python bench/engine.py stages    # time per stage, 4-minute song
+    .venv/bin/python bench/engine.py stages    # time per stage, 4-minute song, and loopextractor
     .venv/bin/python bench/engine.py quality   # SI-SDR, SDR/SIR/SAR, layout on 8 generated songs
 
-``stages`` runs the CLI's pipeline on a 4-minute real recording: Vibe Ace (Kevin MacLeod,
-CC BY, 61 s) played four times in a row (../shared/audio). ``quality`` generates 8 songs
+``stages`` runs the app's and the CLI's pipeline on a 4-minute real recording: Vibe Ace
+(Kevin MacLeod, CC BY, 61 s) played four times in a row (../shared/audio), side by side with
+the public loopextractor configuration (and, with ``--before DIR``, another checkout). ``quality`` generates 8 songs
 (unmixer.datasets.synth, seeds 101-108) and scores the full-length loop tracks against the true
 stems, with the true downbeats and with madmom's.
 """
@@ -12,6 +13,7 @@ stems, with the true downbeats and with madmom's.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import sys
@@ -21,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if not os.environ.get("PYTHONPATH"):  # the stages benchmark runs other checkouts through PYTHONPATH
+    sys.path.insert(0, str(REPO))
 
 from unmixer.core.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from unmixer.core.metrics import bss_eval, layout_scores, si_sdr  # noqa: E402
 from unmixer.datasets.synth import make_song  # noqa: E402
-from unmixer.loops.pipeline import extract_loops, warm_up  # noqa: E402
+from unmixer.loops.pipeline import extract_loops  # noqa: E402
 
 SONGS = [  # tempo, meter, loop length, layout family, instruments: one line each
     dict(seed=101, bpm=120, meter=4, loop_bars=2, n_bars=32, family="composed"),
@@ -44,8 +47,6 @@ SONGS = [  # tempo, meter, loop length, layout family, instruments: one line eac
 
 
 def machine() -> str:
-    import os
-
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
@@ -75,13 +76,13 @@ def _tree_rss_kib(pid: int) -> int:
     return total
 
 
-def run_with_peak_memory(cmd: list[str]) -> tuple[str, float, float]:
+def run_with_peak_memory(cmd: list[str], cwd: Path = REPO, env: dict | None = None) -> tuple[str, float, float]:
     """Run a command; return its stdout, wall time (s) and the peak memory (MiB, PSS) of its
-    whole process tree (the madmom worker processes included), sampled every 20 ms."""
+    whole process tree (worker processes included), sampled every 20 ms."""
     import subprocess
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd, env=env)
     peak = 0
     while proc.poll() is None:
         peak = max(peak, _tree_rss_kib(proc.pid))
@@ -89,55 +90,207 @@ def run_with_peak_memory(cmd: list[str]) -> tuple[str, float, float]:
     return proc.stdout.read(), time.perf_counter() - t0, peak / 1024
 
 
-def bench_stages(repeats: int) -> None:
-    """The 4-minute song two ways: as the app runs it (clips only, with the quick first
-    result) in this process, and as ``python -m unmixer extract`` (full-length tracks,
-    WAV files) in a subprocess whose whole process tree's memory is sampled."""
-    from unmixer.loops import beats
+SONG = REPO.parent / "shared" / "audio" / "vibe_ace.ogg"
+WAV = REPO / "bench" / "out" / "vibe_ace_x4.wav"
+OGG = REPO / "bench" / "out" / "vibe_ace_x4.ogg"
+FIRST = "first rough loops (since the upload, incl. decoding)"
+FINAL = "final loops (since the upload)"
 
-    song = REPO.parent / "shared" / "audio" / "vibe_ace.ogg"
-    audio = np.concatenate([load_audio(song)] * 4, axis=1)
-    wav = REPO / "bench" / "out" / "vibe_ace_x4.wav"
-    wav.parent.mkdir(parents=True, exist_ok=True)
+
+def four_minute_song() -> np.ndarray:
+    """Vibe Ace (61 s) four times in a row, written to ``bench/out/vibe_ace_x4.wav`` (16-bit,
+    what the CLI reads) and ``bench/out/vibe_ace_x4.ogg`` (Ogg Vorbis, what a user uploads)."""
+    from unmixer.core.audio import ogg_bytes, write_wav
+
+    audio = np.concatenate([load_audio(SONG)] * 4, axis=1)
+    WAV.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(WAV, audio, SAMPLE_RATE)
+    OGG.write_bytes(ogg_bytes(audio))
+    return audio
+
+
+def run_app_path() -> None:
+    """``engine.py app``: what the app does with an upload of the 4-minute song, in this
+    process, with the code found first on ``sys.path`` (PYTHONPATH picks another checkout):
+    :func:`ui.engine.analyse` on the OGG file's bytes (decoding, with the engine's warm-up, and
+    ``extract_loops(..., preview=..., tracks=False)``, loop count 5 and loop length "auto", the
+    app's defaults), with an empty result cache; the app's modules are imported first, as in
+    a running server. Prints one JSON line: the stages (s), the first rough loops and the
+    final loops (s since the upload)."""
+    import json
+    import tempfile
+
+    from ui import engine
+    from ui.state import Song, song_id
+    from unmixer.cache import ResultCache
+
+    data = OGG.read_bytes()
+    rough = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        result = engine.analyse(Song(song_id(data), OGG.name, data), 5, "auto", cache=ResultCache(Path(tmp)),
+                                preview=rough.append)
+        final = time.perf_counter() - t0
+    if result.error:
+        raise SystemExit(result.error)
+    timings = dict(result.extraction.timings_s)
+    timings.pop("first_result", None)
+    print(json.dumps({**timings, FIRST: rough[0].seconds if rough else None, FINAL: final,
+                      "loop bars": result.extraction.loop_bars, "bars": result.extraction.n_bars}))
+
+
+def run_loopextractor(wav: str, out: str) -> None:
+    """``engine.py loopextractor WAV OUT``: the public loopextractor configuration end to end
+    (jblsmith/loopextractor's ``run_algorithm``): the song decoded, madmom's downbeat tracker
+    as it calls it (``RNNDownBeatProcessor()`` and ``DBNDownBeatTrackingProcessor(beats_per_bar=
+    [3, 4], fps=100)``, one process), then :func:`bench.baselines.loopextractor` (bar STFTs
+    zero-padded into a cube, TensorLy's multiplicative-update NTD, 500 iterations, K = 5, its
+    clips and full-length tracks) and every clip and track written as a WAV file."""
+    from madmom.audio.signal import Signal
+    from madmom.features.downbeats import DBNDownBeatTrackingProcessor, RNNDownBeatProcessor
+
+    from bench.baselines import loopextractor
     from unmixer.core.audio import write_wav
 
-    write_wav(wav, audio, SAMPLE_RATE)
-    print(f"Song: vibe_ace.ogg x4 = {audio.shape[1] / SAMPLE_RATE:.0f} s; K = 5 loops, 2-bar loops; "
-          f"{machine()}; madmom worker processes: {beats.WORKERS}\n")
-    first = "first rough loops (since start, incl. decoding)"
-    app_rows, cli_rows, peaks = [], [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        warm_up()
-        decoded = np.concatenate([load_audio(song)] * 4, axis=1)
-        decode = time.perf_counter() - t0
-        rough = []
-        result = extract_loops(decoded, 5, preview=rough.append, tracks=False)
-        app_rows.append({"decoding": decode, **result.timings_s,
-                         first: decode + rough[0].timings_s["first_result"]})
-        out, wall, peak = run_with_peak_memory(
-            [sys.executable, "-m", "unmixer", "extract", str(wav), "--loops", "5",
-             "--out", str(wav.parent / "extract_out"), "-q"])
-        line = next(ln for ln in out.splitlines() if ln.startswith("time:"))
-        cli = {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+)s", line)}
-        cli["wall (process start to exit)"] = wall
-        cli_rows.append(cli)
-        peaks.append(peak)
-    stages = [s for s in app_rows[0] if s != first] + ["total", first]
-    print("| stage | " + " | ".join(f"app, run {i + 1} (s)" for i in range(repeats)) + " | "
-          + " | ".join(f"CLI, run {i + 1} (s)" for i in range(repeats)) + " |")
-    print("|---|" + "---|" * (2 * repeats))
-    for stage in stages + ["writing", "wall (process start to exit)"]:
-        app = [sum(v for k, v in r.items() if k != first) if stage == "total" else r.get(stage) for r in app_rows]
-        cli = [r.get(stage) for r in cli_rows]
-        cells = ["–" if v is None else f"{v:.1f}" for v in app + cli]
-        print(f"| {stage} | " + " | ".join(cells) + " |")
-    import resource
+    times = {}
+    t0 = time.perf_counter()
+    audio = load_audio(wav)
+    times["decoding"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    act = RNNDownBeatProcessor()(Signal(audio.mean(axis=0), sample_rate=SAMPLE_RATE, num_channels=1))
+    beats = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(act)
+    downbeats = beats[beats[:, 1] == 1, 0]
+    times["downbeats"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sep = loopextractor(audio, 5, np.append(downbeats, audio.shape[1] / SAMPLE_RATE))
+    times["separation"] = time.perf_counter() - t
+    t = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    for k, (clip, track) in enumerate(zip(sep.clips, sep.tracks)):
+        write_wav(Path(out) / f"loop_{k + 1:02d}.wav", clip)
+        write_wav(Path(out) / f"track_{k + 1:02d}.wav", track)
+    times["writing"] = time.perf_counter() - t
+    print("time: " + "  ".join(f"{k} {v:.1f}s" for k, v in times.items()))
 
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nbars: {result.n_bars}, BPM {result.bpm:.1f}, cube segments: {result.n_bars // 2}; peak "
-          f"memory: app path {own:.0f} MiB (peak RSS of this process, without its workers), CLI "
-          + ", ".join(f"{p:.0f}" for p in peaks) + " MiB (peak PSS of the whole process tree)")
+
+def _subprocess(cmd: list[str], code: Path = REPO) -> tuple[str, float, float]:
+    env = dict(os.environ, PYTHONPATH=str(code))
+    return run_with_peak_memory(cmd, cwd=code, env=env)
+
+
+def _cli(code: Path) -> dict:
+    out, wall, peak = _subprocess([sys.executable, "-m", "unmixer", "extract", str(WAV), "--loops", "5",
+                                   "--out", str(WAV.parent / "extract_out"), "-q"], code)
+    line = next(ln for ln in out.splitlines() if ln.startswith("time:"))
+    row = {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+)s", line)}
+    return {**row, "wall (process start to exit)": wall, "peak memory (MiB, process tree PSS)": peak}
+
+
+def _app(code: Path) -> dict:
+    import json
+
+    out, wall, peak = _subprocess([sys.executable, str(REPO / "bench" / "engine.py"), "app"], code)
+    row = json.loads(out.strip().splitlines()[-1])
+    return {**row, "wall (process start to exit)": wall, "peak memory (MiB, process tree PSS)": peak}
+
+
+def _loopextractor() -> dict:
+    out, wall, peak = _subprocess([sys.executable, str(REPO / "bench" / "engine.py"), "loopextractor", str(WAV),
+                                   str(WAV.parent / "loopextractor_out")])
+    line = next(ln for ln in out.splitlines() if ln.startswith("time:"))
+    row = {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+)s", line)}
+    return {**row, "wall (process start to exit)": wall, "peak memory (MiB, process tree PSS)": peak}
+
+
+def bench_stages(repeats: int, before: Path | None, with_loopextractor: bool) -> None:
+    """The 4-minute song, every configuration in a subprocess (its whole process tree's
+    memory sampled), interleaved: per repeat the app path (clips only, with the quick first
+    result) and the CLI (``python -m unmixer extract``: every full-length track, the WAV
+    files), ours and, with ``before``, the same of another checkout (e.g. the engine before
+    this work), then the public loopextractor configuration (:func:`run_loopextractor`).
+    Prints the stage tables, and the ratio loopextractor / ours (CLI wall time) per repeat."""
+    audio = four_minute_song()
+    configs = {"ours": REPO} if before is None else {"before": before, "ours": REPO}
+    print(f"Song: vibe_ace.ogg x4 = {audio.shape[1] / SAMPLE_RATE:.0f} s; K = 5 loops, loop length auto; "
+          f"{machine()}; repeats interleaved: " + ", ".join(f"{n} app, {n} CLI" for n in configs)
+          + (", loopextractor" if with_loopextractor else "") + "\n")
+    rows: dict[str, list[dict]] = {}
+    for r in range(repeats):
+        for name, code in configs.items():
+            rows.setdefault(f"{name} app", []).append(_app(code))
+            rows.setdefault(f"{name} CLI", []).append(_cli(code))
+            print(f"repeat {r + 1}: {name} app {rows[f'{name} app'][-1]}\n  {name} CLI {rows[f'{name} CLI'][-1]}",
+                  file=sys.stderr, flush=True)
+        if with_loopextractor:
+            rows.setdefault("loopextractor", []).append(_loopextractor())
+            print(f"repeat {r + 1}: loopextractor {rows['loopextractor'][-1]}", file=sys.stderr, flush=True)
+    for name, runs in rows.items():
+        keys = list(dict.fromkeys(k for run in runs for k in run))
+        print(f"\n{name}:\n\n| stage | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
+              + " | best | median |\n|---|" + "---:|" * (len(runs) + 2))
+        for k in keys:
+            vals = [run.get(k) for run in runs]
+            ok = [v for v in vals if v is not None]
+            cells = ["–" if v is None else f"{v:.1f}" if v < 100 else f"{v:.0f}" for v in vals]
+            stats = [f"{min(ok):.1f}", f"{float(np.median(ok)):.1f}"] if ok else ["–", "–"]
+            print(f"| {k} | " + " | ".join(cells + stats) + " |")
+    names = list(rows)
+    keys = list(dict.fromkeys(k for runs in rows.values() for run in runs for k in run))
+    print("\nSide by side (median of the repeats, s; memory MiB):\n\n| stage | " + " | ".join(names)
+          + " |\n|---|" + "---:|" * len(names))
+    for k in keys:
+        cells = []
+        for name in names:
+            ok = [run[k] for run in rows[name] if run.get(k) is not None]
+            cells.append(f"{float(np.median(ok)):.1f}" if ok else "–")
+        print(f"| {k} | " + " | ".join(cells) + " |")
+    wall = "wall (process start to exit)"
+
+    def ratios(num: str, den: str, key: str) -> str:
+        return ", ".join(f"{a[key] / b[key]:.2f}x" for a, b in zip(rows[num], rows[den]))
+
+    print()
+    if with_loopextractor:
+        print(f"- loopextractor / ours (CLI, process start to exit), per repeat: {ratios('loopextractor', 'ours CLI', wall)}")
+    if before is not None:
+        print(f"- before / ours (CLI, process start to exit), per repeat: {ratios('before CLI', 'ours CLI', wall)}")
+        print(f"- before / ours (app, first rough loops), per repeat: {ratios('before app', 'ours app', FIRST)}")
+        print(f"- before / ours (app, final loops), per repeat: {ratios('before app', 'ours app', FINAL)}")
+
+
+def bench_ntd_bands(bands: list[int], repeats: int) -> None:
+    """``engine.py ntd``: the decomposition stage on the 4-minute song with the cube at full
+    resolution and pooled into log bands (``extract_loops(ntd_bands=...)``), interleaved in
+    this process: madmom's grid, the grid search and the cube once, then per repeat
+    :func:`unmixer.loops.pipeline.decompose` for each setting. Prints the time (s, best of
+    the repeats), the pooled cube's size and the relative error of each model against the
+    full-resolution cube (the pooled ones after their sound templates are refitted)."""
+    from dataclasses import replace
+
+    from unmixer.core.spectrum import stft
+    from unmixer.loops import pipeline
+
+    audio = np.concatenate([load_audio(SONG)] * 4, axis=1)
+    magnitude = np.abs(stft(audio)).mean(axis=0)
+    tracked = pipeline.track_grid(audio)
+    grid = pipeline.choose_grid(magnitude, tracked, 5, "auto", duration_s=audio.shape[1] / SAMPLE_RATE)
+    cube = pipeline.build_cube(magnitude, grid)
+    del magnitude
+    settings = {n: replace(pipeline.EngineSettings(), ntd_bands=n) for n in [None, *bands]}
+    best: dict = {}
+    errors: dict = {}
+    for _ in range(repeats):
+        for n, s in settings.items():
+            t0 = time.perf_counter()
+            model = pipeline.decompose(cube, grid.n_loops, s)
+            best[n] = min(best.get(n, np.inf), time.perf_counter() - t0)
+            errors[n] = float(np.linalg.norm(model.reconstruct() - cube) / np.linalg.norm(cube))
+    print(f"cube {cube.shape} (frequency bins x frames per segment x segments), {grid.n_loops} loops, "
+          f"{grid.loop_bars}-bar segments; best of {repeats}, {machine()}\n")
+    print("| NTD on | decomposition (s) | speed-up | relative error vs the full cube |\n|---|---:|---:|---:|")
+    for n in settings:
+        print(f"| {'full resolution' if n is None else f'{n} log bands'} | {best[n]:.2f} | "
+              f"{best[None] / best[n]:.2f}x | {errors[n]:.4f} |")
 
 
 def bench_quality(songs: list[int] | None) -> None:
@@ -189,14 +342,25 @@ def _layout_on_true_bars(song, result) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("stages", "quality"))
+    parser.add_argument("what", choices=("stages", "quality", "app", "loopextractor", "ntd"))
+    parser.add_argument("--bands", type=int, nargs="*", default=[256, 128, 64], help="ntd: log-band counts")
+    parser.add_argument("paths", nargs="*", help="loopextractor: WAV and output folder")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="stages: also time this checkout (e.g. a snapshot of the engine before a change)")
+    parser.add_argument("--no-loopextractor", action="store_true", help="stages: skip the public configuration")
     parser.add_argument("--songs", type=int, nargs="*", help="song numbers (1-8) to run")
     parser.add_argument("--inner-sweeps", type=int, default=None,
                         help="HALS sweeps per NTD iteration (default: the engine's, 8)")
     args = parser.parse_args()
     if args.what == "stages":
-        bench_stages(args.repeats)
+        bench_stages(args.repeats, args.before, not args.no_loopextractor)
+    elif args.what == "ntd":
+        bench_ntd_bands(args.bands, args.repeats)
+    elif args.what == "app":
+        run_app_path()
+    elif args.what == "loopextractor":
+        run_loopextractor(*args.paths)
     else:
         if args.inner_sweeps:  # a variant of the engine's NTD, for BENCHMARKS.md's NTD section
             import functools

@@ -403,6 +403,8 @@ def cmd_run(args) -> None:
         methods = [m for m in methods if m in args.methods]
     ENGINE_OPTIONS.update(_engine_options(args.engine))
     ENGINE_KEY.update(ENGINE_OPTIONS)
+    if args.tag:  # e.g. "before" / "after": the same engine options, another checkout's code
+        ENGINE_KEY["tag"] = args.tag
     t_start = time.perf_counter()
     out = ["Machine: {machine}\n"]
     summary: dict[str, dict[str, float]] = {}
@@ -711,6 +713,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="*", choices=list(METHODS), help="only these methods (default: all)")
     p.add_argument("--engine", nargs="*", metavar="NAME=VALUE",
                    help="extract_loops keyword arguments for ours (a variant; part of the cache key)")
+    p.add_argument("--tag", default="", help="a name added to ours' cache key (e.g. the checkout: "
+                   "bench/quality.py run from a snapshot of main with --tag before)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("levers", help="measure candidate levers one by one")
     p.add_argument("levers", nargs="+")

@@ -1,6 +1,7 @@
 """Benchmarks of the loop extraction engine; prints Markdown tables for BENCHMARKS.md.
 
-    .venv/bin/python bench/engine.py stages    # time per stage, 4-minute song, and loopextractor
+    .venv/bin/python bench/engine.py stages [--before DIR]  # time per stage, 4-minute song, and loopextractor
+    .venv/bin/python bench/engine.py ntd       # the decomposition on log bands, 4-minute song
     .venv/bin/python bench/engine.py quality   # SI-SDR, SDR/SIR/SAR, layout on 8 generated songs
 
 ``stages`` runs the app's and the CLI's pipeline on a 4-minute real recording: Vibe Ace

@@ -12,8 +12,9 @@ the same loops with their refined clips; then changes the tempo, and checks the 
 the mix download and a loop download (which must decode, at the new tempo's length).
 Screenshots go to ``test-artifacts/`` (git-ignored).
 
-The engine is the real one; only its refinement (the NTD run that continues from the rough
-state) is held until the test opens a gate, so the rough state can be seen on any machine.
+The engine is the real one; only its refinement (madmom's downbeats, which the rough loops on
+a quick beat grid do not wait for) is held until the test opens a gate, so the rough state
+can be seen on any machine.
 """
 
 from __future__ import annotations
@@ -40,21 +41,29 @@ needs_song = pytest.mark.skipif(not SONG.exists(),
                                 reason="needs ../shared/audio/choice_drum_bass.ogg")
 
 
-# Wraps the pipeline's NTD solver before Streamlit starts: a run that continues from an
-# earlier state (the refinement after the quick first result) first waits for the file
-# $UNMIXER_TEST_GATE to exist.
+# Wraps the pipeline before Streamlit starts, so that the refinement after the quick first
+# result waits for the file $UNMIXER_TEST_GATE to exist: madmom's downbeat tracking (the
+# rough loops come from a quick beat grid while it runs) and an NTD run that continues
+# from an earlier state (the rough loops on madmom's grid, where the quick grid finds none).
 _GATE_PRELUDE = """
 import os, time
 import unmixer.loops.pipeline as pipeline
 from unmixer.loops.ntd import NTDResult
+def wait_for_gate():
+    deadline = time.time() + 300
+    while not os.path.exists(os.environ["UNMIXER_TEST_GATE"]) and time.time() < deadline:
+        time.sleep(0.1)
 solve = pipeline.ntd_hals
 def gated(*args, init="svd", **kwargs):
     if isinstance(init, NTDResult):
-        deadline = time.time() + 300
-        while not os.path.exists(os.environ["UNMIXER_TEST_GATE"]) and time.time() < deadline:
-            time.sleep(0.1)
+        wait_for_gate()
     return solve(*args, init=init, **kwargs)
 pipeline.ntd_hals = gated
+track = pipeline.track_grid
+def gated_track(*args, **kwargs):
+    wait_for_gate()
+    return track(*args, **kwargs)
+pipeline.track_grid = gated_track
 """
 
 

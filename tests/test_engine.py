@@ -42,6 +42,24 @@ def test_tracks_sum_to_the_mixture(extracted):
     assert snr >= 30
 
 
+def test_streamed_tracks_are_the_kept_tracks(extracted):
+    """tracks="stream" (the CLI): every track handed over chunk by chunk, in the song's order,
+    equal to the kept tracks; the same clips; nothing of the tracks kept in the result."""
+    song, result = extracted
+    blocks = []
+    streamed = extract_loops(song.mix, 4, loop_bars=result.loop_bars,
+                             downbeats_s=song.downbeats_s, meter=song.meter, tracks="stream",
+                             on_track_chunk=lambda a, b, block: blocks.append((a, block.copy())))
+    assert [a for a, _ in blocks] == sorted(a for a, _ in blocks) and blocks[0][0] == 0
+    tracks = np.concatenate([block for _, block in blocks], axis=-1)
+    assert np.abs(tracks - np.stack([loop.track for loop in result.loops])).max() < 1e-6
+    for ours, kept in zip(streamed.loops, result.loops):
+        assert ours.track.shape == (2, 0)
+        assert np.abs(ours.clip - kept.clip).max() < 1e-6
+    with pytest.raises(UnmixerError):
+        extract_loops(song.mix, 4, downbeats_s=song.downbeats_s, meter=song.meter, tracks="stream")
+
+
 def test_tracks_separate_the_loops(extracted):
     song, result = extracted
     est = np.stack([loop.track for loop in result.loops])

@@ -79,11 +79,20 @@ def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft(with_tails):
     # chunk is handed over in the song's order, final (all loops in one batch per chunk)
     seen = []
     tracks = separate_tracks(spec, templates, activations, grid, length, mixture=song.mix, chunk=30011,
-                             tails=tails, on_chunk=lambda a, b, t: seen.append((a, b, t[:, :, a:b].copy())))
+                             tails=tails, on_chunk=lambda a, b, block: seen.append((a, b, block.copy())))
     assert np.abs(tracks - ref).max() < 1e-5
     assert np.abs(tracks.sum(axis=0) - song.mix).max() < 1e-6
     assert [a for a, _, _ in seen] == list(range(0, length, 30011)) and seen[-1][1] == length
     assert all(np.array_equal(block, tracks[:, :, a:b]) for a, b, block in seen)
+    # streamed (the CLI): the same blocks, in order, and no whole-song array is kept
+    streamed = []
+    assert separate_tracks(spec, templates, activations, grid, length, mixture=song.mix, chunk=30011,
+                           tails=tails, keep=False,
+                           on_chunk=lambda a, b, block: streamed.append((a, b, block))) is None
+    assert [(a, b) for a, b, _ in streamed] == [(a, b) for a, b, _ in seen]
+    assert all(np.array_equal(x, y) for (_, _, x), (_, _, y) in zip(streamed, seen))
+    with pytest.raises(UnmixerError):
+        separate_tracks(spec, templates, activations, grid, length, keep=False)
     ranges = np.array([[0, 5000], [100_000, 200_000], [length - 3000, length]])
     clips = separate_clips(spec, templates, activations, grid, ranges, length, tails=tails)
     for k, (start, stop) in enumerate(ranges):

@@ -139,10 +139,10 @@ class _TrackWriter:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="unmixer-wav")
         self.jobs: list = []
 
-    def __call__(self, start: int, stop: int, tracks) -> None:
+    def __call__(self, start: int, stop: int, block) -> None:
         if not self.files:
-            self._open(tracks.shape[0], tracks.shape[1])
-        self.jobs.append(self.pool.submit(self._write, tracks[:, :, start:stop]))
+            self._open(block.shape[0], block.shape[1])
+        self.jobs.append(self.pool.submit(self._write, block))
 
     def _open(self, n_tracks: int, channels: int) -> None:
         import soundfile as sf
@@ -210,9 +210,10 @@ def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, see
     progress : callable(stage, fraction), optional; stages ``decoding`` and
         :data:`unmixer.loops.pipeline.STAGES`
     foreground : bool, also the foreground track (``extract_loops(..., foreground=True)``)
-    on_track_chunk : callable(start, stop, tracks), optional; handed each finished stretch
+    on_track_chunk : callable(start, stop, block), optional; handed each finished stretch
         of the full-length tracks (:func:`unmixer.loops.pipeline.extract_loops`), e.g. a
-        :class:`_TrackWriter` that writes them while the rest is computed
+        :class:`_TrackWriter` that writes them while the rest is computed; the tracks are
+        then streamed (``tracks="stream"``): not kept, each loop's ``track`` empty
 
     Returns
     -------
@@ -236,6 +237,7 @@ def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, see
     decode_s = time.perf_counter() - t0
     extraction = pipeline.extract_loops(audio, n_loops, loop_bars=loop_bars, seed=seed,
                                         progress=progress, foreground=foreground,
+                                        tracks="stream" if on_track_chunk is not None else True,
                                         on_track_chunk=on_track_chunk)
     extraction.timings_s = {"decoding": decode_s, **extraction.timings_s}
     return extraction
@@ -302,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
     note = extraction.repetition_note()
     if note:
         print(f"  {note}")
-    if extraction.foreground is not None:
+    if args.foreground:  # its track was written while computed (streamed, not kept)
         print(f"  foreground: {extraction.foreground_energy:.0%} of the song -> {out}/tracks/foreground.wav")
     for loop in extraction.loops:
         print(f"  loop {loop.index:02d}  {loop.label:<10}  from bar {loop.chosen_bar + 1}")

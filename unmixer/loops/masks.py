@@ -323,7 +323,8 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
                     n_threads: int = 2, chunk: int = 1 << 18,
                     tails: np.ndarray | None = None,
                     foreground: np.ndarray | None = None,
-                    on_chunk: Callable[[int, int, np.ndarray], None] | None = None) -> np.ndarray:
+                    on_chunk: Callable[[int, int, np.ndarray], None] | None = None,
+                    keep: bool = True) -> np.ndarray | None:
     """Full-length loop tracks: Wiener masks across all K loops on the mixture's STFT.
 
     The masks M_k = (D′[s,k] P_k)^p / Σ_l (D′[s,l] P_l)^p are formed on the cube (the
@@ -355,44 +356,65 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
         s becomes D′[s,k] P_k + D′[s−1,k] Q_k (:func:`unmixer.loops.ntd.refine_loop_tails`)
     foreground : np.ndarray, shape=(n_freq · n_steps, n_segments), R, optional: the
         foreground (:func:`foreground_model`) as one more source, whose track comes last
-    on_chunk : callable(start, stop, tracks), optional: called in the song's order, from
-        the calling thread, once samples [start, stop) of every track are final, with the
-        whole ``tracks`` array (e.g. to write the tracks to files while the rest is computed)
+    on_chunk : callable(start, stop, block), optional: called in the song's order, from
+        the calling thread, once samples [start, stop) of every track are final, with
+        ``block``, float32, shape=(K, channels, stop - start), those samples of every track
+        (e.g. to write the tracks to files while the rest is computed): a view of the
+        returned array with ``keep``, a new array without
+    keep : bool, keep the whole tracks array and return it; False: stream, the tracks exist
+        only chunk by chunk (at most ``2·n_threads`` chunks at once: a 4-minute song's five
+        stereo tracks are 434 MB as one array, 10 MB per chunk), handed to ``on_chunk``
 
     Returns
     -------
     np.ndarray, float32, shape=(K, channels, length) (K + 1 with ``foreground``, the
-    foreground last); the tracks sum to the mixture (the masks sum to 1 in every cell;
-    each channel keeps its own phase).
+    foreground last), or None without ``keep``; the tracks sum to the mixture (the masks sum
+    to 1 in every cell; each channel keeps its own phase).
+
+    Raises
+    ------
+    UnmixerError
+        If ``keep`` is False and there is no ``on_chunk``.
 
     Source: Smith, Kawasaki & Goto, ISMIR 2019, §3.1; masks as in
     :func:`unmixer.core.spectrum.wiener_masks`.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    if not keep and on_chunk is None:
+        raise UnmixerError("separate_tracks(keep=False) needs on_chunk: the tracks would be lost")
     cells = _LoopCells(templates, activations, power, tails, foreground)
     K = cells.n_sources
+    C = mix_spec.shape[0]
     steps = frame_steps(grid, mix_spec.shape[-1])
-    tracks = np.empty((K, mix_spec.shape[0], length), dtype=np.float32)
+    tracks = np.empty((K, C, length), dtype=np.float32) if keep else None
     residual = mixture is not None and K > 1
     computed = np.arange(K - 1 if residual else K)
-    edges = np.append(np.arange(0, length, chunk), length)
+    edges = np.append(np.arange(0, length, chunk), length).astype(int)
+    spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
-    def one(a: int, b: int) -> None:
-        tracks[computed, :, a:b] = _resynthesise(mix_spec, cells, grid, steps, computed, a, b,
-                                                 length, hop_length)
+    def one(a: int, b: int) -> np.ndarray:
+        block = tracks[:, :, a:b] if keep else np.empty((K, C, b - a), dtype=np.float32)
+        block[computed] = _resynthesise(mix_spec, cells, grid, steps, computed, a, b, length,
+                                        hop_length)
         if residual:
-            last = tracks[K - 1, :, a:b]
+            last = block[K - 1]
             last[:] = mixture[:, a:b]
             for k in computed:  # in place: no temporary sum of the other tracks
-                last -= tracks[k, :, a:b]
+                last -= block[k]
+        return block
 
-    with ThreadPoolExecutor(max(1, int(n_threads))) as pool:
-        futures = [pool.submit(one, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-        for future, a, b in zip(futures, edges[:-1], edges[1:]):
-            future.result()
+    n_threads = max(1, int(n_threads))
+    with ThreadPoolExecutor(n_threads) as pool:
+        # a window of chunks in flight: without ``keep`` at most this many blocks exist at once
+        window = [pool.submit(one, *span) for span in spans[:2 * n_threads]]
+        for i, (a, b) in enumerate(spans):
+            block = window.pop(0).result()
+            if i + 2 * n_threads < len(spans):
+                window.append(pool.submit(one, *spans[i + 2 * n_threads]))
             if on_chunk is not None:
-                on_chunk(int(a), int(b), tracks)
+                on_chunk(a, b, block)
+            del block
     return tracks
 
 

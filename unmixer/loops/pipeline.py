@@ -602,11 +602,13 @@ def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, g
     grid : SongGrid
     audio : np.ndarray, shape=(2, samples), the mixture
     settings : EngineSettings (mask_power, foreground)
-    with_tracks : bool, also the full-length tracks (else only the clips' frames are masked)
-    on_track_chunk : callable(start, stop, tracks), optional, with ``with_tracks``: called in
-        the song's order once samples [start, stop) of every track are final; ``tracks`` has
-        shape (K, channels, samples), loops in the returned order
-        (:func:`unmixer.loops.masks.separate_tracks`)
+    with_tracks : bool or "stream", also the full-length tracks (else only the clips' frames
+        are masked); "stream": the tracks are computed but not kept, each chunk handed to
+        ``on_track_chunk`` (each loop's ``track`` is then empty)
+    on_track_chunk : callable(start, stop, block), optional, with ``with_tracks`` (required
+        with "stream"): called in the song's order once samples [start, stop) of every track
+        are final; ``block`` has shape (K, channels, stop - start), loops in the returned
+        order, the foreground (if any) last (:func:`unmixer.loops.masks.separate_tracks`)
 
     Returns
     -------
@@ -636,7 +638,21 @@ def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, g
     lo = np.maximum(starts[chosen] - fade, 0)
     hi = np.minimum(starts[chosen + 1] + fade, length)
     order = np.argsort(-energies[:K], kind="stable")  # loudest first: the result's order
-    if with_tracks:  # computed in the result's order (the foreground last), for on_track_chunk
+    if with_tracks == "stream":  # the clips' samples taken from each chunk as it goes by
+        excerpts = [np.empty((audio.shape[0], hi[k] - lo[k]), dtype=np.float32) for k in order]
+
+        def take(a: int, b: int, block: np.ndarray) -> None:
+            for rank, k in enumerate(order):
+                s0, s1 = max(a, int(lo[k])), min(b, int(hi[k]))
+                if s0 < s1:
+                    excerpts[rank][:, s0 - lo[k]:s1 - lo[k]] = block[rank, :, s0 - a:s1 - a]
+            on_track_chunk(a, b, block)
+
+        tracks = separate_tracks(mix_spec, templates[order], activations[:, order], grid.cube_grid,
+                                 length, power, mixture=audio,
+                                 tails=None if tails is None else tails[order], foreground=fg,
+                                 on_chunk=take, keep=False)
+    elif with_tracks:  # computed in the result's order (the foreground last), for on_track_chunk
         tracks = separate_tracks(mix_spec, templates[order], activations[:, order], grid.cube_grid,
                                  length, power, mixture=audio,
                                  tails=None if tails is None else tails[order], foreground=fg,
@@ -727,7 +743,7 @@ def extract_loops(
     preview_grid: str = "quick",
     refine_iter: int = 10,
     ntd_bands: int | None = NTD_BANDS,
-    tracks: bool = True,
+    tracks: bool | str = True,
     foreground: bool = False,
     foreground_gain: float = 1.0,
     on_track_chunk: Callable[[int, int, np.ndarray], None] | None = None,
@@ -798,7 +814,10 @@ def extract_loops(
     tracks : bool, build the full-length loop tracks (five inverse STFTs of the whole song
         for K = 5, the costliest part of the loops stage). With False only the clips are
         resynthesised, from the STFT frames around them, and each ``track`` is empty
-        (shape (2, 0)); clips, loop map and order are the same. The preview never builds
+        (shape (2, 0)); clips, loop map and order are the same. With "stream" the tracks
+        are computed chunk by chunk and handed to ``on_track_chunk`` without being kept
+        (each ``track`` and ``result.foreground`` empty/None; the 4-minute song's five
+        tracks are 434 MB as one array): what the CLI does. The preview never builds
         tracks.
     foreground : bool, model what no loop explains as one more source, the foreground
         (melodies that change every bar, vocals, fills: the rectified residual of the loop
@@ -807,11 +826,11 @@ def extract_loops(
         BENCHMARKS.md, "Real music", lever "foreground", for what it does.
     foreground_gain : float > 0, the foreground's model is this many times the residual
         (how readily a cell the loops explain only partly goes to the foreground)
-    on_track_chunk : callable(start, stop, tracks), optional: with ``tracks``, called in the
-        song's order (from the calling thread) once samples [start, stop) of every
-        full-length track are final, with the tracks array (K, 2, samples) in the result's
-        loop order (K + 1 with ``foreground``, the foreground last): the CLI writes the WAV
-        files while the rest is computed.
+    on_track_chunk : callable(start, stop, block), optional: with ``tracks`` (required with
+        "stream"), called in the song's order (from the calling thread) once samples
+        [start, stop) of every full-length track are final, with ``block`` of shape
+        (K, 2, stop - start) in the result's loop order (K + 1 with ``foreground``, the
+        foreground last): the CLI writes the WAV files while the rest is computed.
 
     Returns
     -------
@@ -830,6 +849,10 @@ def extract_loops(
                               preview_iter, refine_iter, bool(foreground), float(foreground_gain),
                               ntd_bands)
     audio = _checked_request(audio, n_loops, loop_bars, settings)
+    if tracks == "stream" and on_track_chunk is None:
+        raise UnmixerError("tracks='stream' needs on_track_chunk: the tracks would be lost.")
+    if tracks not in (True, False, "stream"):
+        raise UnmixerError(f"tracks must be True, False or 'stream', not {tracks!r}.")
     if preview_grid not in ("quick", "tracked"):
         raise UnmixerError(f"preview_grid must be 'quick' or 'tracked', not {preview_grid!r}.")
     length = audio.shape[-1]

@@ -110,6 +110,31 @@ def test_bar_state_space_of_given_tempi_is_madmoms():
     assert all(np.array_equal(a, b) for a, b in zip(ours.last_states, theirs.last_states))
 
 
+def test_compact_viterbi_is_madmoms(monkeypatch):
+    """The Viterbi with back-pointers for the multi-predecessor states only finds madmom's
+    path and log probability, bit for bit, on both meters of the full model and on a
+    narrowed one, also decoding the meters on one thread; it keeps pointers for 1 state in
+    40 or fewer (one per tempo and beat)."""
+    from madmom.features.downbeats import DBNDownBeatTrackingProcessor
+
+    from unmixer.loops import beats
+
+    act = beats.downbeat_activations(_song().mix)
+    hmms = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100).hmms
+    hmms = hmms + [beats._bar_hmm(4, beats._beat_intervals(100)[20:30])]
+    for hmm in hmms:
+        path, log_probability = hmm.viterbi(act)
+        ours, ours_log_probability = beats.viterbi(hmm, act)
+        assert np.array_equal(ours, path) and ours_log_probability == log_probability
+        assert len(np.unique(path)) > 100  # a real path through the bar
+        multi = np.count_nonzero(np.diff(hmm.transition_model.pointers.astype(np.int64)) > 1)
+        assert multi <= hmm.transition_model.num_states / 40
+    ref = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(act)
+    assert np.array_equal(beats.decode_downbeats(act, tempo_window=None), ref)
+    monkeypatch.setenv("UNMIXER_THREADS", "1")
+    assert np.array_equal(beats.decode_downbeats(act, tempo_window=None), ref)
+
+
 @pytest.mark.parametrize("bpm,meter", [(120.0, 4), (100.0, 3), (165.0, 4)])
 def test_narrowed_dbn_finds_madmoms_downbeats(bpm, meter):
     """On three 4-s excerpts the full DBN picks the tempi; the narrowed one decodes the whole

@@ -6,7 +6,8 @@ Runs what ``python -m unmixer extract`` runs (:func:`unmixer.commands.extract.ex
 the tracks written while computed) in this process, with a thread sampling the process's
 RSS every 10 ms; the stage is the one the progress callback last announced, or the engine
 step running (the steps wrapped here: madmom's tracking, the grid search, the cube, the
-purification, the tail fit, the tracks, the clips, the labels; a name with ``+`` is the
+purification, the tail fit, the loop model's residual, the mask shares, the bar choice,
+the tracks, the clips, the labels; a name with ``+`` is the
 rest of a stage after that step). madmom runs on a thread while the STFT is computed, so
 the samples during ``track_grid`` include the STFT. WAV: default ``bench/out/vibe_ace_x4.wav``
 (written by ``bench/engine.py stages``).
@@ -27,7 +28,8 @@ from unmixer.core.audio import SAMPLE_RATE  # noqa: E402
 from unmixer.loops import pipeline  # noqa: E402
 
 STEPS = ("track_grid", "search_grid", "build_cube", "purify_core", "refine_loop_tails",
-         "separate_tracks", "separate_clips", "label_loop")
+         "foreground_model", "mask_shares", "choose_segments", "separate_tracks", "separate_clips",
+         "label_loop")
 
 
 def rss_mib() -> float:

@@ -61,6 +61,25 @@ def _whole_song_tracks(spec, templates, activations, grid, length, tails=None):
     return np.stack([istft(spec * m, length) for m in masks])
 
 
+def test_stft_frames_and_the_lazy_stft_equal_the_whole_song_stft():
+    """Frames recomputed from the samples they cover equal the whole song's STFT bit for bit,
+    at the song's edges (zero padding) and inside; the lazy STFT's magnitude and tracks too."""
+    from unmixer.core.spectrum import LazySTFT, stft, stft_frames
+
+    rng = np.random.default_rng(3)
+    audio = rng.standard_normal((2, 50_000)).astype(np.float32)
+    whole = stft(audio)
+    n = whole.shape[-1]
+    for a, b in [(0, 1), (0, 7), (3, 40), (50, n), (0, n), (n - 1, n)]:
+        assert np.array_equal(stft_frames(audio, a, b), whole[..., a:b])
+    lazy = LazySTFT(audio)
+    assert lazy.shape == whole.shape
+    assert np.array_equal(lazy.magnitude(block=13), np.abs(whole).mean(axis=0))
+    for a, b in [(0, 0), (-1, 3), (5, n + 1)]:
+        with pytest.raises(UnmixerError):
+            stft_frames(audio, a, b)
+
+
 @pytest.mark.parametrize("with_tails", [False, True])
 def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft(with_tails):
     from unmixer.loops.masks import separate_clips, separate_tracks
@@ -84,9 +103,12 @@ def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft(with_tails):
     assert np.abs(tracks.sum(axis=0) - song.mix).max() < 1e-6
     assert [a for a, _, _ in seen] == list(range(0, length, 30011)) and seen[-1][1] == length
     assert all(np.array_equal(block, tracks[:, :, a:b]) for a, b, block in seen)
-    # streamed (the CLI): the same blocks, in order, and no whole-song array is kept
+    # streamed (the CLI): the same blocks, in order, and no whole-song array is kept, not
+    # even the STFT (its frames recomputed per chunk)
+    from unmixer.core.spectrum import LazySTFT
+
     streamed = []
-    assert separate_tracks(spec, templates, activations, grid, length, mixture=song.mix, chunk=30011,
+    assert separate_tracks(LazySTFT(song.mix), templates, activations, grid, length, mixture=song.mix, chunk=30011,
                            tails=tails, keep=False,
                            on_chunk=lambda a, b, block: streamed.append((a, b, block))) is None
     assert [(a, b) for a, b, _ in streamed] == [(a, b) for a, b, _ in seen]

@@ -38,6 +38,93 @@ def stft(audio: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH) ->
                         hop_length=hop_length, window="hann", center=True).astype(np.complex64, copy=False)
 
 
+def stft_frames(audio: np.ndarray, start: int, stop: int, n_fft: int = N_FFT,
+                hop_length: int = HOP_LENGTH) -> np.ndarray:
+    """Frames ``[start, stop)`` of :func:`stft`, computed from the samples they cover only.
+
+    Frame t of the centred STFT covers samples t·hop − n_fft/2 … t·hop + n_fft/2 (zeros
+    outside the song, librosa's constant padding); those samples, framed without centring,
+    give the same frames, bit for bit (tested).
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(channels, samples) or (samples,)
+    start, stop : int, frames, 0 <= start < stop <= 1 + samples // hop_length
+    n_fft, hop_length : int, samples
+
+    Returns
+    -------
+    np.ndarray, complex64, shape=(channels, 1 + n_fft // 2, stop - start) (without the
+    channel axis for 1-D input)
+
+    Raises
+    ------
+    UnmixerError
+        If the frame range is empty or outside the song.
+    """
+    import librosa
+
+    x = np.asarray(audio, dtype=np.float32)
+    n_frames = 1 + x.shape[-1] // hop_length
+    if not 0 <= start < stop <= n_frames:
+        raise UnmixerError(f"frames [{start}, {stop}) are not within the song's {n_frames} frames")
+    lo = start * hop_length - n_fft // 2
+    hi = (stop - 1) * hop_length + n_fft - n_fft // 2
+    if lo >= 0 and hi <= x.shape[-1]:
+        seg = x[..., lo:hi]
+    else:
+        seg = np.zeros(x.shape[:-1] + (hi - lo,), dtype=np.float32)
+        a, b = max(lo, 0), min(hi, x.shape[-1])
+        seg[..., a - lo:b - lo] = x[..., a:b]
+    return librosa.stft(seg, n_fft=n_fft, hop_length=hop_length, window="hann",
+                        center=False).astype(np.complex64, copy=False)
+
+
+class LazySTFT:
+    """The complex STFT of a song whose frames are computed when asked for, never kept whole.
+
+    Stands in for the array :func:`stft` returns where only stretches of frames are read
+    (:func:`unmixer.loops.masks.separate_tracks` masks one chunk at a time): a 4-minute
+    stereo song's STFT is 347 MB as an array; here each chunk's frames are recomputed from
+    the samples (one more STFT of the song in all), bit-equal to the array's.
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(channels, samples), kept by reference
+    n_fft, hop_length : int, samples
+
+    Attributes
+    ----------
+    shape : (channels, 1 + n_fft // 2, n_frames), as the array's
+    """
+
+    def __init__(self, audio: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH):
+        self.audio, self.n_fft, self.hop_length = audio, int(n_fft), int(hop_length)
+        self.shape = (audio.shape[0], 1 + self.n_fft // 2, 1 + audio.shape[-1] // self.hop_length)
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop): complex64, shape=(channels, n_freq, stop - start)."""
+        return stft_frames(self.audio, start, stop, self.n_fft, self.hop_length)
+
+    def magnitude(self, block: int = 4096) -> np.ndarray:
+        """The channels' mean magnitude |X|, float32, shape=(n_freq, n_frames), computed
+        ``block`` frames at a time (equal to ``np.abs(stft(audio)).mean(axis=0)``)."""
+        n = self.shape[-1]
+        out = np.empty(self.shape[1:], dtype=np.float32)
+        for a in range(0, n, block):  # blocks of thousands of frames, not a loop over frames
+            b = min(n, a + block)
+            out[:, a:b] = np.abs(self.frames(a, b)).mean(axis=0)
+        return out
+
+
+def spectrum_frames(spec, start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) of an STFT given as an array (channels, n_freq, n_frames) or a
+    :class:`LazySTFT`: complex, shape=(channels, n_freq, stop - start)."""
+    if isinstance(spec, LazySTFT):
+        return spec.frames(start, stop)
+    return spec[..., start:stop]
+
+
 def istft(spec: np.ndarray, length: int, hop_length: int = HOP_LENGTH) -> np.ndarray:
     """Inverse of :func:`stft`.
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from unmixer.core.spectrum import HOP_LENGTH, MASK_EPS, istft, wiener_mask
+from unmixer.core.spectrum import HOP_LENGTH, MASK_EPS, istft, spectrum_frames, wiener_mask
 from unmixer.errors import UnmixerError
 from unmixer.loops.cube import CubeGrid, cube_to_frames, frame_steps, previous_segment
 from unmixer.loops.labels import LABELS, label_loop  # noqa: F401  (re-exported from unmixer.loops.labels)
@@ -250,9 +250,14 @@ def mask_shares(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray
     each row summing to 1
     """
     cells = _LoopCells(templates, activations, power, tails, foreground)
-    x2 = cube.reshape(-1, cube.shape[-1]).astype(np.float32) ** 2  # (F·T, S)
-    share = cells.shares(x2 / (cells.denom + np.float32(MASK_EPS)))  # (S, K)
-    return (share / np.maximum(x2.sum(axis=0), 1e-30)[:, None]).astype(np.float32)
+    ratio = cube.reshape(-1, cube.shape[-1]).astype(np.float32)  # (F·T, S), a copy
+    np.square(ratio, out=ratio)  # X², then X² / Σ: in place (each cube-sized array is 80 MB
+    total = np.maximum(ratio.sum(axis=0), 1e-30)  # for a 4-minute song)
+    denom = cells.denom + np.float32(MASK_EPS)
+    np.divide(ratio, denom, out=ratio)
+    del denom
+    share = cells.shares(ratio)  # (S, K)
+    return (share / total[:, None]).astype(np.float32)
 
 
 def choose_segments(templates: np.ndarray, activations: np.ndarray, cube: np.ndarray,
@@ -343,7 +348,8 @@ def separate_tracks(mix_spec: np.ndarray, templates: np.ndarray, activations: np
 
     Parameters
     ----------
-    mix_spec : np.ndarray, complex, shape=(channels, n_freq, n_frames), the mixture
+    mix_spec : np.ndarray, complex, shape=(channels, n_freq, n_frames), the mixture (or a
+        :class:`unmixer.core.spectrum.LazySTFT`, whose frames are computed chunk by chunk)
     templates : np.ndarray, shape=(K, n_freq, n_steps), P
     activations : np.ndarray, shape=(n_segments, K), D′
     grid : CubeGrid
@@ -434,7 +440,7 @@ def _resynthesise(mix_spec, cells: _LoopCells, grid, steps, loops: np.ndarray, s
     f0 = max(0, start // hop_length - reach)
     f1 = min(n_frames, -(-stop // hop_length) + reach + 1)
     masks = _frame_masks(cells, grid, steps, slice(f0, f1), loops)  # (L, F, n)
-    spectra = mix_spec[None, :, :, f0:f1] * masks[:, None]  # (L, C, F, n)
+    spectra = spectrum_frames(mix_spec, f0, f1)[None] * masks[:, None]  # (L, C, F, n)
     # frame f0 is centred on sample f0·hop: the inverse STFT of frames f0..f1 starts there
     span = (length if f1 == n_frames else (f1 - 1) * hop_length) - f0 * hop_length
     part = istft(spectra.reshape(-1, n_freq, f1 - f0), span, hop_length)  # (L·C, span)

@@ -257,14 +257,18 @@ class _Stages:
 
 # ----------------------------------------------------------------------------- what passes between stages
 
-NTD_BANDS = 512
-"""Log bands of the cube the NTD runs on (``extract_loops(ntd_bands=)``), its sound templates
-then refitted at full resolution. Measured (BENCHMARKS.md, issue 15, "Decompose small"): on
-the 4-minute song the decomposition stage is 1.9x faster than on the 1025 STFT bins (256
-bands: 3.0-3.6x), with the same relative error against the full cube; on bench/quality.py's
-songs (one per family) every family's mean SDR stays within 0.3 dB of the full-resolution
-NTD or above it, where 256 bands lost 0.5 dB (sparse) and 2.4 dB (dense) with estimated
-downbeats."""
+NTD_BANDS = None
+"""Log bands of the cube the final NTD runs on (``extract_loops(ntd_bands=)``; None: the
+STFT's 1025 bins). Pooled into log bands the NTD is faster (512 bands: the decomposition
+stage 1.9x faster on the 4-minute song, with its sound templates refitted at full
+resolution) but lands elsewhere on songs with many loops: on bench/quality.py's 9 songs
+with estimated downbeats, 512 bands moved single songs by -2.3 to +2.4 dB and the sparse
+family by -1.2 dB (BENCHMARKS.md, issue 15, "Decompose small"), beyond the 0.3 dB the final
+loops may lose; so only the rough loops use them (:data:`PREVIEW_NTD_BANDS`)."""
+
+PREVIEW_NTD_BANDS = 512
+"""Log bands of the quick first result's NTD (the rough loops on the quick grid while madmom
+runs), which the final loops replace."""
 
 
 @dataclass(frozen=True)
@@ -706,7 +710,8 @@ def _quick_preview(magnitude: np.ndarray, mix_spec: np.ndarray, audio: np.ndarra
         cube = build_cube(magnitude, grid)
     except UnmixerError:  # no quick grid: the rough loops wait for madmom's
         return False
-    model = decompose(cube, grid.n_loops, replace(settings, n_iter=settings.preview_iter))
+    model = decompose(cube, grid.n_loops, replace(settings, n_iter=settings.preview_iter,
+                                                  ntd_bands=PREVIEW_NTD_BANDS))
     _preview(model, cube, grid, mix_spec, audio, settings, stages, preview, sr)
     return True
 

@@ -227,6 +227,8 @@ def downbeat_activations(audio: np.ndarray, sr: int = SAMPLE_RATE, *,
     """
     if not 1 <= int(n_networks) <= N_NETWORKS:
         raise UnmixerError(f"n_networks must be 1 to {N_NETWORKS}, not {n_networks}.")
+    with _networks_lock:  # madmom is imported here first, never by two threads at once (the
+        _load_networks()  # warm-up thread may be importing it: a concurrent import deadlocks)
     mono = np.asarray(audio, dtype=np.float32)
     if mono.ndim == 2:
         mono = mono.mean(axis=0)

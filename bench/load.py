@@ -282,6 +282,12 @@ async def run_session(index: int, context, url: str, songs: list[SongPlan], tmp:
                            good=sum(s.good for s in songs), bad=sum(not s.good for s in songs))
     page = await context.new_page()
     page.set_default_timeout(120_000)
+    if os.environ.get("UNMIXER_LOAD_DEBUG"):
+        page.on("console", lambda m: print(f"session {index + 1} console {m.type}: {m.text[:300]}",
+                                           file=sys.stderr, flush=True)
+                if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: print(f"session {index + 1} pageerror: {str(e)[:300]}",
+                                             file=sys.stderr, flush=True))
     files = []
     for song in songs:
         path = tmp / f"s{index}" / song.name
@@ -368,18 +374,25 @@ async def _again_until_it_loads(navigate, timeout_s: float = 120.0) -> None:
 
 async def _choose(page, song: SongPlan, report: SessionReport) -> bool:
     """Loops 1 and 3 of the session's first song into the mix, and Play on the deck; each
-    step waits 20 s at most (the page may be reconnecting: tried again on the next round)."""
+    step waits 20 s at most (the page may be reconnecting: tried again on the next round,
+    from where it stopped). A checkbox is clicked by its label, as a user does (Streamlit
+    hides the input itself under its styled box)."""
     card = page.locator(f".st-key-song_{song.sid}")
     try:
         boxes = card.get_by_label("In the mix")
-        for n, loop in ((1, 0), (2, 2)):
+        labels = card.get_by_text("In the mix", exact=True)
+        for loop in (0, 2):
             if not await boxes.nth(loop).is_checked(timeout=20_000):
-                await boxes.nth(loop).click(timeout=20_000)
-            await page.get_by_text(f"Your mix · {n} loop").first.wait_for(timeout=20_000)
+                await labels.nth(loop).click(timeout=20_000)
+                await page.wait_for_function(
+                    "([sid, n]) => [...document.querySelectorAll("
+                    "`.st-key-song_${sid} [data-testid=stCheckbox] input`)][n]?.checked",
+                    arg=[song.sid, loop], timeout=20_000)
+        await page.get_by_text("Your mix · 2 loops").first.wait_for(timeout=20_000)
         await page.locator(".deck-play").click(timeout=20_000)
         return True
     except Exception as err:  # noqa: BLE001 - tried again on the next round
-        report.problems.append(f"choose: {type(err).__name__}")
+        report.problems.append(f"choose: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
         return False
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import ui.engine
-from bench.served import CHROMIUM
+from bench.served import CHROMIUM, ROOT as REPO
 from ui.state import Song, song_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,3 +313,47 @@ def test_a_shared_password_comes_before_any_page_and_any_upload(tmp_path, browse
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 403
+
+
+_FIGURES_WHILE_PANDAS_LOADS = """
+import sys, threading
+import numpy as np
+from bench.fake_engine import fake_extraction
+from ui.loop_map import loop_map_figure
+ext = fake_extraction(np.zeros((2, 44100 * 20), np.float32), 5, 2, 0)
+errors, start = [], threading.Barrier(4)
+def first_import():
+    start.wait()
+    import pandas
+def figures():
+    start.wait()
+    for _ in range(20):
+        try:
+            loop_map_figure(ext)
+        except Exception as err:
+            errors.append(repr(err))
+            return
+threads = [threading.Thread(target=first_import)] + [threading.Thread(target=figures)
+                                                     for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(errors), errors[:1])
+"""
+
+
+def test_loop_maps_drawn_while_another_thread_first_imports_pandas():
+    """Sessions reconnecting at once to a restarted server run their pages in threads of a
+    fresh process: one imported pandas (Streamlit does on first use) while another drew a
+    loop map, and plotly's validators took the half-imported module ("partially initialized
+    module 'pandas' has no attribute 'Series'": that page stopped before its songs' cards).
+    A fresh interpreter does the same, three threads drawing while a fourth imports pandas
+    for the first time."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FIGURES_WHILE_PANDAS_LOADS], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("0 "), out.stdout

@@ -311,7 +311,8 @@ async def run_session(index: int, context, url: str, songs: list[SongPlan], tmp:
         path.write_bytes(song.data)
         files.append(str(path))
     await _again_until_it_loads(lambda: page.goto(url, wait_until="domcontentloaded"))
-    await page.get_by_role("button", name="Try the demo song").wait_for()
+    # the first look at the page (5 pages at once on a loaded 2-core machine: minutes)
+    await page.get_by_role("button", name="Try the demo song").wait_for(timeout=400_000)
     started = time.time()
     await page.locator("input[type=file]").set_input_files(files)
     deadline = started + options.timeout_s

@@ -312,7 +312,8 @@ def test_an_upload_over_the_size_limit_gets_one_line_and_the_other_songs_stay(
         tmp_path, browser):
     """server.maxUploadSize (200 MB in .streamlit/config.toml; 1 MB here through its
     environment variable): a bigger file gets one line in the uploader, never reaches the
-    server, and the song already there keeps its loops and its place in the mix."""
+    server, and the song already there keeps its loops and its place in the mix. (The line
+    is Streamlit's, on the file's red chip: the app never sees a refused file.)"""
     import numpy as np
     import soundfile as sf
     from playwright.sync_api import expect
@@ -324,7 +325,7 @@ def test_an_upload_over_the_size_limit_gets_one_line_and_the_other_songs_stay(
     small = tmp_path / "small groove.wav"   # 10 s, mono, 22.05 kHz, 16 bits: 441 kB
     sf.write(small, (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 2 * t) > 0))
              .astype(np.float32), 22050, subtype="PCM_16")
-    big = _wav_file(tmp_path / "big song.wav", 12, 330)  # 4.2 MB
+    big = _wav_file(tmp_path / "big song.wav", 12, 330)  # 2.1 MB
     env = {"UNMIXER_CACHE_DIR": str(tmp_path / "cache"), "STREAMLIT_SERVER_MAX_UPLOAD_SIZE": "1"}
     with serve(tmp_path, env=env, prelude=PRELUDE) as app:
         page = _new_page(browser)

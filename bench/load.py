@@ -111,6 +111,7 @@ class SessionReport:
     bad: int = 0
     loops_shown: int = 0           # good songs showing their loops at the end
     errors_shown: int = 0          # bad songs showing one line at the end
+    still_analysing: int = 0       # good songs whose card still waits at the end (queued)
     choices_kept: bool = False
     seconds_to_loops: float | None = None
     queue_lines: list[str] = field(default_factory=list)
@@ -127,6 +128,7 @@ class Report:
     good_songs: int
     faults: dict[str, int]
     songs_lost: int
+    still_analysing: int
     choices_lost: int
     seconds_to_loops: list[float | None]
     peak_mib: float
@@ -139,12 +141,13 @@ class Report:
         times = [t for t in self.seconds_to_loops if t is not None]
         faults = ", ".join(f"{k} x{v}" for k, v in self.faults.items() if v) or "none"
         lines = [
-            "| sessions | songs (good) | faults injected | songs lost | choices lost | "
+            "| sessions | songs (good) | faults injected | songs lost (of which still "
+            "analysing) | choices lost | "
             "time to loops per user (s) | peak memory (MiB, PSS) | wall (s) | "
             "pages healed (stuck) |",
             "|---|---|---|---|---|---|---|---|---|",
             f"| {self.sessions} | {self.songs} ({self.good_songs}) | {faults} | "
-            f"{self.songs_lost} | {self.choices_lost} | "
+            f"{self.songs_lost} ({self.still_analysing}) | {self.choices_lost} | "
             + (", ".join(f"{t:.0f}" for t in self.seconds_to_loops if t is not None)
                + (f" (median {np.median(times):.0f})" if times else ""))
             + f" | {self.peak_mib:.0f} | {self.wall_s:.0f} | "
@@ -371,6 +374,7 @@ async def run_session(index: int, context, url: str, songs: list[SongPlan], tmp:
         await asyncio.sleep(1.0)
     report.loops_shown = sum(st == "loops" for st, s in zip(states, songs) if s.good)
     report.errors_shown = sum(st == "error" for st, s in zip(states, songs) if not s.good)
+    report.still_analysing = sum(st == "waiting" for st, s in zip(states, songs) if s.good)
     checked = (boxes or {}).get("boxes", [])
     report.choices_kept = (len(checked) >= LOOPS and checked[0] and checked[2]
                            and not checked[1] and mix == 2)
@@ -540,6 +544,7 @@ async def _run(options: Options, tmp: Path) -> Report:
         faults={k: v for k, v in events["faults"].items() if k in options.faults},
         songs_lost=sum(r.good - r.loops_shown for r in reports)
         + sum(r.bad - r.errors_shown for r in reports),
+        still_analysing=sum(r.still_analysing for r in reports),
         choices_lost=sum(not r.choices_kept for r in reports),
         seconds_to_loops=[r.seconds_to_loops for r in reports], peak_mib=peak,
         wall_s=time.time() - t0, per_session=reports,
@@ -572,7 +577,8 @@ def main() -> int:
     print(report.markdown())
     for s in report.per_session:
         print(f"session {s.index + 1}: {', '.join(s.songs)}; loops {s.loops_shown}/{s.good}, "
-              f"errors {s.errors_shown}/{s.bad}, choices kept {s.choices_kept}, "
+              f"errors {s.errors_shown}/{s.bad}, still analysing {s.still_analysing}, "
+              f"choices kept {s.choices_kept}, "
               f"to loops {s.seconds_to_loops and round(s.seconds_to_loops)} s, "
               f"queue seen {s.queue_lines[:3]}" + (f", problems {s.problems}" if s.problems else ""))
     if args.json:

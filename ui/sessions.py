@@ -72,8 +72,10 @@ export default function ({ data, setStateValue }) {
   // is dropped ("Cannot send rerun backMessage when disconnected from server"), and a page
   // with no analysis running has nothing else that would run it again (it stayed empty,
   // its songs kept on the server but never given back). Sent once, then again after 5 s
-  // in which no run drew the page (a busy server's runs are not interrupted); each try
-  // sends a new value (the id and a try number), never taken for an unchanged state.
+  // in which no run drew the page and none is running or reconnecting (Streamlit's status
+  // widget is empty: a busy server's runs are never interrupted, and a running page sends
+  // every widget's state with its next run anyway); each try sends a new value (the id and
+  // a try number), never taken for an unchanged state.
   const tries = (window.__unmixerTab ||= { timer: null, n: 0 });
   window.clearTimeout(tries.timer);
   if (!data || data.tab !== id) {
@@ -82,7 +84,14 @@ export default function ({ data, setStateValue }) {
       setStateValue("tab", `${id}.${tries.n}`);
     };
     if (tries.n === 0) send();
-    const again = () => { send(); tries.timer = window.setTimeout(again, 5000); };
+    const idle = () => {
+      const status = document.querySelector("[data-testid=stStatusWidget]");
+      return !(status && status.innerText.trim());
+    };
+    const again = () => {
+      if (idle()) send();
+      tries.timer = window.setTimeout(again, 5000);
+    };
     tries.timer = window.setTimeout(again, 5000);
   }
   healWhenPartsFailed();

@@ -1,6 +1,6 @@
 """The short load and fault test (bench/load.py with the fake engine): three browser
 sessions at once against 127.0.0.1, every fault but the madmom worker's (the real engine's:
-tests/test_shared.py kills one), bounded in count and in time (about 2 minutes here)."""
+tests/test_shared.py kills one), bounded in count and in time (about 2 minutes on a quiet 2-core machine)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_three_sessions_with_faults_lose_nothing(tmp_path):
     started = time.time()
     report = run(Options(sessions=3, engine="fake", stage_s=1.0,
                          faults=("corrupt", "crash", "reload", "reconnect", "restart"),
-                         timeout_s=150.0, workdir=tmp_path,
+                         timeout_s=240.0, workdir=tmp_path,
                          screenshots=tmp_path / "screens"))
     print(report.markdown())
     problems = [s.problems for s in report.per_session]
@@ -39,4 +39,6 @@ def test_three_sessions_with_faults_lose_nothing(tmp_path):
     assert all(t is not None for t in report.seconds_to_loops)
     # the sessions behind the first analysis were told their place
     assert any(s.queue_lines for s in report.per_session)
-    assert time.time() - started < 180
+    # bounded (timeout_s, then 60 s for the last looks), not timed: about 2 minutes at
+    # load average 2-5 here, 4-5 at 10-12; speed figures live in BENCHMARKS.md
+    assert time.time() - started < 240.0 + 200

@@ -264,6 +264,87 @@ def test_a_dropped_connection_loses_nothing(tmp_path, browser):
             proxy.close()
 
 
+@needs_chromium
+def test_a_page_left_broken_by_a_restart_reloads_itself_and_gets_its_songs_back(
+        tmp_path, browser):
+    """Streamlit's page loads each kind of element's code when it first draws one and keeps
+    a failed load failed: drawn as the server went down, the element shows "Failed to fetch
+    dynamically imported module" for good. Here the server is killed and that line put on
+    the page as Streamlit does; the page waits while the server is down, reloads itself
+    once it answers, and shows its song with its loop in the mix."""
+    from playwright.sync_api import expect
+
+    from bench.fake_engine import PRELUDE
+    from bench.served import free_port, start
+
+    env = {"UNMIXER_CACHE_DIR": str(tmp_path / "cache")}
+    port = free_port()
+    song = _wav_file(tmp_path / "groove.wav", 24, 220)
+    app = start(tmp_path, env=env, prelude=PRELUDE, port=port)
+    try:
+        page = _new_page(browser)
+        with _diagnosed(page, app, "heal"):
+            page.goto(app.url)
+            page.locator("input[type=file]").set_input_files([str(song)])
+            _mix(page, 5, [])
+            _choose(page, 2, "100")
+            app.stop(signal.SIGKILL)
+            page.evaluate("""(url) => {
+              window.__beforeTheReload = true;
+              const box = document.createElement("div");
+              box.setAttribute("data-testid", "stAlertContentError");
+              box.textContent = "TypeError: Failed to fetch dynamically imported module: "
+                + url + "/static/js/NumberInput.fUK7ifRa.js";
+              document.querySelector("[data-testid=stMain]").appendChild(box);
+            }""", f"http://127.0.0.1:{port}")
+            time.sleep(4)  # the server is down: the page waits
+            assert page.evaluate("window.__beforeTheReload === true")
+            app = start(tmp_path, env=env, prelude=PRELUDE, port=port)
+            page.wait_for_function("window.__beforeTheReload === undefined", timeout=120_000)
+            _mix(page, 5, [2], "100.0")
+            expect(page.get_by_text("Failed to fetch dynamically imported module")).to_have_count(0)
+    finally:
+        app.stop()
+
+
+@needs_chromium
+def test_an_upload_over_the_size_limit_gets_one_line_and_the_other_songs_stay(
+        tmp_path, browser):
+    """server.maxUploadSize (200 MB in .streamlit/config.toml; 1 MB here through its
+    environment variable): a bigger file gets one line in the uploader, never reaches the
+    server, and the song already there keeps its loops and its place in the mix. (The line
+    is Streamlit's, on the file's red chip: the app never sees a refused file.)"""
+    import numpy as np
+    import soundfile as sf
+    from playwright.sync_api import expect
+
+    from bench.fake_engine import PRELUDE
+    from bench.served import serve
+
+    t = np.arange(10 * 22050) / 22050
+    small = tmp_path / "small groove.wav"   # 10 s, mono, 22.05 kHz, 16 bits: 441 kB
+    sf.write(small, (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 2 * t) > 0))
+             .astype(np.float32), 22050, subtype="PCM_16")
+    big = _wav_file(tmp_path / "big song.wav", 12, 330)  # 2.1 MB
+    env = {"UNMIXER_CACHE_DIR": str(tmp_path / "cache"), "STREAMLIT_SERVER_MAX_UPLOAD_SIZE": "1"}
+    with serve(tmp_path, env=env, prelude=PRELUDE) as app:
+        page = _new_page(browser)
+        with _diagnosed(page, app, "upload_size"):
+            page.goto(app.url)
+            expect(page.get_by_text("1MB per file")).to_be_visible()
+            page.locator("input[type=file]").set_input_files([str(small)])
+            _mix(page, 5, [])
+            _choose(page, 0, "100")
+            page.locator("input[type=file]").set_input_files([str(big)])
+            expect(page.get_by_text("File must be 1.0MB or smaller.")).to_have_count(1)
+            expect(page.get_by_text("big song", exact=False)).to_have_count(1)  # its chip only
+            _shot(page, "upload_too_big.png")
+            _mix(page, 5, [0], "100.0")
+            expect(page.get_by_text("Your mix · 1 loop,")).to_be_visible()
+            expect(page.locator("[class*=st-key-song_]")).to_have_count(1)
+    assert "big song" not in app.log_tail(20000)
+
+
 # ------------------------------------------------------------------- who may use it
 def test_xsrf_protection_and_cors_are_on_in_the_effective_config():
     """What `streamlit run` in the repository root reads (.streamlit/config.toml over the
@@ -313,3 +394,47 @@ def test_a_shared_password_comes_before_any_page_and_any_upload(tmp_path, browse
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 403
+
+
+_FIGURES_WHILE_PANDAS_LOADS = """
+import sys, threading
+import numpy as np
+from bench.fake_engine import fake_extraction
+from ui.loop_map import loop_map_figure
+ext = fake_extraction(np.zeros((2, 44100 * 20), np.float32), 5, 2, 0)
+errors, start = [], threading.Barrier(4)
+def first_import():
+    start.wait()
+    import pandas
+def figures():
+    start.wait()
+    for _ in range(20):
+        try:
+            loop_map_figure(ext)
+        except Exception as err:
+            errors.append(repr(err))
+            return
+threads = [threading.Thread(target=first_import)] + [threading.Thread(target=figures)
+                                                     for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(errors), errors[:1])
+"""
+
+
+def test_loop_maps_drawn_while_another_thread_first_imports_pandas():
+    """Sessions reconnecting at once to a restarted server run their pages in threads of a
+    fresh process: one imported pandas (Streamlit does on first use) while another drew a
+    loop map, and plotly's validators took the half-imported module ("partially initialized
+    module 'pandas' has no attribute 'Series'": that page stopped before its songs' cards).
+    A fresh interpreter does the same, three threads drawing while a fourth imports pandas
+    for the first time."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FIGURES_WHILE_PANDAS_LOADS], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("0 "), out.stdout

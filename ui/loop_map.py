@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+# pandas before any figure: plotly's validators take pandas from sys.modules as soon as
+# some thread has *started* importing it (``get_module("pandas", should_load=False)``), so a
+# figure made while another script thread imported pandas for the first time failed with
+# "partially initialized module 'pandas' has no attribute 'Series'" (sessions reconnecting
+# at once to a restarted server: their pages stopped there, without their songs' cards).
+import pandas  # noqa: F401
 import plotly.graph_objects as go
 
 PALETTE = ("#4E79A7", "#F28E2B", "#E15759", "#59A14F", "#B07AA1",

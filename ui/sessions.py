@@ -10,6 +10,11 @@ page when it changed, and read back once by a new session of that tab. Tabs unus
 :data:`KEEP_DAYS` days go, and the oldest go first when all of them pass
 :data:`KEEP_MAX_MB`.
 
+The same component heals a page that a server restart left broken: Streamlit's page loads
+the code of each kind of element when it first draws one and keeps a failed load failed
+("Failed to fetch dynamically imported module" in the element's place, for good); the
+page reloads itself once the server answers again, and gets its songs back from here.
+
 Kept: the songs (name, bytes, source), the loop count and length of each, the loops in the
 mix and their gains, the deck's tempo, length and selection number. The analyses themselves
 are in the result cache (:mod:`unmixer.cache`); a song whose analysis is not there is
@@ -63,7 +68,74 @@ export default function ({ data, setStateValue }) {
     id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
     try { window.sessionStorage.setItem(KEY, id); } catch (e) { /* storage off */ }
   }
-  if (!data || data.tab !== id) setStateValue("tab", id);
+  // Sent again until a run of the page has it: a message sent while the connection is down
+  // is dropped ("Cannot send rerun backMessage when disconnected from server"), and a page
+  // with no analysis running has nothing else that would run it again (it stayed empty,
+  // its songs kept on the server but never given back). Sent once, then again after 5 s
+  // in which no run drew the page and none is running or reconnecting (Streamlit's status
+  // widget is empty: a busy server's runs are never interrupted, and a running page sends
+  // every widget's state with its next run anyway); each try sends a new value (the id and
+  // a try number), never taken for an unchanged state.
+  const tries = (window.__unmixerTab ||= { timer: null, n: 0 });
+  window.clearTimeout(tries.timer);
+  if (!data || data.tab !== id) {
+    const send = () => {
+      tries.n += 1;
+      setStateValue("tab", `${id}.${tries.n}`);
+    };
+    if (tries.n === 0) send();
+    const idle = () => {
+      const status = document.querySelector("[data-testid=stStatusWidget]");
+      return !(status && status.innerText.trim());
+    };
+    const again = () => {
+      if (idle()) send();
+      tries.timer = window.setTimeout(again, 5000);
+    };
+    tries.timer = window.setTimeout(again, 5000);
+  }
+  healWhenPartsFailed();
+}
+
+// Streamlit's page loads the code of each kind of element (a number input, a chart...) the
+// first time it draws one, and keeps a failed load failed: a page that was drawing new
+// elements as its server went down shows "Failed to fetch dynamically imported module" in
+// their place for good, even once it is connected again. Reloading it is what heals it (and
+// the tab's songs come back, see ui/sessions.py): once the server answers again, at most
+// once every 30 s.
+const FAILED = "Failed to fetch dynamically imported module";
+function healWhenPartsFailed() {
+  if (window.__unmixerHeal) return;
+  window.__unmixerHeal = true;
+  let healing = false;
+  const heal = (text) => {
+    if (healing) return;
+    healing = true;
+    const url = (text.slice(text.indexOf(FAILED)).match(/https?:\/\/[^\s"']+?\.js/)
+                 || [window.location.href])[0];
+    const tryAgain = async () => {
+      let last = 0;
+      try { last = Number(window.sessionStorage.getItem("unmixer-healed-at") || 0); } catch (e) {}
+      if (Date.now() - last > 30000) {
+        try {
+          await fetch(url, { cache: "no-store" });  // any answer: the server is back
+          try { window.sessionStorage.setItem("unmixer-healed-at", String(Date.now())); } catch (e) {}
+          window.location.reload();
+          return;
+        } catch (e) { /* still down */ }
+      }
+      window.setTimeout(tryAgain, 1000);
+    };
+    tryAgain();
+  };
+  const look = (node) => {
+    const text = node && node.textContent;
+    if (text && text.includes(FAILED)) heal(text);
+  };
+  new MutationObserver((changes) => {
+    for (const change of changes) change.addedNodes.forEach(look);
+  }).observe(document.body, { childList: true, subtree: true });
+  look(document.body);
 }
 """
 _TAB_ID = st.components.v2.component("unmixer_tab_id", js=_JS)
@@ -75,10 +147,12 @@ def root() -> Path:
 
 
 def tab_id() -> str | None:
-    """This tab's id, None until its browser sent it (see :func:`keep`)."""
+    """This tab's id, None until its browser sent it (see :func:`keep`): the component
+    sends ``<id>.<try number>``."""
     known = st.session_state.get(TAB) or {}
     known = known.get("tab") if hasattr(known, "get") else None
-    return known if isinstance(known, str) and _ID.fullmatch(known) else None
+    found = _ID.fullmatch(known.split(".")[0]) if isinstance(known, str) else None
+    return found.group(0) if found else None
 
 
 def keep() -> None:

@@ -302,9 +302,32 @@ def _bar_hmm(beats_per_bar: int, intervals: np.ndarray):
     return HiddenMarkovModel(BarTransitionModel(bar, 100), RNNDownBeatTrackingObservationModel(bar, 16))
 
 
-@lru_cache(maxsize=1)
+NUMBA_LOCK = threading.RLock()
+"""Held while numba code is compiled or loaded for the first time (this module's Viterbi,
+librosa's beat tracker and its STFT helpers): two threads doing that at once crashed the
+process (a segmentation fault in librosa's beat tracker while the tracker's thread compiled
+the Viterbi, in a fresh checkout without numba's cache)."""
+
+_kernel: list = []
+
+
 def _viterbi_kernel():
-    """The compiled Viterbi loop (numba, compiled once per process and cached on disk)."""
+    """The compiled Viterbi loop (numba, compiled once per process and cached on disk).
+
+    Imported and compiled under a lock, by the first thread that needs it (the warm-up
+    thread and the tracker's thread may both ask: two threads importing numba at once can
+    deadlock, as madmom did), before any decoding."""
+    with NUMBA_LOCK:
+        if not _kernel:
+            kernel = _compile_viterbi_kernel()
+            u32, one = np.zeros(2, dtype=np.uint32), np.zeros(1, dtype=np.uint32)
+            kernel(one, u32, np.zeros(1), one, np.zeros((1, 1)), np.zeros(1),
+                   np.full(1, -1, dtype=np.int64), 0)  # compiled (or read from the cache) now
+            _kernel.append(kernel)
+        return _kernel[0]
+
+
+def _compile_viterbi_kernel():
     import numba
 
     @numba.njit(cache=True, nogil=True)
@@ -569,7 +592,8 @@ def quick_beats(magnitude: np.ndarray, duration_s: float, sr: int = SAMPLE_RATE,
     mel = librosa.feature.melspectrogram(S=np.asarray(magnitude, np.float32) ** 2, sr=sr, n_fft=n_fft,
                                          n_mels=128)
     envelope = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=sr, hop_length=hop_length)
-    _, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=sr, hop_length=hop_length)
+    with NUMBA_LOCK:  # its numba code may be compiling in another thread (the Viterbi's)
+        _, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=sr, hop_length=hop_length)
     beats_s = librosa.frames_to_time(np.asarray(frames), sr=sr, hop_length=hop_length)
     return grid_from_beats(beats_s, np.arange(len(beats_s)) % int(meter) + 1, duration_s)
 
@@ -580,9 +604,7 @@ def warm_up() -> None:
     decodes."""
     with _networks_lock:
         _load_networks()
-    u32, one = np.zeros(2, dtype=np.uint32), np.zeros(1, dtype=np.uint32)
-    _viterbi_kernel()(one, u32, np.zeros(1), one, np.zeros((1, 1)), np.zeros(1),
-                      np.full(1, -1, dtype=np.int64), 0)
+    _viterbi_kernel()
 
 
 def grid_from_beats(beats_s: np.ndarray, beat_numbers: np.ndarray, duration_s: float) -> BeatGrid:

@@ -72,7 +72,8 @@ def _warm_up() -> None:
     import librosa.feature  # noqa: F401  (the labels: 3 s to import on a busy 2-core machine)
 
     x = np.zeros((2, 4096), dtype=np.float32)
-    istft(stft(x), x.shape[-1])  # librosa's first STFT and inverse STFT load their numba code
+    with beats_mod.NUMBA_LOCK:  # never two threads compiling numba code at once
+        istft(stft(x), x.shape[-1])  # librosa's first STFT and inverse STFT load their numba code
     beats_mod.warm_up()
 
 

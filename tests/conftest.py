@@ -39,3 +39,16 @@ def _keep_main_module():
     yield
     if main is not None:
         sys.modules["__main__"] = main
+
+
+def pytest_sessionstart(session):
+    """On a crash (a segmentation fault in compiled code), print the crashing thread's stack
+    only: CI's log keeps its head and its tail, and the stacks of every thread pushed the
+    crashing one out of it."""
+    import faulthandler
+
+    from _pytest.faulthandler import fault_handler_stderr_fd_key
+
+    fd = session.config.stash.get(fault_handler_stderr_fd_key, None)
+    if fd is not None:
+        faulthandler.enable(file=fd, all_threads=False)

@@ -102,6 +102,33 @@ def test_a_bad_song_on_the_cluster_gives_its_one_line_error(on_cluster):
     assert "beat" in result.error                   # the engine's own message, from the worker
 
 
+def test_a_dask_worker_killed_during_an_analysis_runs_it_again_and_the_app_goes_on(on_cluster):
+    """Issue 18, worker faults: the Dask worker analysing a song is SIGKILLed once the song's
+    downbeats are being tracked. Its nanny starts another worker, the scheduler gives it the
+    task again (allowed-failures 1: a song that kills its worker twice is one line, as the
+    batch's test shows), the song gets its loops, and the next user's song is analysed too."""
+    import os
+    import signal
+
+    data = _wav(synth_song(seed=302, n_bars=8, bpm=150))
+    job = ui.engine.submit(Song(song_id(data), "killed.wav", data), 5, DEFAULT_LOOP_BARS)
+    deadline = time.time() + 300
+    while "downbeats" not in job.stages and not job.future.done() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "downbeats" in job.stages and not job.future.done()
+    (pid,) = app_cluster.client().run(os.getpid).values()
+    os.kill(pid, signal.SIGKILL)
+    result = job.future.result(timeout=300)
+    assert result.error is None, result.error
+    assert len(result.extraction.loops) == 5 and abs(result.extraction.bpm - 150) < 3
+    (new_pid,) = app_cluster.client().run(os.getpid).values()
+    assert new_pid != pid                          # a new worker did the work
+    other = _wav(synth_song(seed=303, n_bars=8, bpm=140))
+    again = ui.engine.submit(Song(song_id(other), "next.wav", other), 4, DEFAULT_LOOP_BARS)
+    nxt = again.future.result(timeout=300)
+    assert nxt.error is None and len(nxt.extraction.loops) == 4
+
+
 def test_an_unreachable_scheduler_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.setenv("UNMIXER_SCHEDULER", "tcp://127.0.0.1:9")
     monkeypatch.setenv("UNMIXER_CACHE_DIR", str(tmp_path / "cache"))

@@ -194,6 +194,19 @@ def _on_event(event) -> None:
             listener.stage(str(msg["stage"]), float(msg.get("fraction", 0.0)))
 
 
+WORKER_BACK_S = 60.0
+"""How long an analysis whose worker died waits for a worker (its nanny's new one) before it
+is tried again, s."""
+
+
+def _a_worker_within(c, timeout_s: float) -> bool:
+    try:
+        c.wait_for_workers(1, timeout=timeout_s)
+        return True
+    except Exception:  # TimeoutError, or the scheduler is gone too
+        return False
+
+
 def extract_loops(audio: np.ndarray, n_loops: int | str = 5, *, loop_bars: int = 2,
                   seed: int = 0, progress=None, preview=None, tracks: bool = True, **options):
     """:func:`unmixer.loops.pipeline.extract_loops` run on the Dask cluster.
@@ -207,7 +220,8 @@ def extract_loops(audio: np.ndarray, n_loops: int | str = 5, *, loop_bars: int =
     ------
     UnmixerError
         What the engine raises for bad input; and when the cluster cannot be reached, has no
-        workers, lost the task, or the analysis stopped its worker twice.
+        workers, lost the task, or the analysis stopped its worker twice. A worker lost once
+        (with the song's samples, which live on one worker) costs one new try.
     """
     from distributed import KilledWorker
     from distributed.client import FutureCancelledError
@@ -223,18 +237,32 @@ def extract_loops(audio: np.ndarray, n_loops: int | str = 5, *, loop_bars: int =
     timer = threading.Timer(QUEUED_AFTER_S, listener.queued)
     data = future = None
     try:
-        [data] = c.scatter([np.asarray(audio, dtype=np.float32)], hash=False)
-        future = c.submit(analyse_on_worker, data, n_loops, loop_bars, seed, tracks, key,
-                          preview is not None, options, key=key, pure=False)
         timer.start()
-        try:
-            return future.result()
-        except KilledWorker:
-            raise UnmixerError("The analysis stopped its Dask worker twice (out of memory, or a "
-                               "crash); try a shorter song or fewer loops.") from None
-        except FutureCancelledError:
-            raise UnmixerError("The Dask cluster dropped this analysis (its scheduler "
-                               "restarted?); add the song again.") from None
+        for attempt in range(2):
+            # the song's samples go to a worker once (scattered), not through the scheduler;
+            # when that worker dies they are lost with it and Dask cancels the task: scattered
+            # again and submitted once more (issue 18, worker faults)
+            [data] = c.scatter([np.asarray(audio, dtype=np.float32)], hash=False)
+            future = c.submit(analyse_on_worker, data, n_loops, loop_bars, seed, tracks, key,
+                              preview is not None, options, pure=False,
+                              key=key if attempt == 0 else f"{key}-again")
+            try:
+                return future.result()
+            except KilledWorker:
+                raise UnmixerError("The analysis stopped its Dask worker twice (out of memory, or "
+                                   "a crash); try a shorter song or fewer loops.") from None
+            except FutureCancelledError:
+                for f in (future, data):
+                    with contextlib.suppress(Exception):
+                        f.release()
+                future = data = None
+                if attempt == 0 and _a_worker_within(c, WORKER_BACK_S):
+                    continue
+                if attempt == 0:
+                    raise UnmixerError("The Dask cluster dropped this analysis (its scheduler "
+                                       "restarted?); add the song again.") from None
+                raise UnmixerError("The analysis lost its Dask worker twice (out of memory, or a "
+                                   "crash); try a shorter song or fewer loops.") from None
     finally:
         timer.cancel()
         listener.close()

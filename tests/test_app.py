@@ -704,6 +704,30 @@ def test_the_wait_estimate_learns_this_servers_speed(monkeypatch):
                                                              240 * rate - 10), rel=0.05)
 
 
+def test_the_wait_estimate_follows_an_analysis_slower_than_learned(monkeypatch):
+    """Issue 18: on a loaded machine the learned rate (from earlier, quieter analyses) was far
+    too short ("3 songs ahead of yours, about 10 s" while one analysis took minutes): an
+    analysis running now that has taken longer per second of audio sets the rate."""
+    from concurrent.futures import Future
+
+    from ui.engine import Job, queue_place
+
+    monkeypatch.setattr(ui.engine, "_SECONDS_PER_AUDIO_S", [0.1])
+    monkeypatch.setattr(ui.engine, "_JOBS", {})
+    now = time.time()
+    running = Job(Future(), queued=now - 200, started=now - 120, audio_s=240.0)  # 0.5 s/s so far
+    mine = Job(Future(), queued=now, audio_s=240.0)
+    ui.engine._JOBS.update({"a": running, "b": mine})
+    ahead, wait = queue_place(mine)
+    assert ahead == 1
+    assert wait == pytest.approx(0.1 * 120 / ui.engine._ANALYSIS_WORKERS, rel=0.05)  # not 0
+    assert ui.engine.time_left(running) == pytest.approx(12, rel=0.05)
+    queued = Job(Future(), queued=now - 1, audio_s=120.0)   # waits behind the slow one
+    ui.engine._JOBS["c"] = queued
+    _, wait = queue_place(mine)
+    assert wait == pytest.approx((12 + 0.5 * 120) / ui.engine._ANALYSIS_WORKERS, rel=0.05)
+
+
 def test_another_sessions_failing_analysis_takes_nothing_from_this_one():
     """The engine raises (a bug) on another user's song: that user gets one line, this
     session keeps its songs, loops in the mix and tempo, and the next analysis works."""

@@ -1,6 +1,7 @@
 """The short load and fault test (bench/load.py with the fake engine): three browser
-sessions at once against 127.0.0.1, every fault but the madmom worker's (the real engine's:
-tests/test_shared.py kills one), bounded in count and in time (about 2 minutes on a quiet 2-core machine)."""
+sessions at once against 127.0.0.1, every fault of bench/load.py (a Dask worker killed
+mid-analysis is tests/test_cluster_app.py's), bounded in count and in time (about 2 minutes on
+a quiet 2-core machine)."""
 
 from __future__ import annotations
 

@@ -107,9 +107,19 @@ _POOL = ThreadPoolExecutor(max_workers=_ANALYSIS_WORKERS, thread_name_prefix="un
 _DECODE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unmixer-decode")
 _ANALYSES = 0  # submitted to _POOL and not finished (guarded by _JOBS_LOCK)
 _FINISHED_JOB_TTL_S = 600.0
-_SECONDS_PER_AUDIO_S = [0.1]
+_SECONDS_PER_AUDIO_S = [0.2]
 """Analysis time per second of audio, learned from this server's analyses (a running mean;
-a 4-minute song takes 18-25 s on 2 cores)."""
+a 4-minute song's final loops took 42 s on a loaded 2-core machine, BENCHMARKS.md)."""
+
+
+def _rate_s_per_audio_s(now: float) -> float:
+    """The analysis time per second of audio to expect now: the learned rate, or, when an
+    analysis running now has already taken longer per second of its audio (the machine is
+    busier than when the rate was learned), that."""
+    with _JOBS_LOCK:
+        running = [j for j in _JOBS.values()
+                   if j.started is not None and j.audio_s > 0 and not j.future.done()]
+    return max([_SECONDS_PER_AUDIO_S[0]] + [(now - j.started) / j.audio_s for j in running])
 
 
 def queue_place(job: Job) -> tuple[int, float] | None:
@@ -119,10 +129,11 @@ def queue_place(job: Job) -> tuple[int, float] | None:
     if job.queued is None or job.started is not None or job.future.done():
         return None
     now = time.time()
+    rate = _rate_s_per_audio_s(now)
     with _JOBS_LOCK:
         ahead = [j for j in _JOBS.values() if j is not job and j.queued is not None
                  and j.queued <= job.queued and not j.future.done()]
-    work = sum(_remaining_s(j, now) for j in ahead)
+    work = sum(_remaining_s(j, now, rate) for j in ahead)
     return len(ahead), work / _ANALYSIS_WORKERS
 
 
@@ -130,11 +141,12 @@ def time_left(job: Job) -> float | None:
     """An estimate of the time until a running analysis ends (s), None when not running."""
     if job.started is None or job.future.done():
         return None
-    return _remaining_s(job, time.time())
+    now = time.time()
+    return _remaining_s(job, now, _rate_s_per_audio_s(now))
 
 
-def _remaining_s(job: Job, now: float) -> float:
-    expected = max(5.0, _SECONDS_PER_AUDIO_S[0] * job.audio_s)
+def _remaining_s(job: Job, now: float, rate: float) -> float:
+    expected = max(5.0, rate * job.audio_s)
     if job.started is None:
         return expected
     return max(0.1 * expected, expected - (now - job.started))

@@ -27,7 +27,7 @@ def test_three_sessions_with_faults_lose_nothing(tmp_path):
     report = run(Options(sessions=3, engine="fake", stage_s=1.0,
                          faults=("corrupt", "crash", "reload", "reconnect", "restart"),
                          timeout_s=240.0, workdir=tmp_path,
-                         screenshots=tmp_path / "screens"))
+                         screenshots=tmp_path / "screens", browser_nice=0))
     print(report.markdown())
     problems = [s.problems for s in report.per_session]
     assert report.faults == {"corrupt": 1, "crash": 1, "reload": 1, "reconnect": 1,

@@ -275,16 +275,21 @@ def test_an_upload_over_the_size_limit_gets_one_line_and_the_other_songs_stay(
 # ------------------------------------------------------------------- who may use it
 def test_xsrf_protection_and_cors_are_on_in_the_effective_config():
     """What `streamlit run` in the repository root reads (.streamlit/config.toml over the
-    defaults): uploads need the page's XSRF token, and only the app's origin is allowed."""
+    defaults): uploads need the page's XSRF token, and only the app's origin is allowed.
+    And no full garbage collection after every script run: with five sessions' progress
+    fragments rerunning every second, Streamlit's gc.collect(2) held the GIL for 81% of the
+    server's time (py-spy) and no song was analysed within 15 minutes (bench/load.py)."""
     import subprocess
     import sys
 
     code = ("from streamlit import config; config.get_config_options(force_reparse=True); "
             "print(config.get_option('server.enableXsrfProtection'), "
-            "config.get_option('server.enableCORS'), config.get_option('server.maxUploadSize'))")
+            "config.get_option('server.enableCORS'), config.get_option('server.maxUploadSize'), "
+            "config.get_option('runner.postScriptGC'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[:2] == ["True", "True"] and int(out[2]) <= 200
+    assert out[3] == "False"
 
 
 @needs_chromium

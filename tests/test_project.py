@@ -26,7 +26,7 @@ def _extraction(seed: int, key: str | None, n_loops: int = 3) -> Extraction:
                         1.0 / n_loops, k % 3 != 0) for k in range(n_loops)]
     loops[1].clip[0, 100] = 1.7  # louder than full scale: kept through the 24-bit FLAC
     return Extraction(SR, 16.0, 120.0 + seed, 4, np.arange(32) * 0.5, np.arange(9) * 2.0, 2,
-                      loops, {"downbeats": 1.0}, key, 0.61)
+                      loops, {"downbeats": 1.0}, key=key, key_confidence=0.61)
 
 
 def _mashup() -> mashup.Mashup:

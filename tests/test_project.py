@@ -34,7 +34,7 @@ def _mashup() -> mashup.Mashup:
         mashup.MashupSong("a1b2c3d4e5f60718", "First song.mp3", 3, _extraction(1, "C# minor"),
                           {1: -3.0, 2: 0.0, 3: 2.0}, [1, 3], None),
         mashup.MashupSong("ffee001122334455", "Second.wav", "auto", _extraction(2, None, 2),
-                          {1: 0.0, 2: -6.0}, [2], -2)])
+                          {1: 0.0, 2: -6.0}, [2], -2, loop_bars="auto")])
 
 
 def test_save_then_open_gives_the_same_deck_and_clips():
@@ -46,6 +46,9 @@ def test_save_then_open_gives_the_same_deck_and_clips():
         assert (theirs.id, theirs.name, theirs.n_loops, theirs.in_mix, theirs.semitones) == \
             (mine.id, mine.name, mine.n_loops, mine.in_mix, mine.semitones)
         assert theirs.gains_db == mine.gains_db
+        # the loop-length choice: the extraction's length, or "auto" as chosen (loop ids use it)
+        assert theirs.loop_bars == (mine.extraction.loop_bars if mine.loop_bars is None
+                                    else mine.loop_bars)
         a, b = mine.extraction, theirs.extraction
         assert (b.bpm, b.meter, b.loop_bars, b.key, b.key_confidence) == \
             (a.bpm, a.meter, a.loop_bars, a.key, a.key_confidence)

@@ -48,6 +48,8 @@ class MashupSong:
     gains_db : dict, loop index (1-based) -> gain in the mix (dB)
     in_mix : list of int, the loop indices in the mix
     semitones : int or None, the user's own transposition of the song (None: automatic)
+    loop_bars : int, "auto" or None, the loop length the loops were extracted with (None:
+        the extraction's ``loop_bars``)
     """
 
     id: str
@@ -57,6 +59,7 @@ class MashupSong:
     gains_db: dict[int, float] = field(default_factory=dict)
     in_mix: list[int] = field(default_factory=list)
     semitones: int | None = None
+    loop_bars: int | str | None = None
 
 
 @dataclass
@@ -112,7 +115,9 @@ def save_mashup(mashup: Mashup) -> bytes:
             loops.append({"index": int(loop.index), "file": path, "scale": scale,
                           "gain_db": float(song.gains_db.get(loop.index, 0.0)),
                           "in_mix": loop.index in song.in_mix})
+        loop_bars = ext.loop_bars if song.loop_bars is None else song.loop_bars
         songs.append({"id": song.id, "name": song.name, "n_loops": song.n_loops,
+                      "loop_bars": loop_bars if loop_bars == "auto" else int(loop_bars),
                       "semitones": song.semitones, "loops": loops,
                       "extraction": ext.metadata()})
     manifest = {"format": FORMAT, "version": VERSION, "saved_by": f"unmixer {__version__}",
@@ -222,12 +227,15 @@ def _read(manifest: dict, archive: zipfile.ZipFile, name: str) -> Mashup:
         if n_loops != "auto":
             n_loops = int(n_loops)
         semitones = meta.get("semitones")
+        loop_bars = meta.get("loop_bars", extraction.loop_bars)
+        if loop_bars != "auto":
+            loop_bars = int(loop_bars)
         songs.append(MashupSong(
             id=_safe(str(meta["id"])), name=str(meta["name"]), n_loops=n_loops,
             extraction=extraction,
             gains_db={int(lp["index"]): float(lp.get("gain_db", 0.0)) for lp in loops_meta},
             in_mix=[int(lp["index"]) for lp in loops_meta if lp.get("in_mix")],
-            semitones=None if semitones is None else int(semitones)))
+            semitones=None if semitones is None else int(semitones), loop_bars=loop_bars))
     if len({s.id for s in songs}) != len(songs):
         raise ValueError("a song appears twice")
     return Mashup(bpm, n_bars, key, bool(deck.get("match_keys", False)), songs)

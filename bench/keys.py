@@ -1,0 +1,269 @@
+"""Benchmarks of keys (issue 16); each prints a Markdown table for BENCHMARKS.md, "Keys".
+
+    .venv/bin/python bench/keys.py accuracy     # MIREX score on generated songs with a planted key
+    .venv/bin/python bench/keys.py invariance   # the real songs shifted -6..+6 semitones
+    .venv/bin/python bench/keys.py pitched      # the pitched/unpitched flag on labelled stems and loops
+    bench/prio.sh .venv/bin/python bench/keys.py time        # time the key adds to an analysis
+    bench/prio.sh .venv/bin/python bench/keys.py transpose   # time per transposed clip
+
+``accuracy``: 24 songs (unmixer.datasets.synth, ``key=`` each of the 24 keys once, seeds
+401-424, tempo 84-150 BPM, the generator's and General MIDI instruments), scored with
+``mir_eval.key.weighted_score`` (1 same, 0.5 a fifth, 0.3 relative, 0.2 parallel, 0 other).
+``invariance``: ../shared/audio's songs and four generated songs with a planted key shifted
+by Rubber Band (pyrubberband, R2 engine, mono); the detected key must move by the shift. ``time``: the app's analysis
+(``extract_loops(tracks=False, preview=...)``) of Vibe Ace played four times (246 s), with the
+key detection as shipped (on madmom's worker pool, started with the downbeat tracker) and
+without it, interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from unmixer.core.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from unmixer.datasets.synth import LABEL_OF, make_song  # noqa: E402
+from unmixer.loops.key import KEYS, Key, detect_key, is_pitched, pitch_features  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "audio"
+INSTRUMENT_SETS = (
+    ("drums", "bass", "pad", "lead"),
+    ("gm_drums", "gm_bass", "gm_piano", "gm_flute"),
+    ("drums", "gm_synthbass", "gm_strings", "gm_guitar"),
+    ("gm_drums", "bass", "gm_organ", "gm_choir"),
+    ("drums", "vocal", "gm_marimba", "gm_brass"),
+    ("gm_drums", "gm_epiano", "pluck", "pad"),
+)
+
+
+def keyed_songs():
+    """The 24 benchmark songs, one per key: (planted key, SynthSong)."""
+    for i, key in enumerate(KEYS):
+        yield key, make_song(401 + i, n_bars=16, bpm=84 + (i * 11) % 67, key=key.name,
+                             instruments=list(INSTRUMENT_SETS[i % len(INSTRUMENT_SETS)]))
+
+
+def accuracy() -> None:
+    import mir_eval
+
+    rows, scores, seconds, kinds = [], [], [], {}
+    for planted, song in keyed_songs():
+        t = time.perf_counter()
+        estimate = detect_key(song.mix)
+        seconds.append(time.perf_counter() - t)
+        score = mir_eval.key.weighted_score(planted.name, estimate.key.name)
+        scores.append(score)
+        kind = {1.0: "same", 0.5: "fifth", 0.3: "relative", 0.2: "parallel"}.get(score, "other")
+        kinds[kind] = kinds.get(kind, 0) + 1
+        rows.append(f"| {planted.name} | {estimate.key.name} | {estimate.confidence:.2f} | "
+                    f"{score:.1f} | {', '.join(song.instruments)} |")
+    print("| planted | detected | confidence | MIREX | instruments |\n|---|---|---|---|---|")
+    print("\n".join(rows))
+    print(f"\nMIREX weighted score: mean {np.mean(scores):.3f} over {len(scores)} songs; "
+          + ", ".join(f"{k} {v}" for k, v in kinds.items())
+          + f"; key CNN {np.median(seconds):.2f} s per 32-46 s song (median, in process)")
+
+
+def _shifted_keys(mono: np.ndarray, shifts: list[int]) -> list[Key]:
+    """The detected key of ``mono`` shifted by each of ``shifts`` semitones (Rubber Band)."""
+    import pyrubberband
+
+    with ThreadPoolExecutor(2) as pool:  # Rubber Band runs as its own process
+        shifted = list(pool.map(lambda s: pyrubberband.pitch_shift(mono, SAMPLE_RATE, s), shifts))
+    return [detect_key(np.asarray(y, dtype=np.float32)).key for y in shifted]
+
+
+def invariance() -> None:
+    import mir_eval
+
+    shifts = [s for s in range(-6, 7) if s]
+    print("| song | reference | " + " | ".join(f"{s:+d}" for s in shifts) + " |")
+    print("|---|---|" + "---|" * len(shifts))
+    songs = [(name, load_audio(SHARED / name).mean(axis=0))
+             for name in ("vibe_ace.ogg", "choice_drum_bass.ogg")]
+    for key, seed in (("A minor", 71), ("C major", 72), ("F# major", 73), ("Eb minor", 74)):
+        song = make_song(seed, n_bars=16, key=key, instruments=["drums", "bass", "pad", "pluck"])
+        songs.append((f"generated, {key} planted", song.mix.mean(axis=0)))
+    summary = []
+    for name, mono in songs:
+        ref = detect_key(mono)
+        cells, tonic, exact, score = [], 0, 0, []
+        for s, got in zip(shifts, _shifted_keys(mono, shifts)):
+            want = ref.key.transposed(s)
+            tonic += got.tonic == want.tonic
+            exact += got == want
+            score.append(mir_eval.key.weighted_score(want.name, got.name))
+            mark = "✓" if got == want else ("≈" if got.tonic == want.tonic else "✗")
+            cells.append(f"{got.short} {mark}")
+        parallel = Key(ref.key.tonic, "minor" if ref.key.mode == "major" else "major")
+        print(f"| {name} | {ref.key.name} ({ref.confidence:.2f}; {parallel.name} "
+              f"{ref.probabilities[parallel.index]:.2f}) | " + " | ".join(cells) + " |")
+        summary.append(f"{name}: tonic {tonic}/{len(shifts)}, key {exact}/{len(shifts)}, "
+                       f"MIREX {np.mean(score):.2f}")
+    print("\n✓ the key moved by the shift; ≈ its tonic moved by the shift, its mode flipped; "
+          "✗ other. In brackets: the reference's probability and its parallel key's.\n\n"
+          + "; ".join(summary))
+
+
+def _song_4min() -> np.ndarray:
+    audio = load_audio(SHARED / "vibe_ace.ogg")
+    return np.ascontiguousarray(np.tile(audio, (1, 4)))
+
+
+def timing(repeats: int) -> None:
+    from unmixer.loops import key as key_mod
+    from unmixer.loops import pipeline
+
+    audio = _song_4min()
+    pipeline.warm_up()
+    time.sleep(3)
+    real = key_mod.start_key_detection
+    known = detect_key(audio)
+
+    class Known:
+        def result(self):
+            return known
+
+    def run(with_key: bool) -> float:
+        pipeline.key_mod.start_key_detection = real if with_key else (lambda a, sr=0: Known())
+        t = time.perf_counter()
+        pipeline.extract_loops(audio, 5, tracks=False, preview=lambda rough: None)
+        return time.perf_counter() - t
+
+    run(True)  # warm: imports, the workers' models
+    times = {True: [], False: []}
+    for r in range(repeats):
+        for with_key in ((True, False) if r % 2 == 0 else (False, True)):
+            times[with_key].append(run(with_key))
+            print(f"run {r + 1}, key {'on' if with_key else 'off'}: {times[with_key][-1]:.1f} s",
+                  file=sys.stderr, flush=True)
+    pipeline.key_mod.start_key_detection = real
+    serial = []
+    for _ in range(3):
+        t = time.perf_counter()
+        detect_key(audio)
+        serial.append(time.perf_counter() - t)
+    diffs = [a - b for a, b in zip(times[True], times[False])]
+    print("| analysis of a 246-s song (app path) | median (s) | runs (s) |\n|---|---|---|")
+    for flag, label in ((False, "without the key"), (True, "with the key (as shipped)")):
+        print(f"| {label} | {statistics.median(times[flag]):.1f} | "
+              + ", ".join(f"{t:.1f}" for t in times[flag]) + " |")
+    print(f"\nAdded per song: median of the paired differences {statistics.median(diffs):+.2f} s "
+          f"(mean {statistics.mean(diffs):+.2f} s, {repeats} pairs, alternating order); the key "
+          f"CNN alone, in the calling process: {statistics.median(serial):.2f} s (median of 3).")
+
+
+def transpose(repeats: int) -> None:
+    from unmixer import mashup
+
+    song = make_song(7, n_bars=8, bpm=100, key="A minor", instruments=["drums", "bass", "pad", "lead"])
+    clip = song.stems[2][:, : mashup.loop_samples(2, 100, 4)]  # 2 bars of chords, 4.8 s
+    n = mashup.loop_samples(2, 120, 4)
+    sr_p = mashup.PREVIEW_SAMPLE_RATE
+    from unmixer.core.audio import resample
+
+    mono = resample(clip.mean(axis=0), SAMPLE_RATE, sr_p)
+    n_p = mashup.loop_samples(2, 120, 4, sr_p)
+    cases = {
+        "tempo only (stereo 44.1 kHz)": lambda: mashup.stretch_loop(clip, n),
+        "tempo and +3 semitones, one pass": lambda: mashup.stretch_loop(clip, n, semitones=3),
+        "tempo, then +3 semitones (two passes)": lambda: mashup.stretch_loop(
+            mashup.stretch_loop(clip, n), n, semitones=3),
+        "+3 semitones, formants kept, one pass": lambda: mashup.stretch_loop(
+            clip, n, semitones=3, formant=True),
+        "deck preview, tempo only (mono 22 kHz)": lambda: mashup.stretch_loop(mono, n_p),
+        "deck preview, tempo and +3 semitones": lambda: mashup.stretch_loop(mono, n_p, semitones=3),
+    }
+    times = {k: [] for k in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    base = statistics.median(times["tempo only (stereo 44.1 kHz)"])
+    print("| one 2-bar clip (4.8 s -> 4.0 s) | median (s) | vs tempo only |\n|---|---|---|")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(ts):.3f} | x{statistics.median(ts) / base:.2f} |")
+    print(f"\n{repeats} runs each, interleaved.")
+
+
+def _stem_clips(seeds, n_bars=8):
+    for seed in seeds:
+        inst = list(INSTRUMENT_SETS[seed % len(INSTRUMENT_SETS)])
+        song = make_song(seed, n_bars=n_bars, key=None if seed % 2 else KEYS[seed % 24].name,
+                         instruments=inst)
+        bar = int(round(song.sr * song.meter * 60 / song.bpm))
+        for k, name in enumerate(song.instruments):
+            b = int(np.flatnonzero(song.layout[k])[0]) // 2 * 2
+            yield name, song.stems[k][:, b * bar:(b + 2) * bar]
+
+
+def pitched() -> None:
+    from unmixer.loops.pipeline import extract_loops
+
+    rng = np.random.default_rng(0)
+    rows = {}
+
+    def count(group: str, truth: bool, clip, label=None) -> None:
+        right = is_pitched(clip, SAMPLE_RATE, label) == truth
+        tot = rows.setdefault(group, [0, 0, []])
+        tot[0] += right
+        tot[1] += 1
+        tot[2].append(pitch_features(clip))
+
+    for name, clip in _stem_clips(range(501, 519)):
+        count(f"stem: {LABEL_OF[name]}", LABEL_OF[name] != "drums", clip)
+    for i in range(8):
+        noise = (0.1 * rng.standard_normal((2, 4 * SAMPLE_RATE))).astype(np.float32)
+        if i % 2:
+            noise = np.cumsum(noise, axis=1) * 0.01
+        if i >= 4:
+            noise = noise * (np.arange(noise.shape[1]) % 11025 < 2000)
+        count("noise (white, brown, bursts)", False, noise)
+    # separated loops: truth = the stem that holds most of the loop's energy at its bars
+    for seed in (531, 532, 533, 534):
+        song = make_song(seed, n_bars=16, key=KEYS[seed % 24].name,
+                         instruments=list(INSTRUMENT_SETS[seed % len(INSTRUMENT_SETS)]))
+        ext = extract_loops(song.mix, 4, downbeats_s=song.downbeats_s, meter=song.meter,
+                            tracks=False)
+        for loop in ext.loops:
+            start = int(round(song.downbeats_s[loop.chosen_bar] * song.sr))
+            seg = song.stems[:, :, start:start + loop.clip.shape[-1]]
+            share = np.einsum("kcn,cn->k", seg, loop.clip[:, : seg.shape[-1]])
+            truth = song.instruments[int(np.argmax(share))]
+            label = LABEL_OF[truth]
+            count(f"separated loop: {label}", label != "drums", loop.clip, loop.label)
+    print("| clips | right | harmonic share (min-max) | chroma peak (min-max) |\n|---|---|---|---|")
+    for group in sorted(rows):
+        right, total, feats = rows[group]
+        h, c = np.array(feats).T
+        print(f"| {group} | {right}/{total} | {h.min():.2f}-{h.max():.2f} | {c.min():.2f}-{c.max():.2f} |")
+    right = sum(r[0] for r in rows.values())
+    total = sum(r[1] for r in rows.values())
+    print(f"\n{right}/{total} right overall.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("accuracy", "invariance", "pitched", "time", "transpose"))
+    parser.add_argument("--repeats", type=int, default=4)
+    args = parser.parse_args()
+    if args.what == "time":
+        timing(args.repeats)
+    elif args.what == "transpose":
+        transpose(max(args.repeats, 5))
+    else:
+        {"accuracy": accuracy, "invariance": invariance, "pitched": pitched}[args.what]()
+
+
+if __name__ == "__main__":
+    main()

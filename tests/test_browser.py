@@ -376,7 +376,7 @@ def test_match_keys_save_open_and_export_for_a_daw(page, tmp_path):
         page.get_by_role("button", name="Open mashup").click()
         page.locator("[data-testid=stPopoverBody] input[type=file]").set_input_files(str(saved))
         tiles = page.locator(".deck-tile")
-        expect(tiles).to_have_count(10, timeout=120_000)
+        expect(tiles).to_have_count(10, timeout=600_000)
         page.keyboard.press("Escape")
         expect(page.get_by_text("Opened " + saved.name)).to_be_visible(timeout=60_000)
         expect(page.locator(".deck-tempo")).to_have_text("120.0 BPM · 4/4")

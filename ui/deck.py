@@ -356,8 +356,11 @@ def _mashup_files(ready: list[ReadySong], refining: bool) -> None:
     cols = st.columns([1, 1, 3], vertical_alignment="center")
     with cols[0]:
         if ready:
+            # The deck is read now: the button calls its data later, outside this session's
+            # run, where the session state is not at hand.
+            deck = current_mashup(ready)
             st.download_button(
-                "Save mashup", data=lambda: mashup.save_mashup(current_mashup(ready)),
+                "Save mashup", data=lambda: mashup.save_mashup(deck),
                 file_name=f"mashup_{int(round(float(st.session_state.get(state.DECK_BPM, 120))))}"
                           f"bpm{mashup.project.SUFFIX}",
                 mime="application/zip", icon=":material/save:", on_click="ignore",

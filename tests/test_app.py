@@ -769,6 +769,14 @@ def test_a_song_that_barely_repeats_says_so_on_its_card(monkeypatch):
 
 
 # ------------------------------------------------------------------- who may use it
+UPLOADERS = ["Add songs", "A mashup saved by Unmixer (.unmixer)"]
+
+
+def _uploaders(at: AppTest) -> list[str]:
+    """The labels of the page's file uploaders (the songs', then Open mashup's)."""
+    return [u.label for u in at.file_uploader]
+
+
 def test_with_a_shared_password_nothing_runs_before_it_is_given(monkeypatch):
     monkeypatch.setenv("UNMIXER_PASSWORD", "loops for all")
     at = AppTest.from_file(APP, default_timeout=120)
@@ -785,7 +793,7 @@ def test_with_a_shared_password_nothing_runs_before_it_is_given(monkeypatch):
     at.text_input[0].set_value("loops for all")
     at.button[0].click().run()
     assert not at.exception and not at.error
-    assert at.title[0].value == "Unmixer" and len(at.file_uploader) == 1
+    assert at.title[0].value == "Unmixer" and _uploaders(at) == UPLOADERS
     assert "access_password" not in at.session_state or not at.session_state["access_password"]
 
 
@@ -796,19 +804,19 @@ def test_the_password_can_come_from_streamlit_secrets():
     assert not at.file_uploader and at.text_input[0].label == "Password"
     at.text_input[0].set_value("from secrets")
     at.button[0].click().run()
-    assert len(at.file_uploader) == 1
+    assert _uploaders(at) == UPLOADERS
 
 
 def test_without_a_password_the_app_opens_at_once():
     at = _app()
-    assert not at.text_input and len(at.file_uploader) == 1
+    assert not at.text_input and _uploaders(at) == UPLOADERS
 
 
 # ------------------------------------------------------ a tab's songs, kept (issue 18)
 def test_a_new_session_of_the_same_tab_gets_its_songs_and_choices_back(monkeypatch):
     """What a reload or a restarted server does: a new session whose browser tab sends the
     same id gets its songs (analysed again, here from the disk cache), loops in the mix,
-    loop counts and deck tempo back; another tab gets nothing of it."""
+    loop counts, deck tempo, key and transpositions back; another tab gets nothing of it."""
     import ui.sessions
 
     monkeypatch.setattr(ui.sessions, "tab_id", lambda: "ab" * 16)
@@ -818,7 +826,11 @@ def test_a_new_session_of_the_same_tab_gets_its_songs_and_choices_back(monkeypat
     a, b = _song_ids(at)
     at.selectbox(key=f"w:n_loops:{b}").set_value(7).run()
     _checkboxes(at, a)[2].check()
-    at.number_input(key="w:deck_bpm").set_value(100.0).run()
+    at.number_input(key="w:deck_bpm").set_value(100.0)
+    at.selectbox(key="w:deck_bars").set_value(16)
+    at.selectbox(key="w:deck_key").set_value("D major")
+    at.toggle(key="w:deck_match_keys").set_value(True)
+    at.selectbox(key=f"w:semitones:{b}").set_value(-2).run()
     n_calls = len(CALLS)
 
     again = _app()                                      # the same tab, a new session
@@ -827,6 +839,11 @@ def test_a_new_session_of_the_same_tab_gets_its_songs_and_choices_back(monkeypat
     assert [c.value for c in _checkboxes(again, a)] == [False, False, True, False, False]
     assert len(_checkboxes(again, b)) == 7
     assert again.number_input(key="w:deck_bpm").value == 100.0
+    assert again.selectbox(key="w:deck_bars").value == 16
+    assert again.selectbox(key="w:deck_key").value == "D major"     # the keys too (issue 16)
+    assert again.toggle(key="w:deck_match_keys").value is True
+    assert again.selectbox(key=f"w:semitones:{b}").value == -2
+    assert again.selectbox(key=f"w:semitones:{a}").value == "auto"
     assert len(CALLS) == n_calls                        # from the disk cache
     monkeypatch.setattr(ui.sessions, "tab_id", lambda: "cd" * 16)
     other = _app()

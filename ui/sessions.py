@@ -15,8 +15,9 @@ the code of each kind of element when it first draws one and keeps a failed load
 ("Failed to fetch dynamically imported module" in the element's place, for good); the
 page reloads itself once the server answers again, and gets its songs back from here.
 
-Kept: the songs (name, bytes, source), the loop count and length of each, the loops in the
-mix and their gains, the deck's tempo, length and selection number. The analyses themselves
+Kept: the songs (name, bytes, source), the loop count and length of each and its own
+transposition, the loops in the mix and their gains, the deck's tempo, length, key, Match
+keys and selection number. The analyses themselves
 are in the result cache (:mod:`unmixer.cache`); a song whose analysis is not there is
 analysed again.
 """
@@ -51,8 +52,9 @@ RESTORED = "tab_restored"
 SAVED = "tab_saved"
 """Session key: the JSON last written, to write only changes."""
 
-_CHOICE_PREFIXES = ("n_loops:", "loop_bars:", "in_mix:", "gain:")
-_CHOICE_KEYS = (state.DECK_BPM, state.DECK_BARS, state.DECK_SEQ, state.UPLOADER_GEN)
+_CHOICE_PREFIXES = ("n_loops:", "loop_bars:", "in_mix:", "gain:", "semitones:")
+_CHOICE_KEYS = (state.DECK_BPM, state.DECK_BARS, state.DECK_SEQ, state.UPLOADER_GEN,
+                state.DECK_KEY, state.DECK_MATCH)
 _ID = re.compile(r"[0-9a-f]{32}")
 _PRUNE_EVERY_S = 600.0
 _last_prune = [0.0]

@@ -228,15 +228,15 @@ def semitones_key(song: str) -> str:
 
 
 def init() -> None:
-    """Create the containers (idempotent; run at the top of every page)."""
+    """Create the containers (idempotent; run at the top of every page). The deck's choices
+    (length, Match keys) are not set here but by their widgets (:func:`kept`), so that a
+    kept tab's choices (:mod:`ui.sessions`) come back into a new session."""
     ss = st.session_state
     ss.setdefault(SONGS, {})
     ss.setdefault(RESULTS, {})
     ss.setdefault(UPLOAD_IDS_SEEN, set())
     ss.setdefault(UPLOAD_IDS_LAST, [])
     ss.setdefault(DECK_SEQ, 0)
-    ss.setdefault(DECK_BARS, DEFAULT_DECK_BARS)
-    ss.setdefault(DECK_MATCH, False)
     ss.setdefault(MASHUP_IDS_SEEN, set())
 
 

@@ -962,7 +962,16 @@ def _saved_mashup(at: AppTest) -> bytes:
 
 
 def test_an_opened_mashup_restores_the_deck_without_analysing(monkeypatch):
+    from unmixer import mashup
+
     monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", keyed_extract_loops)
+    mixes, render_mix = [], mashup.render_mix
+
+    def rendered(*args, **kwargs):  # the mix the page plays and downloads
+        mixes.append(render_mix(*args, **kwargs))
+        return mixes[-1]
+
+    monkeypatch.setattr(mashup, "render_mix", rendered)
     at = _app()
     at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
                                    ("b.wav", OTHER, "audio/wav")]).run()
@@ -975,6 +984,7 @@ def test_an_opened_mashup_restores_the_deck_without_analysing(monkeypatch):
     at.selectbox(key="w:deck_bars").set_value(16).run()
     saved = _saved_mashup(at)
     deck = _deck_data(at)
+    mix = mixes[-1]
 
     monkeypatch.setattr(ui.engine, "_JOBS", {})
     n_calls = len(CALLS)
@@ -994,6 +1004,7 @@ def test_an_opened_mashup_restores_the_deck_without_analysing(monkeypatch):
     assert _has(fresh.markdown, lambda v: "opened from a mashup file" in v)
     assert fresh.selectbox(key=f"w:n_loops:{a}").disabled     # no audio: no new analysis
     assert _has(fresh.markdown, lambda v: v.startswith("**Your mix** · 2 loops, 16 bars at 108.0 BPM"))
+    np.testing.assert_array_equal(mixes[-1], mix)    # the very same mix, bit for bit
 
     # a file that is not a mashup: one line, and the deck stays as it is
     uploader = next(u for u in fresh.file_uploader if u.key == "mashup_uploader")

@@ -1015,3 +1015,39 @@ def test_an_opened_mashup_restores_the_deck_without_analysing(monkeypatch):
                            "“Save mashup”: a .unmixer file).")
     assert sorted(_deck_data(fresh)["selection"]) == sorted(deck["selection"])
     assert len(_song_ids(fresh)) == 2
+
+
+def test_an_opened_mashup_comes_back_after_a_reload(monkeypatch):
+    """A reload (a new session of the same tab, ui.sessions) gives an opened mashup's songs
+    back with their loops, the mix and the deck, though they have no audio to analyse."""
+    import ui.sessions
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", keyed_extract_loops)
+    at = _app()
+    at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
+                                   ("b.wav", OTHER, "audio/wav")]).run()
+    a, b = _song_ids(at)
+    _checkboxes(at, b)[2].check()
+    at.slider(key=f"w:gain:{b}-5xauto:3").set_value(-4.0)
+    at.toggle(key="w:deck_match_keys").set_value(True).run()
+    saved = _saved_mashup(at)
+
+    monkeypatch.setattr(ui.engine, "_JOBS", {})
+    monkeypatch.setattr(ui.sessions, "tab_id", lambda: "9a" * 16)
+    n_calls = len(CALLS)
+    fresh = _app()
+    uploader = next(u for u in fresh.file_uploader if u.key == "mashup_uploader")
+    uploader.set_value(("my mix.unmixer", saved, "application/zip")).run()
+    fresh.slider(key=f"w:gain:{a}-5xauto:1").set_value(2.0).run()    # a change after opening
+    deck = _deck_data(fresh)
+
+    again = _app()                                        # the same tab, a new session
+    assert not again.exception and not again.error
+    assert _song_ids(again) == [a, b] and len(CALLS) == n_calls   # no analysis ran
+    assert _has(again.markdown, lambda v: "opened from a mashup file" in v)
+    back = _deck_data(again)
+    assert sorted(back["selection"]) == sorted(deck["selection"]) == [f"{b}-5xauto:3"]
+    assert [lp["gainDb"] for lp in back["loops"]] == [lp["gainDb"] for lp in deck["loops"]]
+    assert [lp["shift"] for lp in back["loops"]] == [lp["shift"] for lp in deck["loops"]]
+    assert [lp["wav"] for lp in back["loops"]] == [lp["wav"] for lp in deck["loops"]]
+    assert back["matchKeys"] and again.session_state[f"gain:{a}-5xauto:1"] == 2.0

@@ -364,25 +364,35 @@ def set_choice(key: str, value: Any) -> None:
     st.session_state[widget_key(key)] = value
 
 
+def add_opened_song(song) -> SongResult:
+    """Put one song of an opened mashup (:class:`unmixer.mashup.MashupSong`) on the page with
+    its saved loops as its result (no analysis); its choices are left as they are. A song
+    already on the page keeps its audio (so it can still be re-analysed)."""
+    store = songs()
+    if song.id not in store:
+        store[song.id] = Song(song.id, song.name, b"", source="mashup")
+    ext = song.extraction
+    bars = loop_length(ext.loop_bars if song.loop_bars is None else song.loop_bars)
+    result = SongResult(loop_count(song.n_loops), bars, ext, restored=True)
+    results()[song.id] = result
+    return result
+
+
 def apply_mashup(mashup) -> None:
     """Put an opened mashup (:class:`unmixer.mashup.Mashup`) on the page: its songs with
     their saved loops (no analysis), its tempo, length and key, and exactly its loops in the
     mix, at their gains. Songs already on the page stay (one with the same id takes the
     saved loops; it keeps its audio, so it can still be re-analysed)."""
-    store, ss = songs(), st.session_state
+    ss = st.session_state
     for key in [k for k in ss.keys() if isinstance(k, str) and k.startswith("in_mix:")]:
         set_choice(key, False)
     for song in mashup.songs:
-        ext = song.extraction
-        if song.id not in store:
-            store[song.id] = Song(song.id, song.name, b"", source="mashup")
-        set_choice(n_loops_key(song.id), loop_count(song.n_loops))
-        bars = loop_length(ext.loop_bars if song.loop_bars is None else song.loop_bars)
-        set_choice(loop_bars_key(song.id), bars)
+        result = add_opened_song(song)
+        set_choice(n_loops_key(song.id), result.n_loops)
+        set_choice(loop_bars_key(song.id), result.loop_bars)
         set_choice(semitones_key(song.id), AUTO_SHIFT if song.semitones is None
                    else int(song.semitones))
-        result = SongResult(loop_count(song.n_loops), bars, ext, restored=True)
-        results()[song.id] = result
+        ext = song.extraction
         rkey = result_key(song.id, *result.params)
         for loop in ext.loops:
             lid = loop_id(rkey, loop.index)

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/keys.py accuracy     # MIREX score on generated songs with a planted key
     .venv/bin/python bench/keys.py invariance   # the real songs shifted -6..+6 semitones
+    .venv/bin/python bench/keys.py invariance --rubberband r3 --max-shift 3 --real-only
     .venv/bin/python bench/keys.py pitched      # the pitched/unpitched flag on labelled stems and loops
     bench/prio.sh .venv/bin/python bench/keys.py time        # time the key adds to an analysis
     bench/prio.sh .venv/bin/python bench/keys.py transpose   # time per transposed clip
@@ -10,7 +11,8 @@
 401-424, tempo 84-150 BPM, the generator's and General MIDI instruments), scored with
 ``mir_eval.key.weighted_score`` (1 same, 0.5 a fifth, 0.3 relative, 0.2 parallel, 0 other).
 ``invariance``: ../shared/audio's songs and four generated songs with a planted key shifted
-by Rubber Band (pyrubberband, R2 engine, mono); the detected key must move by the shift. ``time``: the app's analysis
+by Rubber Band (pyrubberband, mono; R2 by default, ``--rubberband r3`` etc.); the detected key
+must move by the shift; and shifted by an octave either way, which must keep the very key. ``time``: the app's analysis
 (``extract_loops(tracks=False, preview=...)``) of Vibe Ace played four times (246 s), with the
 key detection as shipped (on madmom's worker pool, started with the downbeat tracker) and
 without it, interleaved.
@@ -73,45 +75,69 @@ def accuracy() -> None:
           + f"; key CNN {np.median(seconds):.2f} s per 32-46 s song (median, in process)")
 
 
-def _shifted_keys(mono: np.ndarray, shifts: list[int]) -> list[Key]:
-    """The detected key of ``mono`` shifted by each of ``shifts`` semitones (Rubber Band)."""
+RUBBER_BAND = {"r2": {}, "r2-formant": {"--formant": ""}, "r3": {"--fine": ""},
+               "r3-formant": {"--fine": "", "--formant": ""}}
+"""The Rubber Band settings of the invariance check: R2 (the default engine, as the app's
+deck), R3 (``--fine``, Rubber Band 3's higher-quality engine), each with formants kept or not."""
+
+
+def _shifted_keys(mono: np.ndarray, shifts: list[int], engine: str = "r2") -> list:
+    """The key estimate (KeyEstimate) of ``mono`` shifted by each of ``shifts`` semitones
+    (Rubber Band)."""
     import pyrubberband
 
+    options = RUBBER_BAND[engine]
     with ThreadPoolExecutor(2) as pool:  # Rubber Band runs as its own process
-        shifted = list(pool.map(lambda s: pyrubberband.pitch_shift(mono, SAMPLE_RATE, s), shifts))
-    return [detect_key(np.asarray(y, dtype=np.float32)).key for y in shifted]
+        shifted = list(pool.map(lambda s: pyrubberband.pitch_shift(mono, SAMPLE_RATE, s,
+                                                                   rbargs=dict(options)), shifts))
+    return [detect_key(np.asarray(y, dtype=np.float32)) for y in shifted]
 
 
-def invariance() -> None:
+def invariance(engine: str = "r2", max_shift: int = 6, real_only: bool = False) -> None:
     import mir_eval
 
-    shifts = [s for s in range(-6, 7) if s]
-    print("| song | reference | " + " | ".join(f"{s:+d}" for s in shifts) + " |")
-    print("|---|---|" + "---|" * len(shifts))
+    shifts = [s for s in range(-max_shift, max_shift + 1) if s]
+    print(f"Rubber Band: {engine} ({' '.join(RUBBER_BAND[engine]) or 'default options'})\n")
+    print("| song | reference | " + " | ".join(f"{s:+d}" for s in shifts)
+          + " | −12 (same key) | +12 (same key) |")
+    print("|---|---|" + "---|" * (len(shifts) + 2))
     songs = [(name, load_audio(SHARED / name).mean(axis=0))
              for name in ("vibe_ace.ogg", "choice_drum_bass.ogg")]
-    for key, seed in (("A minor", 71), ("C major", 72), ("F# major", 73), ("Eb minor", 74)):
+    for key, seed in () if real_only else (("A minor", 71), ("C major", 72), ("F# major", 73),
+                                           ("Eb minor", 74)):
         song = make_song(seed, n_bars=16, key=key, instruments=["drums", "bass", "pad", "pluck"])
         songs.append((f"generated, {key} planted", song.mix.mean(axis=0)))
     summary = []
     for name, mono in songs:
         ref = detect_key(mono)
-        cells, tonic, exact, score = [], 0, 0, []
-        for s, got in zip(shifts, _shifted_keys(mono, shifts)):
-            want = ref.key.transposed(s)
+        cells, tonic, exact, score, margins = [], 0, 0, [], []
+        *estimates, down, up = _shifted_keys(mono, shifts + [-12, 12], engine)
+        for s, estimate in zip(shifts, estimates):
+            got, want = estimate.key, ref.key.transposed(s)
             tonic += got.tonic == want.tonic
             exact += got == want
             score.append(mir_eval.key.weighted_score(want.name, got.name))
             mark = "✓" if got == want else ("≈" if got.tonic == want.tonic else "✗")
-            cells.append(f"{got.short} {mark}")
-        parallel = Key(ref.key.tonic, "minor" if ref.key.mode == "major" else "major")
+            # the mode's margin: P(detected key) - P(its parallel key)
+            margins.append(estimate.confidence - float(estimate.probabilities[_parallel(got).index]))
+            cells.append(f"{got.short} {mark} {margins[-1]:.2f}")
+        for estimate in (down, up):  # an octave: the very same key
+            got = estimate.key
+            mark = "✓" if got == ref.key else ("≈" if got.tonic == ref.key.tonic else "✗")
+            margin = estimate.confidence - float(estimate.probabilities[_parallel(got).index])
+            cells.append(f"{got.short} {mark} {margin:.2f}")
+        parallel = _parallel(ref.key)
         print(f"| {name} | {ref.key.name} ({ref.confidence:.2f}; {parallel.name} "
               f"{ref.probabilities[parallel.index]:.2f}) | " + " | ".join(cells) + " |")
         summary.append(f"{name}: tonic {tonic}/{len(shifts)}, key {exact}/{len(shifts)}, "
-                       f"MIREX {np.mean(score):.2f}")
+                       f"MIREX {np.mean(score):.2f}, median mode margin {np.median(margins):.2f}")
     print("\n✓ the key moved by the shift; ≈ its tonic moved by the shift, its mode flipped; "
-          "✗ other. In brackets: the reference's probability and its parallel key's.\n\n"
-          + "; ".join(summary))
+          "✗ other; then P(detected key) - P(its parallel key). In brackets: the reference's "
+          "probability and its parallel key's.\n\n" + "; ".join(summary))
+
+
+def _parallel(key: Key) -> Key:
+    return Key(key.tonic, "minor" if key.mode == "major" else "major")
 
 
 def _song_4min() -> np.ndarray:
@@ -256,13 +282,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("accuracy", "invariance", "pitched", "time", "transpose"))
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--rubberband", choices=sorted(RUBBER_BAND), default="r2",
+                        help="invariance: the Rubber Band engine and options that shift the songs")
+    parser.add_argument("--max-shift", type=int, default=6, help="invariance: shifts -N..+N")
+    parser.add_argument("--real-only", action="store_true",
+                        help="invariance: ../shared/audio's songs only")
     args = parser.parse_args()
     if args.what == "time":
         timing(args.repeats)
     elif args.what == "transpose":
         transpose(max(args.repeats, 5))
+    elif args.what == "invariance":
+        invariance(args.rubberband, args.max_shift, args.real_only)
     else:
-        {"accuracy": accuracy, "invariance": invariance, "pitched": pitched}[args.what]()
+        {"accuracy": accuracy, "pitched": pitched}[args.what]()
 
 
 if __name__ == "__main__":

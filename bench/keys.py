@@ -3,6 +3,7 @@
     .venv/bin/python bench/keys.py accuracy     # MIREX score on generated songs with a planted key
     .venv/bin/python bench/keys.py invariance   # the real songs shifted -6..+6 semitones
     .venv/bin/python bench/keys.py invariance --rubberband r3 --max-shift 3 --real-only
+    .venv/bin/python bench/keys.py modes        # how sure the real songs' modes can be
     .venv/bin/python bench/keys.py pitched      # the pitched/unpitched flag on labelled stems and loops
     bench/prio.sh .venv/bin/python bench/keys.py time        # time the key adds to an analysis
     bench/prio.sh .venv/bin/python bench/keys.py transpose   # time per transposed clip
@@ -134,6 +135,39 @@ def invariance(engine: str = "r2", max_shift: int = 6, real_only: bool = False) 
     print("\n✓ the key moved by the shift; ≈ its tonic moved by the shift, its mode flipped; "
           "✗ other; then P(detected key) - P(its parallel key). In brackets: the reference's "
           "probability and its parallel key's.\n\n" + "; ".join(summary))
+
+
+def modes() -> None:
+    """How sure the mode of ../shared/audio's songs can be: each song's detected key and its
+    parallel key's probability, the same after Rubber Band processing without a shift (a
+    tempo change of x1.0001), and its chroma (librosa ``chroma_cqt`` of the HPSS harmonic
+    part, first 120 s) at the tonic and the minor and major thirds, with the best
+    Krumhansl-Schmuckler key profile correlations (Krumhansl 1990)."""
+    import librosa
+    import pyrubberband
+
+    major = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+    minor = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+    print("| song | key (P; parallel P) | after Rubber Band x1.0001 | chroma: tonic, m3, M3 "
+          "| Krumhansl-Schmuckler, best three |")
+    print("|---|---|---|---|---|")
+    for name in ("vibe_ace.ogg", "choice_drum_bass.ogg"):
+        mono = load_audio(SHARED / name).mean(axis=0)
+        cells = []
+        for y in (mono, pyrubberband.time_stretch(mono, SAMPLE_RATE, 1.0001)):
+            e = detect_key(np.asarray(y, dtype=np.float32))
+            cells.append(f"{e.key.name} ({e.confidence:.2f}; "
+                         f"{e.probabilities[_parallel(e.key).index]:.2f})")
+        tonic = detect_key(mono).key.tonic
+        chroma = librosa.feature.chroma_cqt(y=librosa.effects.harmonic(mono[:120 * SAMPLE_RATE]),
+                                            sr=SAMPLE_RATE).mean(axis=1)
+        chroma = chroma / chroma.sum()
+        thirds = [chroma[(tonic + i) % 12] for i in (0, 3, 4)]
+        profiles = sorted(((float(np.corrcoef(np.roll(p, t), chroma)[0, 1]), Key(t, mode).name)
+                           for t in range(12) for p, mode in ((major, "major"), (minor, "minor"))),
+                          reverse=True)[:3]
+        print(f"| {name} | " + " | ".join(cells) + " | " + ", ".join(f"{v:.3f}" for v in thirds)
+              + " | " + ", ".join(f"{k} {r:.2f}" for r, k in profiles) + " |")
 
 
 def _parallel(key: Key) -> Key:
@@ -280,7 +314,8 @@ def pitched() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("accuracy", "invariance", "pitched", "time", "transpose"))
+    parser.add_argument("what", choices=("accuracy", "invariance", "modes", "pitched", "time",
+                                         "transpose"))
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--rubberband", choices=sorted(RUBBER_BAND), default="r2",
                         help="invariance: the Rubber Band engine and options that shift the songs")
@@ -295,7 +330,7 @@ def main() -> None:
     elif args.what == "invariance":
         invariance(args.rubberband, args.max_shift, args.real_only)
     else:
-        {"accuracy": accuracy, "pitched": pitched}[args.what]()
+        {"accuracy": accuracy, "modes": modes, "pitched": pitched}[args.what]()
 
 
 if __name__ == "__main__":

@@ -324,6 +324,10 @@ def start_key_detection(audio: np.ndarray, sr: int = SAMPLE_RATE) -> PendingKey:
     mono = _mono_44k(audio, sr)
     if beats._threads() < 2:
         return PendingKey(mono=mono)
+    # madmom is imported and the network loaded here, before the tracker's thread starts:
+    # two threads importing madmom's modules at once deadlock on their import locks
+    # (_DeadlockError on madmom.audio.spectrogram); a no-op once warm_up() ran
+    _processor()
     return PendingKey(_POOL.submit(_probabilities_44k, mono), mono)
 
 

@@ -96,12 +96,27 @@ def _on_deck_selection() -> None:
         state.set_selection([str(i) for i in payload["ids"]], int(payload.get("seq", 0)))
 
 
+_DECK_BPM_FROM = "deck_bpm_from"
+"""The first song's tempo the deck's tempo was set to, and whether it came from rough loops."""
+
+
 def deck_tempo_default(ready: list[ReadySong]) -> None:
     """The deck's tempo starts at the first song's tempo (within the accepted range), its key
-    at the first song's key."""
-    if state.DECK_BPM not in st.session_state and ready:
-        bpm = float(ready[0].extraction.bpm)
-        st.session_state[state.DECK_BPM] = round(min(max(bpm, mashup.MIN_BPM), mashup.MAX_BPM), 1)
+    at the first song's key. A tempo taken from the first song's rough loops (their quick
+    beat grid, e.g. 120.2 BPM where madmom's reads 120.0) follows the refined loops' tempo,
+    unless the person changed it meanwhile."""
+    if not ready:
+        return
+    bpm = round(min(max(float(ready[0].extraction.bpm), mashup.MIN_BPM), mashup.MAX_BPM), 1)
+    rough = bool(ready[0].result.refining)
+    source = st.session_state.get(_DECK_BPM_FROM)
+    if state.DECK_BPM not in st.session_state:
+        st.session_state[state.DECK_BPM] = bpm
+        st.session_state[_DECK_BPM_FROM] = (bpm, rough)
+    elif source is not None and source[1] and not rough \
+            and st.session_state[state.DECK_BPM] == source[0]:
+        st.session_state[state.DECK_BPM] = bpm  # the rough tempo, untouched: the refined one
+        st.session_state[_DECK_BPM_FROM] = (bpm, rough)
     if state.DECK_KEY not in st.session_state:
         keyed = [r for r in ready if _song_key(r) is not None]
         if keyed:

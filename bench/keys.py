@@ -4,6 +4,7 @@
     .venv/bin/python bench/keys.py invariance   # the real songs shifted -6..+6 semitones
     .venv/bin/python bench/keys.py invariance --rubberband r3 --max-shift 3 --real-only
     .venv/bin/python bench/keys.py modes        # how sure the real songs' modes can be
+    .venv/bin/python bench/keys.py alternatives # other key rules: accuracy and invariance
     .venv/bin/python bench/keys.py pitched      # the pitched/unpitched flag on labelled stems and loops
     bench/prio.sh .venv/bin/python bench/keys.py time        # time the key adds to an analysis
     bench/prio.sh .venv/bin/python bench/keys.py transpose   # time per transposed clip
@@ -13,7 +14,9 @@
 ``mir_eval.key.weighted_score`` (1 same, 0.5 a fifth, 0.3 relative, 0.2 parallel, 0 other).
 ``invariance``: ../shared/audio's songs and four generated songs with a planted key shifted
 by Rubber Band (pyrubberband, mono; R2 by default, ``--rubberband r3`` etc.); the detected key
-must move by the shift; and shifted by an octave either way, which must keep the very key. ``time``: the app's analysis
+must move by the shift; and shifted by an octave either way, which must keep the very key. ``alternatives``: the accuracy songs and, shifted -3..+3 by Rubber Band (R2), the two real
+songs and eight of the accuracy songs, scored with other rules than the CNN's argmax (see
+:func:`alternatives`). ``time``: the app's analysis
 (``extract_loops(tracks=False, preview=...)``) of Vibe Ace played four times (246 s), with the
 key detection as shipped (on a thread of its own, started with the downbeat tracker) and
 without it, interleaved.
@@ -315,10 +318,116 @@ def pitched() -> None:
     print(f"\n{right}/{total} right overall.")
 
 
+KS_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KS_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+"""Krumhansl & Kessler's key profiles (C major, C minor; Krumhansl 1990)."""
+
+
+def _key_features(mono: np.ndarray) -> dict:
+    """What the rules of :func:`alternatives` need: the CNN's probabilities, those of its
+    input spectrogram moved -4..+4 semitones (rotated back), and two chroma vectors."""
+    import librosa
+    from madmom.audio.signal import Signal
+    from madmom.ml.nn.activations import softmax
+
+    from unmixer.loops import key as key_mod
+
+    processor, order = key_mod._processor()
+    x = Signal(np.asarray(mono, np.float32), sample_rate=SAMPLE_RATE, num_channels=1)
+    for step in processor.processors[:4]:
+        x = step(x)
+    spec = np.asarray(x, np.float32)
+    centres = np.asarray(x.filterbank.center_frequencies)
+    shifted = []
+    for m in range(-4, 5):  # test-time augmentation: the input moved m semitones (2 bands each)
+        moved = np.zeros_like(spec)
+        if m >= 0:
+            moved[:, 2 * m:] = spec[:, : spec.shape[1] - 2 * m]
+        else:
+            moved[:, : 2 * m] = spec[:, -2 * m:]
+        p = np.empty(24)
+        p[order] = softmax(np.asarray(processor.processors[4](moved)).reshape(1, -1))[0]
+        shifted.append(np.roll(p.reshape(2, 12), -m, axis=1).reshape(-1))
+    pcs = np.round(12 * np.log2(centres / 261.6256)).astype(int) % 12
+    chroma_cnn = np.bincount(pcs, weights=(10 ** spec - 1).mean(axis=0), minlength=12)
+    harmonic = librosa.effects.harmonic(np.asarray(mono, np.float32)[: 120 * SAMPLE_RATE],
+                                        margin=2.0)
+    chroma_h = librosa.feature.chroma_cqt(y=harmonic, sr=SAMPLE_RATE, hop_length=2048).mean(axis=1)
+    return {"cnn": key_mod._probabilities_44k(np.asarray(mono, np.float32)),
+            "tta": np.mean(shifted, axis=0), "chroma_cnn": chroma_cnn, "chroma_h": chroma_h}
+
+
+def _ks(chroma: np.ndarray) -> np.ndarray:
+    """Krumhansl-Schmuckler: the correlation of ``chroma`` with each of the 24 keys' profiles,
+    in :data:`KEYS` order."""
+    profiles = np.stack([np.roll(prof, t) for prof in (KS_MAJOR, KS_MINOR) for t in range(12)])
+    c = (chroma - chroma.mean()) / (chroma.std() + 1e-12)
+    z = (profiles - profiles.mean(1, keepdims=True)) / profiles.std(1, keepdims=True)
+    return z @ c / 12
+
+
+def _rules() -> dict:
+    def tonic_then_ks_mode(f, chroma):
+        t = int(np.argmax(f["cnn"])) % 12
+        r = _ks(f[chroma])
+        return t if r[t] >= r[t + 12] else t + 12
+
+    rules = {"CNN (shipped)": lambda f: int(np.argmax(f["cnn"])),
+             "CNN, input moved -4..+4 st, averaged": lambda f: int(np.argmax(f["tta"])),
+             "K-S on the CNN spectrogram's chroma": lambda f: int(np.argmax(_ks(f["chroma_cnn"]))),
+             "K-S on HPSS-harmonic CQT chroma": lambda f: int(np.argmax(_ks(f["chroma_h"]))),
+             "CNN tonic, mode by K-S (HPSS chroma)": lambda f: tonic_then_ks_mode(f, "chroma_h")}
+    for w in (3, 5, 8):
+        rules[f"log P(CNN) + {w} x K-S (HPSS chroma)"] = (
+            lambda f, w=w: int(np.argmax(np.log(f["cnn"] + 1e-9) + w * _ks(f["chroma_h"]))))
+    return rules
+
+
+def alternatives() -> None:
+    """Other key rules than the CNN's argmax, on the accuracy songs (MIREX weighted score) and
+    on the invariance check (-3..+3, Rubber Band R2: the two real songs and eight of the
+    accuracy songs; a shift passes when the key moves by exactly the shift from the unshifted
+    copy's key under the same rule)."""
+    import mir_eval
+
+    rules = _rules()
+    accuracy_rows, invariance_rows = [], {}
+    shifted_songs = [(name, load_audio(SHARED / name).mean(axis=0))
+                     for name in ("vibe_ace.ogg", "choice_drum_bass.ogg")]
+    chosen = ("C major", "D major", "E major", "F# major", "G minor", "A minor", "B minor",
+              "D# minor")
+    for key, song in keyed_songs():
+        mono = song.mix.mean(axis=0)
+        accuracy_rows.append((key, _key_features(mono)))
+        if key.name in chosen:
+            shifted_songs.append((f"generated {key.name}", mono))
+    import pyrubberband
+
+    shifts = [-3, -2, -1, 0, 1, 2, 3]
+    for name, mono in shifted_songs:
+        with ThreadPoolExecutor(2) as pool:
+            copies = list(pool.map(lambda s: mono if s == 0 else pyrubberband.pitch_shift(
+                mono, SAMPLE_RATE, s), shifts))
+        invariance_rows[name] = {s: _key_features(np.asarray(y, np.float32))
+                                 for s, y in zip(shifts, copies)}
+    print("| rule | MIREX (24 songs) | exact key moves (all 60) | vibe_ace.ogg | "
+          "choice_drum_bass.ogg |\n|---|---|---|---|---|")
+    for label, rule in rules.items():
+        score = np.mean([mir_eval.key.weighted_score(key.name, KEYS[rule(f)].name)
+                         for key, f in accuracy_rows])
+        passed = {}
+        for name, rows in invariance_rows.items():
+            ref = KEYS[rule(rows[0])]
+            passed[name] = sum(KEYS[rule(rows[s])] == ref.transposed(s) for s in shifts if s)
+        total = sum(passed.values())
+        print(f"| {label} | {score:.3f} | {total}/{6 * len(passed)} | "
+              f"{passed['vibe_ace.ogg']}/6 | {passed['choice_drum_bass.ogg']}/6 |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("accuracy", "invariance", "modes", "pitched", "time",
-                                         "transpose"))
+                                         "transpose", "alternatives"))
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--rubberband", choices=sorted(RUBBER_BAND), default="r2",
                         help="invariance: the Rubber Band engine and options that shift the songs")
@@ -333,7 +442,8 @@ def main() -> None:
     elif args.what == "invariance":
         invariance(args.rubberband, args.max_shift, args.real_only)
     else:
-        {"accuracy": accuracy, "modes": modes, "pitched": pitched}[args.what]()
+        {"accuracy": accuracy, "modes": modes, "pitched": pitched,
+         "alternatives": alternatives}[args.what]()
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ def test_upload_mix_two_loops_change_tempo_and_download(app, page, tmp_path):
     assert abs(mix).max() > 0.01
 
     # A loop download at the deck's tempo: 2 bars at 120 BPM, and it decodes.
-    page.locator("[data-testid='stPopover'] button").first.click()
+    # (the first loop card's Download popover: the deck's "Open mashup" is a popover too)
+    page.locator("[data-testid='stPopover'] button", has_text="Download").first.click()
     with page.expect_download(timeout=60_000) as info:
         page.get_by_role("button", name="At the deck's tempo (120 BPM)").click()
     name = info.value.suggested_filename

@@ -380,6 +380,47 @@ def test_choices_survive_a_visit_to_another_page():
     assert at.selectbox(key="w:deck_bars").value == 16
 
 
+@pytest.mark.parametrize("changed_by_the_person", [False, True])
+def test_the_deck_tempo_follows_the_refined_loops_unless_changed(monkeypatch,
+                                                                  changed_by_the_person):
+    """The deck's tempo starts at the first song's rough loops' tempo (their quick beat grid:
+    120.2 BPM here) and follows the refined loops' (120.0), in the Tempo box too; a tempo the
+    person typed meanwhile stays."""
+    import dataclasses
+    import threading
+
+    import ui.songs
+
+    previewed, release = threading.Event(), threading.Event()
+
+    def refining_extract(audio, n_loops=5, *, preview=None, **kw):
+        def held(rough):
+            preview(dataclasses.replace(rough, bpm=120.2))
+            previewed.set()
+            release.wait(30)
+        return fake_extract_loops(audio, n_loops, preview=held, **kw)
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", refining_extract)
+    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    assert previewed.wait(30)
+    at.run()
+    tempo = at.number_input(key="w:deck_bpm")
+    assert tempo.value == pytest.approx(120.2)
+    if changed_by_the_person:
+        tempo.set_value(128.0).run()
+    release.set()
+    (job,) = ui.engine._JOBS.values()
+    job.future.result(timeout=30)
+    at.run()
+    at.run()
+    assert not at.exception and not at.error
+    want = 128.0 if changed_by_the_person else 120.0
+    assert at.number_input(key="w:deck_bpm").value == pytest.approx(want)
+    assert at.session_state["deck_bpm"] == pytest.approx(want)
+
+
 def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, tmp_path):
     """Quick first result: the rough loops show (marked "refining…") and can be put in the
     mix; the refined loops then replace them under the same loop ids, so the choice stays;

@@ -114,8 +114,11 @@ def deck_tempo_default(ready: list[ReadySong]) -> None:
         st.session_state[state.DECK_BPM] = bpm
         st.session_state[_DECK_BPM_FROM] = (bpm, rough)
     elif source is not None and source[1] and not rough \
-            and st.session_state[state.DECK_BPM] == source[0]:
-        st.session_state[state.DECK_BPM] = bpm  # the rough tempo, untouched: the refined one
+            and abs(float(st.session_state[state.DECK_BPM]) - source[0]) < 0.05:
+        # the rough tempo, untouched: the refined one, in the kept choice and in its widget
+        # (state.kept seeds the widget only once: it would show, and write back, the old one)
+        st.session_state[state.DECK_BPM] = bpm
+        st.session_state[state.widget_key(state.DECK_BPM)] = bpm
         st.session_state[_DECK_BPM_FROM] = (bpm, rough)
     if state.DECK_KEY not in st.session_state:
         keyed = [r for r in ready if _song_key(r) is not None]

@@ -29,6 +29,7 @@ import soundfile as sf
 
 from bench.served import CHROMIUM, CHROMIUM_ARGS, serve
 from unmixer import mashup
+from unmixer.cache import ResultCache
 
 ROOT = Path(__file__).resolve().parents[1]
 SONG = ROOT.parent / "shared" / "audio" / "choice_drum_bass.ogg"
@@ -389,7 +390,9 @@ def test_match_keys_save_open_and_export_for_a_daw(page, tmp_path):
                ).to_be_visible(timeout=120_000)
         expect(page.get_by_text("opened from a mashup file")).to_have_count(2)
         expect(page.get_by_text("Unmixing")).to_have_count(0)        # no analysis ran
-        assert not any(cache.iterdir())                              # and none was cached
+        # and none was cached (the tab's kept songs, ui.sessions, live in .tabs beside them)
+        assert ResultCache(cache).entries() == []
+        assert all(p.name.startswith(".") for p in cache.iterdir())
         restored = _download(page, "Download the mix (WAV)", tmp_path)
         again, _ = sf.read(restored, dtype="float64")
         np.testing.assert_allclose(again, mix, atol=2e-3)            # the same mix

@@ -16,8 +16,8 @@ sessions.keep()  # a new session of this tab (a reload, a restarted server) gets
 st.title("Unmixer", anchor=False)
 st.markdown(
     "Drop in a few songs. Unmixer finds the **loops** that repeat in each one (drums, bass, "
-    "chords…), lines them all up at **one tempo**, and lets you click them in and out of a "
-    "live mix, then download the loops and the mix."
+    "chords…), lines them all up at **one tempo** (and, if you like, in **one key**), and lets "
+    "you click them in and out of a live mix, then download the loops and the mix."
 )
 
 songs.song_inputs()
@@ -26,9 +26,11 @@ deck_slot = st.container()
 
 if state.songs():
     st.subheader("Your songs", anchor="songs")
-deck.deck_tempo_default(deck.ready_songs())
+ready = deck.ready_songs()
+deck.deck_tempo_default(ready)
+shifts = deck.deck_shifts(ready)
 for song in list(state.songs().values()):
-    songs.song_card(song, st.session_state.get(state.DECK_BPM))
+    songs.song_card(song, st.session_state.get(state.DECK_BPM), shifts.get(song.id, 0))
 
 with deck_slot:
     deck.deck_section(deck.ready_songs())

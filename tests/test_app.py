@@ -122,9 +122,11 @@ def _deck_data(at: AppTest) -> dict:
     """What the live deck gets, its clips (from the hidden clip store) put back in."""
     parts = {e.key: json.loads(e.proto.json) for e in at.get("bidi_component")}
     deck, clips = parts["deck"], parts["deck_clips"]["clips"]
-    assert sorted(clips) == sorted(loop["clipKey"] for loop in deck["loops"])
+    assert sorted(clips) == sorted([loop["clipKey"] for loop in deck["loops"]]
+                                   + [loop["picKey"] for loop in deck["loops"]])
     for loop in deck["loops"]:
         loop["wav"] = clips[loop["clipKey"]]
+        loop["picture"] = clips[loop["picKey"]]  # a data: URI of a PNG
     return deck
 
 
@@ -300,16 +302,16 @@ def test_deck_selection_is_applied_to_the_checkboxes():
         state.init()
         if "primed" not in st.session_state:
             st.session_state["primed"] = True
-            st.session_state["in_mix:s-5x2:1"] = True
-            st.session_state["in_mix:s-5x2:2"] = True
-            state.set_selection(["s-5x2:2", "s-5x2:3"], seq=4)
+            st.session_state["in_mix:s-5xauto:1"] = True
+            st.session_state["in_mix:s-5xauto:2"] = True
+            state.set_selection(["s-5xauto:2", "s-5xauto:3"], seq=4)
         st.write(sorted(state.selection()), st.session_state["deck_seq"])
 
     at = AppTest.from_function(script)
     at.run()
     assert not at.exception
-    assert at.session_state["in_mix:s-5x2:1"] is False
-    assert at.session_state["in_mix:s-5x2:3"] is True
+    assert at.session_state["in_mix:s-5xauto:1"] is False
+    assert at.session_state["in_mix:s-5xauto:3"] is True
     assert at.session_state["deck_seq"] == 4
 
 
@@ -376,6 +378,47 @@ def test_choices_survive_a_visit_to_another_page():
     assert [b.value for b in _checkboxes(at)] == [False, True, False, False, False]
     assert at.number_input(key="w:deck_bpm").value == 110.0
     assert at.selectbox(key="w:deck_bars").value == 16
+
+
+@pytest.mark.parametrize("changed_by_the_person", [False, True])
+def test_the_deck_tempo_follows_the_refined_loops_unless_changed(monkeypatch,
+                                                                  changed_by_the_person):
+    """The deck's tempo starts at the first song's rough loops' tempo (their quick beat grid:
+    120.2 BPM here) and follows the refined loops' (120.0), in the Tempo box too; a tempo the
+    person typed meanwhile stays."""
+    import dataclasses
+    import threading
+
+    import ui.songs
+
+    previewed, release = threading.Event(), threading.Event()
+
+    def refining_extract(audio, n_loops=5, *, preview=None, **kw):
+        def held(rough):
+            preview(dataclasses.replace(rough, bpm=120.2))
+            previewed.set()
+            release.wait(30)
+        return fake_extract_loops(audio, n_loops, preview=held, **kw)
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", refining_extract)
+    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    assert previewed.wait(30)
+    at.run()
+    tempo = at.number_input(key="w:deck_bpm")
+    assert tempo.value == pytest.approx(120.2)
+    if changed_by_the_person:
+        tempo.set_value(128.0).run()
+    release.set()
+    (job,) = ui.engine._JOBS.values()
+    job.future.result(timeout=30)
+    at.run()
+    at.run()
+    assert not at.exception and not at.error
+    want = 128.0 if changed_by_the_person else 120.0
+    assert at.number_input(key="w:deck_bpm").value == pytest.approx(want)
+    assert at.session_state["deck_bpm"] == pytest.approx(want)
 
 
 def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, tmp_path):
@@ -767,6 +810,14 @@ def test_a_song_that_barely_repeats_says_so_on_its_card(monkeypatch):
 
 
 # ------------------------------------------------------------------- who may use it
+UPLOADERS = ["Add songs", "A mashup saved by Unmixer (.unmixer)"]
+
+
+def _uploaders(at: AppTest) -> list[str]:
+    """The labels of the page's file uploaders (the songs', then Open mashup's)."""
+    return [u.label for u in at.file_uploader]
+
+
 def test_with_a_shared_password_nothing_runs_before_it_is_given(monkeypatch):
     monkeypatch.setenv("UNMIXER_PASSWORD", "loops for all")
     at = AppTest.from_file(APP, default_timeout=120)
@@ -783,7 +834,7 @@ def test_with_a_shared_password_nothing_runs_before_it_is_given(monkeypatch):
     at.text_input[0].set_value("loops for all")
     at.button[0].click().run()
     assert not at.exception and not at.error
-    assert at.title[0].value == "Unmixer" and len(at.file_uploader) == 1
+    assert at.title[0].value == "Unmixer" and _uploaders(at) == UPLOADERS
     assert "access_password" not in at.session_state or not at.session_state["access_password"]
 
 
@@ -794,19 +845,19 @@ def test_the_password_can_come_from_streamlit_secrets():
     assert not at.file_uploader and at.text_input[0].label == "Password"
     at.text_input[0].set_value("from secrets")
     at.button[0].click().run()
-    assert len(at.file_uploader) == 1
+    assert _uploaders(at) == UPLOADERS
 
 
 def test_without_a_password_the_app_opens_at_once():
     at = _app()
-    assert not at.text_input and len(at.file_uploader) == 1
+    assert not at.text_input and _uploaders(at) == UPLOADERS
 
 
 # ------------------------------------------------------ a tab's songs, kept (issue 18)
 def test_a_new_session_of_the_same_tab_gets_its_songs_and_choices_back(monkeypatch):
     """What a reload or a restarted server does: a new session whose browser tab sends the
     same id gets its songs (analysed again, here from the disk cache), loops in the mix,
-    loop counts and deck tempo back; another tab gets nothing of it."""
+    loop counts, deck tempo, key and transpositions back; another tab gets nothing of it."""
     import ui.sessions
 
     monkeypatch.setattr(ui.sessions, "tab_id", lambda: "ab" * 16)
@@ -816,7 +867,11 @@ def test_a_new_session_of_the_same_tab_gets_its_songs_and_choices_back(monkeypat
     a, b = _song_ids(at)
     at.selectbox(key=f"w:n_loops:{b}").set_value(7).run()
     _checkboxes(at, a)[2].check()
-    at.number_input(key="w:deck_bpm").set_value(100.0).run()
+    at.number_input(key="w:deck_bpm").set_value(100.0)
+    at.selectbox(key="w:deck_bars").set_value(16)
+    at.selectbox(key="w:deck_key").set_value("D major")
+    at.toggle(key="w:deck_match_keys").set_value(True)
+    at.selectbox(key=f"w:semitones:{b}").set_value(-2).run()
     n_calls = len(CALLS)
 
     again = _app()                                      # the same tab, a new session
@@ -825,6 +880,11 @@ def test_a_new_session_of_the_same_tab_gets_its_songs_and_choices_back(monkeypat
     assert [c.value for c in _checkboxes(again, a)] == [False, False, True, False, False]
     assert len(_checkboxes(again, b)) == 7
     assert again.number_input(key="w:deck_bpm").value == 100.0
+    assert again.selectbox(key="w:deck_bars").value == 16
+    assert again.selectbox(key="w:deck_key").value == "D major"     # the keys too (issue 16)
+    assert again.toggle(key="w:deck_match_keys").value is True
+    assert again.selectbox(key=f"w:semitones:{b}").value == -2
+    assert again.selectbox(key=f"w:semitones:{a}").value == "auto"
     assert len(CALLS) == n_calls                        # from the disk cache
     monkeypatch.setattr(ui.sessions, "tab_id", lambda: "cd" * 16)
     other = _app()
@@ -856,3 +916,179 @@ def test_kept_tabs_go_after_some_days_and_over_the_size_cap(monkeypatch):
     removed = ui.sessions.prune(now)
     assert sorted(p.name for p in removed) == ["1" * 32, "2" * 32]    # too old; over the cap
     assert [p.name for p in ui.sessions.root().iterdir()] == ["3" * 32]
+
+
+# ---------------------------------------------------------------------------- keys (issue 16)
+FAKE_KEYS = {len(GOOD): "A minor", len(OTHER): "C# minor"}
+"""The fake engine's key of each test song (told apart by their length)."""
+
+
+def keyed_extract_loops(audio, n_loops=5, **kw):
+    """The fake engine, with a key per song and pitched flags (drums unpitched)."""
+    ext = fake_extract_loops(audio, n_loops, **kw)
+    seconds = audio.shape[-1] / SR
+    ext.key = "A minor" if seconds > 22 else "C# minor"  # GOOD lasts 24 s, OTHER 20 s
+    ext.key_confidence = 0.7
+    for loop in ext.loops:
+        loop.pitched = loop.label != "drums"
+    return ext
+
+
+def _peak_hz(b64_wav: str) -> float:
+    import base64
+
+    audio, sr = sf.read(io.BytesIO(base64.b64decode(b64_wav)))
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return float(np.argmax(spectrum) * sr / len(audio))
+
+
+def test_keys_are_shown_and_match_keys_transposes_only_pitched_loops(monkeypatch):
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", keyed_extract_loops)
+    at = _app()
+    at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
+                                   ("b.wav", OTHER, "audio/wav")]).run()
+    assert not at.exception
+    a, b = _song_ids(at)
+    # the key on each card and on the deck, with how it goes with the deck's key (the first
+    # song's) before anything plays
+    assert _has(at.markdown, lambda v: "**120.0 BPM** · **4/4** · **A minor · 8A** · 12 bars" in v)
+    assert _has(at.markdown, lambda v: "**C# minor · 12A**" in v)
+    assert at.selectbox(key="w:deck_key").value == "A minor"
+    assert _has(at.markdown, lambda v: v.startswith("**b** · C# minor · 12A :orange-badge[clashes]"))
+    assert _has(at.markdown, lambda v: v.startswith("**a** · A minor · 8A :green-badge[same key]"))
+    before = {lp["id"]: lp for lp in _deck_data(at)["loops"]}
+    assert {lp["songRelation"] for lp in before.values() if lp["song"] == b} == {"clash"}
+    assert all(lp["shift"] == 0 for lp in before.values())
+    names = [d.label for d in at.get("download_button")]
+    assert "At the song's tempo (120 BPM)" in names
+
+    # Match keys: b's pitched loops go down 4 semitones (C# minor -> A minor); its drums and
+    # every loop of a stay as they were
+    at.toggle(key="w:deck_match_keys").set_value(True).run()
+    assert not at.exception
+    assert at.selectbox(key=f"w:semitones:{b}").value == "auto"
+    assert _has(at.markdown, lambda v: v.startswith("**b** · C# minor · 12A :orange-badge[clashes]"
+                                                    " · :violet-badge[plays -4 st]"))
+    after = {lp["id"]: lp for lp in _deck_data(at)["loops"]}
+    for lid, lp in after.items():
+        moved = lp["song"] == b and lp["label"] != "drums"
+        assert lp["shift"] == (-4 if moved else 0), lp["label"]
+        assert lp["clipKey"] == before[lid]["clipKey"] + ("-4st" if moved else "")
+        if not moved:
+            assert lp["wav"] == before[lid]["wav"]          # the very same clip
+    bass = f"{b}-5xauto:2"
+    assert abs(_peak_hz(before[bass]["wav"]) - 330.0) < 4
+    assert abs(_peak_hz(after[bass]["wav"]) - 330.0 * 2 ** (-4 / 12)) < 4     # 262 Hz
+    # a song's own shift wins over the automatic one
+    at.selectbox(key=f"w:semitones:{b}").set_value(3).run()
+    assert not at.exception
+    own = {lp["id"]: lp for lp in _deck_data(at)["loops"]}
+    assert own[bass]["shift"] == 3 and own[f"{a}-5xauto:2"]["shift"] == 0
+    assert abs(_peak_hz(own[bass]["wav"]) - 330.0 * 2 ** (3 / 12)) < 5
+    _checkboxes(at, b)[1].check().run()
+    assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 1 loop, 8 bars at 120.0 BPM, "
+                                                    "in A minor · 8A"))
+    assert "Export for a DAW" in [d.label for d in at.get("download_button")]
+
+
+def _saved_mashup(at: AppTest) -> bytes:
+    """The file "Save mashup" downloads, made from the app's session as the page makes it."""
+    from ui.deck import ReadySong, current_mashup
+
+    ss = at.session_state
+    ready = [ReadySong(song, ss["results"][sid]) for sid, song in ss["songs"].items()]
+    from unmixer import mashup
+
+    return mashup.save_mashup(current_mashup(ready, ss))
+
+
+def test_an_opened_mashup_restores_the_deck_without_analysing(monkeypatch):
+    from unmixer import mashup
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", keyed_extract_loops)
+    mixes, render_mix = [], mashup.render_mix
+
+    def rendered(*args, **kwargs):  # the mix the page plays and downloads
+        mixes.append(render_mix(*args, **kwargs))
+        return mixes[-1]
+
+    monkeypatch.setattr(mashup, "render_mix", rendered)
+    at = _app()
+    at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
+                                   ("b.wav", OTHER, "audio/wav")]).run()
+    a, b = _song_ids(at)
+    _checkboxes(at, a)[0].check()
+    _checkboxes(at, b)[2].check()
+    at.slider(key=f"w:gain:{b}-5xauto:3").set_value(-4.0)
+    at.toggle(key="w:deck_match_keys").set_value(True)
+    at.number_input(key="w:deck_bpm").set_value(108.0)
+    at.selectbox(key="w:deck_bars").set_value(16).run()
+    saved = _saved_mashup(at)
+    deck = _deck_data(at)
+    mix = mixes[-1]
+
+    monkeypatch.setattr(ui.engine, "_JOBS", {})
+    n_calls = len(CALLS)
+    fresh = _app()                    # another user, another machine: nothing analysed here
+    uploader = next(u for u in fresh.file_uploader if u.key == "mashup_uploader")
+    uploader.set_value(("my mix.unmixer", saved, "application/zip")).run()
+    assert not fresh.exception and not fresh.error and not fresh.status
+    assert len(CALLS) == n_calls and not ui.engine._JOBS       # no analysis ran
+    assert _has(fresh.success, lambda v: v.startswith("Opened my mix.unmixer: 2 songs, 2 loops "
+                                                     "in the mix, 108.0 BPM, A minor · 8A"))
+    again = _deck_data(fresh)
+    assert again["bpm"] == 108.0 and again["key"] == "A minor · 8A" and again["matchKeys"]
+    assert sorted(again["selection"]) == sorted(deck["selection"])
+    assert [lp["shift"] for lp in again["loops"]] == [lp["shift"] for lp in deck["loops"]]
+    assert [lp["gainDb"] for lp in again["loops"]] == [lp["gainDb"] for lp in deck["loops"]]
+    assert fresh.selectbox(key="w:deck_bars").value == 16
+    assert _has(fresh.markdown, lambda v: "opened from a mashup file" in v)
+    assert fresh.selectbox(key=f"w:n_loops:{a}").disabled     # no audio: no new analysis
+    assert _has(fresh.markdown, lambda v: v.startswith("**Your mix** · 2 loops, 16 bars at 108.0 BPM"))
+    np.testing.assert_array_equal(mixes[-1], mix)    # the very same mix, bit for bit
+
+    # a file that is not a mashup: one line, and the deck stays as it is
+    uploader = next(u for u in fresh.file_uploader if u.key == "mashup_uploader")
+    uploader.set_value(("other.unmixer", b"PK\x03\x04 broken", "application/zip")).run()
+    assert not fresh.exception
+    (error,) = fresh.error
+    assert error.value == ("other.unmixer is not an Unmixer mashup file (save one with "
+                           "“Save mashup”: a .unmixer file).")
+    assert sorted(_deck_data(fresh)["selection"]) == sorted(deck["selection"])
+    assert len(_song_ids(fresh)) == 2
+
+
+def test_an_opened_mashup_comes_back_after_a_reload(monkeypatch):
+    """A reload (a new session of the same tab, ui.sessions) gives an opened mashup's songs
+    back with their loops, the mix and the deck, though they have no audio to analyse."""
+    import ui.sessions
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", keyed_extract_loops)
+    at = _app()
+    at.file_uploader[0].set_value([("a.wav", GOOD, "audio/wav"),
+                                   ("b.wav", OTHER, "audio/wav")]).run()
+    a, b = _song_ids(at)
+    _checkboxes(at, b)[2].check()
+    at.slider(key=f"w:gain:{b}-5xauto:3").set_value(-4.0)
+    at.toggle(key="w:deck_match_keys").set_value(True).run()
+    saved = _saved_mashup(at)
+
+    monkeypatch.setattr(ui.engine, "_JOBS", {})
+    monkeypatch.setattr(ui.sessions, "tab_id", lambda: "9a" * 16)
+    n_calls = len(CALLS)
+    fresh = _app()
+    uploader = next(u for u in fresh.file_uploader if u.key == "mashup_uploader")
+    uploader.set_value(("my mix.unmixer", saved, "application/zip")).run()
+    fresh.slider(key=f"w:gain:{a}-5xauto:1").set_value(2.0).run()    # a change after opening
+    deck = _deck_data(fresh)
+
+    again = _app()                                        # the same tab, a new session
+    assert not again.exception and not again.error
+    assert _song_ids(again) == [a, b] and len(CALLS) == n_calls   # no analysis ran
+    assert _has(again.markdown, lambda v: "opened from a mashup file" in v)
+    back = _deck_data(again)
+    assert sorted(back["selection"]) == sorted(deck["selection"]) == [f"{b}-5xauto:3"]
+    assert [lp["gainDb"] for lp in back["loops"]] == [lp["gainDb"] for lp in deck["loops"]]
+    assert [lp["shift"] for lp in back["loops"]] == [lp["shift"] for lp in deck["loops"]]
+    assert [lp["wav"] for lp in back["loops"]] == [lp["wav"] for lp in deck["loops"]]
+    assert back["matchKeys"] and again.session_state[f"gain:{a}-5xauto:1"] == 2.0

@@ -23,11 +23,13 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from bench.served import CHROMIUM, CHROMIUM_ARGS, serve
 from unmixer import mashup
+from unmixer.cache import ResultCache
 
 ROOT = Path(__file__).resolve().parents[1]
 SONG = ROOT.parent / "shared" / "audio" / "choice_drum_bass.ogg"
@@ -201,7 +203,8 @@ def test_upload_mix_two_loops_change_tempo_and_download(app, page, tmp_path):
     assert abs(mix).max() > 0.01
 
     # A loop download at the deck's tempo: 2 bars at 120 BPM, and it decodes.
-    page.locator("[data-testid='stPopover'] button").first.click()
+    # (the first loop card's Download popover: the deck's "Open mashup" is a popover too)
+    page.locator("[data-testid='stPopover'] button", has_text="Download").first.click()
     with page.expect_download(timeout=60_000) as info:
         page.get_by_role("button", name="At the deck's tempo (120 BPM)").click()
     name = info.value.suggested_filename
@@ -218,3 +221,180 @@ def test_upload_mix_two_loops_change_tempo_and_download(app, page, tmp_path):
     assert js_errors == []
     page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
 
+
+
+# ---------------------------------------------------------------------------- keys (issue 16)
+KEY_SONGS = (("A minor", 61), ("C# minor", 62))
+"""Two generated songs with planted keys (unmixer.datasets.synth), four semitones apart;
+the key CNN finds both (seeds checked)."""
+
+
+def _chroma(path: Path) -> np.ndarray:
+    """The mean chroma (12, C first) of a WAV's harmonic part."""
+    import librosa
+
+    y, sr = sf.read(path, dtype="float32", always_2d=True)
+    harmonic = librosa.effects.harmonic(y.mean(axis=1))
+    chroma = librosa.feature.chroma_cqt(y=harmonic, sr=sr, fmin=librosa.note_to_hz("C1"),
+                                        n_octaves=7)
+    return chroma.mean(axis=1)
+
+
+def _download(page, button_name: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with page.expect_download(timeout=120_000) as info:
+        page.get_by_role("button", name=button_name).click()
+    path = folder / info.value.suggested_filename
+    info.value.save_as(path)
+    return path
+
+
+def _stems(zip_path: Path) -> dict[str, np.ndarray]:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as archive:
+        return {n: sf.read(io.BytesIO(archive.read(n)), dtype="float64")[0]
+                for n in archive.namelist() if n.endswith(".wav")} | \
+            {"README.txt": archive.read("README.txt").decode()}
+
+
+def test_match_keys_save_open_and_export_for_a_daw(page, tmp_path):
+    """Two songs in keys four semitones apart: their keys and how they go together show on
+    the deck before anything plays; with Match keys on, the mix of two pitched loops of the
+    second song moves to the first song's key and its drums loop stays as it is; the DAW
+    export's WAVs are as long as the mix, start on bar 1 and add up to the mix; a saved mashup
+    opens on a fresh app instance as the same deck without any analysis."""
+    from unmixer.datasets.synth import make_song
+
+    expect = pytest.importorskip("playwright.sync_api").expect
+    files = []
+    for number, (key, seed) in enumerate(KEY_SONGS, start=1):
+        song = make_song(seed, n_bars=16, bpm=120, key=key,
+                         instruments=["drums", "bass", "pad", "pluck"])
+        files.append(tmp_path / f"song{number}.wav")
+        sf.write(files[-1], song.mix.T, song.sr)
+    js_errors: list[str] = []
+    page.on("pageerror", lambda err: js_errors.append(str(err)))
+    with serve(tmp_path / "first", env={"UNMIXER_CACHE_DIR": str(tmp_path / "cache1")}) as app:
+        page.goto(app.url)
+        page.get_by_role("button", name="Try the demo song").wait_for(timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files([str(f) for f in files])
+        tiles = page.locator(".deck-tile")
+        # two real analyses, one after the other (20 to 40 s on an idle 2-core machine; the
+        # limit leaves room for a machine shared with other jobs)
+        expect(tiles).to_have_count(10, timeout=1_500_000)
+        expect(page.locator(".deck-song-refining")).to_have_count(0, timeout=600_000)
+        rows = page.locator(".deck-song")
+        first, second = rows.nth(0), rows.nth(1)
+        # before anything plays: each song's key, and how it goes with the deck's key
+        expect(first.locator(".deck-song-bpm")).to_contain_text("A minor · 8A")
+        expect(first.locator(".deck-song-relation")).to_have_text("same key")
+        expect(second.locator(".deck-song-bpm")).to_contain_text("C# minor · 12A")
+        expect(second.locator(".deck-song-relation")).to_have_text("clashes with the deck's key")
+        expect(page.get_by_text("A minor · 8A").first).to_be_visible()  # on the song card
+        pics = page.locator(".deck-tile.has-pic")
+        expect(pics).to_have_count(10, timeout=60_000)                  # a picture on every tile
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "keys_deck.png"), full_page=True)
+
+        # two pitched loops of the second song into the mix: their chroma, off and on
+        pitched = second.locator(".deck-tile[data-pitched=true]")
+        assert pitched.count() >= 2
+        drums = second.locator(".deck-tile[data-pitched=false]", has_text="drums")
+        assert drums.count() >= 1
+        pitched.nth(0).click()
+        pitched.nth(1).click()
+        expect(page.get_by_text("Your mix · 2 loops")).to_be_visible(timeout=120_000)
+        work = tmp_path / "downloads"
+        work.mkdir()
+        mix_off = _download(page, "Download the mix (WAV)", work / "off")
+        match_keys = page.get_by_text("Match keys", exact=True)
+        match_keys.click()
+        expect(pitched.nth(0)).to_have_attribute("data-shift", "-4", timeout=120_000)
+        expect(second.locator(".deck-song-shift")).to_have_text("transposed −4 st")
+        expect(page.get_by_text("Your mix · 2 loops, 8 bars at 120.0 BPM, in A minor · 8A")
+               ).to_be_visible(timeout=120_000)
+        mix_on = _download(page, "Download the mix (WAV)", work / "on")
+        c_off, c_on = _chroma(mix_off), _chroma(mix_on)
+        lag = int(np.argmax([np.dot(np.roll(c_off, k), c_on) for k in range(12)]))
+        assert lag == 12 - 4, (c_off.round(2), c_on.round(2))  # 4 semitones down
+        assert int(np.argmax(c_off)) in {1, 4, 8}, c_off.round(2)  # C#, E or G#: C# minor's triad
+        assert int(np.argmax(c_on)) in {9, 0, 4}, c_on.round(2)   # A, C or E: A minor's triad
+
+        # the drums loop too: it stays as it is, the pitched ones move (the DAW export with
+        # Match keys on, and off)
+        drums.first.click()
+        expect(drums.first).to_have_attribute("data-shift", "0")
+        expect(page.get_by_text("Your mix · 3 loops, 8 bars at 120.0 BPM, in A minor · 8A")
+               ).to_be_visible(timeout=120_000)
+        mix = _download(page, "Download the mix (WAV)", work)
+        daw_on = _stems(_download(page, "Export for a DAW", work / "on"))
+        page.screenshot(path=str(ARTIFACTS / "keys_matched.png"), full_page=True)
+        match_keys.click()
+        expect(pitched.nth(0)).to_have_attribute("data-shift", "0", timeout=120_000)
+        expect(page.get_by_text(re.compile(r"^Your mix · 3 loops, 8 bars at 120\.0 BPM$"))
+               ).to_be_visible(timeout=120_000)
+        daw_off = _stems(_download(page, "Export for a DAW", work / "off"))
+        match_keys.click()
+        expect(pitched.nth(0)).to_have_attribute("data-shift", "-4", timeout=120_000)
+        assert len(daw_on) == len(daw_off) == 4                 # 3 loops and the README
+        for name, track in daw_off.items():
+            if name == "README.txt":
+                continue
+            (twin,) = [n for n in daw_on if n[:3] == name[:3]]  # same place in the mix
+            other = daw_on[twin]
+            gain = float(np.sum(track * other) / np.sum(track * track))
+            residual = float(np.sum((other - gain * track) ** 2) / np.sum(other**2))
+            if "_drums_" in name:
+                assert twin == name and residual < 1e-4, (name, residual)
+            else:
+                assert name.endswith("_C#m.wav") and twin.endswith("_Am.wav"), (name, twin)
+                assert residual > 0.1, (twin, residual)
+        # the DAW export: as long as the mix, every loop from bar 1, summing to the mix
+        bar = mashup.bar_samples(120.0, 4)
+        mix, sr = sf.read(mix, dtype="float64")
+        tracks = [t for n, t in daw_on.items() if n != "README.txt"]
+        assert {t.shape for t in tracks} == {(8 * bar, 2)} and mix.shape == (8 * bar, 2)
+        np.testing.assert_allclose(sum(tracks), mix, atol=2e-3)
+        for t in tracks:  # each repeats its 2-bar loop from sample 0
+            np.testing.assert_allclose(t[:2 * bar], t[2 * bar:4 * bar], atol=1e-4)
+        readme = daw_on["README.txt"]
+        assert "Tempo: 120.00 BPM, 4/4" in readme and "Key: A minor · 8A" in readme
+        assert "Every file starts at bar 1" in readme
+
+        # save the mashup
+        saved = _download(page, "Save mashup", tmp_path)
+        assert saved.name.endswith(".unmixer")
+        in_mix = sorted(t.get_attribute("data-id") for t in (pitched.nth(0), pitched.nth(1),
+                                                             drums.first))
+
+    # a fresh app instance (another machine): open the file, nothing is analysed
+    cache = tmp_path / "cache2"
+    cache.mkdir()
+    with serve(tmp_path / "second", env={"UNMIXER_CACHE_DIR": str(cache)}) as app:
+        page.goto(app.url)
+        page.get_by_role("button", name="Try the demo song").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Open mashup").click()
+        page.locator("[data-testid=stPopoverBody] input[type=file]").set_input_files(str(saved))
+        tiles = page.locator(".deck-tile")
+        expect(tiles).to_have_count(10, timeout=600_000)
+        page.keyboard.press("Escape")
+        expect(page.get_by_text("Opened " + saved.name)).to_be_visible(timeout=60_000)
+        expect(page.locator(".deck-tempo")).to_have_text("120.0 BPM · 4/4")
+        expect(page.locator(".deck-key")).to_have_text("in A minor · 8A")
+        on_deck = page.locator(".deck-tile[aria-pressed=true]")
+        expect(on_deck).to_have_count(3, timeout=60_000)
+        assert sorted(t.get_attribute("data-id") for t in on_deck.all()) == in_mix
+        expect(page.get_by_text("Your mix · 3 loops, 8 bars at 120.0 BPM, in A minor · 8A")
+               ).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("opened from a mashup file")).to_have_count(2)
+        expect(page.get_by_text("Unmixing")).to_have_count(0)        # no analysis ran
+        # and none was cached (the tab's kept songs, ui.sessions, live in .tabs beside them)
+        assert ResultCache(cache).entries() == []
+        assert all(p.name.startswith(".") for p in cache.iterdir())
+        restored = _download(page, "Download the mix (WAV)", tmp_path)
+        again, _ = sf.read(restored, dtype="float64")
+        np.testing.assert_allclose(again, mix, atol=2e-3)            # the same mix
+        page.screenshot(path=str(ARTIFACTS / "keys_opened.png"), full_page=True)
+    assert js_errors == []

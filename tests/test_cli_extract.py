@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 from conftest import REPO, shared_song
 
+from unmixer.loops.key import Key
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,loops", [("vibe_ace.ogg", 5), ("choice_drum_bass.ogg", 4)])
@@ -24,9 +26,18 @@ def test_extract_writes_the_contract(tmp_path, name, loops):
     assert "barely repeats" not in proc.stdout  # loop music: no warning
 
     info = json.loads((out / "loop_map.json").read_text())
-    for key in ("bpm", "meter", "downbeats_s", "loop_bars", "activations", "chosen_bar", "labels", "timings_s"):
+    for key in ("bpm", "meter", "downbeats_s", "loop_bars", "activations", "chosen_bar", "labels",
+                "timings_s", "key", "key_camelot", "key_confidence", "pitched"):
         assert key in info, key
     assert info["barely_repeats"] is False and info["explained"] > 0.5
+    # the key (madmom's key CNN): E for Vibe Ace, G for Choice's bass line (measured; the mode
+    # of both is close to a tie, BENCHMARKS.md "Keys"), shown in the summary line
+    key = Key.parse(info["key"])
+    assert key.tonic == {"vibe_ace.ogg": 4, "choice_drum_bass.ogg": 7}[name]
+    assert info["key_camelot"] == key.camelot and 1 / 24 < info["key_confidence"] <= 1
+    assert f"{key.name} · {key.camelot} (" in proc.stdout
+    assert len(info["pitched"]) == loops and all(isinstance(v, bool) for v in info["pitched"])
+    assert not any(p for p, label in zip(info["pitched"], info["labels"]) if label == "drums")
     n_bars = len(info["downbeats_s"]) - 1
     L = info["loop_bars"]  # chosen from the song (--loop-bars auto, the default)
     assert L in (1, 2, 4) and info["loop_bars_auto"] is True and info["meter"] in (3, 4)

@@ -191,3 +191,62 @@ def test_loops_archive_holds_every_loop_at_both_tempos_and_the_map():
     without = mashup.loops_archive("My Song.mp3", _Extraction())
     with zipfile.ZipFile(io.BytesIO(without)) as archive:
         assert not [n for n in archive.namelist() if n.startswith("at-120")]
+
+
+def test_loop_file_names_carry_the_key_of_pitched_loops():
+    assert mashup.loop_filename("Vibe Ace.ogg", 2, "bass", 120, "F# minor") == \
+        "Vibe-Ace_loop02_bass_120bpm_F#m.wav"
+    assert mashup.loop_filename("Vibe Ace.ogg", 2, "chords", 120, "Bb major") == \
+        "Vibe-Ace_loop02_chords_120bpm_Bb.wav"
+    ext = _Extraction()
+    ext.key = "A minor"
+    drums, bass = ext.loops
+    bass.pitched = drums.pitched = True
+    assert mashup.loop_key(ext, bass) == "A minor"
+    assert mashup.loop_key(ext, drums) is None          # drums carry no key
+    bass.pitched = False
+    assert mashup.loop_key(ext, bass) is None           # nor does an unpitched loop
+    with pytest.raises(UnmixerError):
+        mashup.loop_filename("x", 1, "bass", 120, "H minor")
+
+
+def test_stems_start_at_bar_one_last_the_mix_and_sum_to_it():
+    bar = mashup.bar_samples(120, 4)
+    one = np.zeros((2, bar), np.float32)
+    one[:, 0] = 0.9
+    two = np.zeros((2, 2 * bar), np.float32)
+    two[:, 5] = 0.9
+    stems = mashup.render_stems([one, two], [0.0, -6.0], 4 * bar)
+    mix = mashup.render_mix([one, two], [0.0, -6.0], 4 * bar)
+    assert [s.shape for s in stems] == [(2, 4 * bar)] * 2
+    np.testing.assert_allclose(stems[0] + stems[1], mix, atol=1e-6)
+    np.testing.assert_array_equal(np.flatnonzero(stems[0][0]), [0, bar, 2 * bar, 3 * bar])
+    np.testing.assert_array_equal(np.flatnonzero(stems[1][0]), [5, 2 * bar + 5])
+    loud = np.full((2, bar), 0.8, np.float32)         # the sum peaks at 1.6: both scaled down
+    stems = mashup.render_stems([loud, loud], [0.0, 0.0], bar)
+    np.testing.assert_allclose(np.abs(stems[0] + stems[1]).max(), 10 ** (-1 / 20), rtol=1e-5)
+
+
+def test_daw_archive_holds_equal_wavs_from_bar_one_and_a_readme():
+    bar = mashup.bar_samples(120, 4)
+    clips = [_click_clip(2, 120.0), _click_clip(1, 120.0, tone_hz=220.0)]
+    stems = mashup.render_stems(clips, [0.0, -3.0], 8 * bar)
+    data = mashup.daw_archive([mashup.Stem("My Song", 1, "drums", stems[0]),
+                               mashup.Stem("Other", 3, "bass", stems[1], -3.0, 2, "A minor")],
+                              120.0, 4, 8, key="A minor")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = archive.namelist()
+        assert names == ["01_My-Song_loop01_drums_120bpm.wav", "02_Other_loop03_bass_120bpm_Am.wav",
+                         "README.txt"]
+        tracks = [sf.read(io.BytesIO(archive.read(n)))[0] for n in names[:2]]
+        readme = archive.read("README.txt").decode()
+    assert {t.shape for t in tracks} == {(8 * bar, 2)}
+    scale = np.abs(tracks[0]).max() / np.abs(clips[0]).max()   # the mix's peak ceiling
+    assert 0.5 < scale <= 1.0
+    for start in (0, 2 * bar, 6 * bar):      # bar 1 is the loop's start, and it repeats on
+        np.testing.assert_allclose(tracks[0][start:start + 2 * bar], scale * clips[0].T, atol=2e-4)
+    assert "Tempo: 120.00 BPM, 4/4" in readme and "Key: A minor · 8A" in readme
+    assert f"Length: 8 bars = 16.000 s = {8 * bar} samples" in readme
+    assert "transposed +2 semitones" in readme
+    with pytest.raises(UnmixerError, match="empty"):
+        mashup.daw_archive([], 120.0, 4, 8)

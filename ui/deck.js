@@ -13,6 +13,13 @@
 // replaced by the refined ones: the same loop ids with new clipKeys. Each playing loop then
 // moves to its new clip on the next bar line, without stopping (swapClips).
 //
+// Keys: each loop carries its song's key (`songKey`, "A minor · 8A"), how that key goes with
+// the deck's (`songRelation`: "same key", "relative key", "a fifth apart", "clash" or ""),
+// the song's transposition (`songShift`) and its own (`shift`: 0 for drums and noise,
+// `pitched: false`). A transposed clip has its own clipKey, so a new key is a new clip.
+// Each tile shows a picture of its loop (a mel spectrogram PNG, from the clip store under
+// `picKey`).
+//
 // Streamlit calls this function again with new `data` after every rerun, on the same
 // parentElement; the deck (audio graph, buffers, DOM) lives in a WeakMap keyed by it.
 
@@ -82,6 +89,7 @@ class Deck {
       play: root.querySelector(".deck-play"),
       status: root.querySelector(".deck-status"),
       tempo: root.querySelector(".deck-tempo"),
+      key: root.querySelector(".deck-key"),
       beats: root.querySelector(".deck-beats"),
       songs: root.querySelector(".deck-songs"),
       count: root.querySelector(".deck-count"),
@@ -95,7 +103,9 @@ class Deck {
     this.data = data;
     const loops = data.loops || [];
     this.loopById = new Map(loops.map((l) => [l.id, l]));
-    const signature = loops.map((l) => `${l.id}|${l.clipKey}`).join(",");
+    const signature = loops
+      .map((l) => `${l.id}|${l.clipKey}|${l.picKey}|${l.songKey}|${l.songRelation}|${l.songShift}`)
+      .join(",");
     const prevBar = prev ? prev.barSeconds : data.barSeconds;
     if (signature !== this.signature) {
       this.signature = signature;
@@ -105,6 +115,10 @@ class Deck {
       for (const l of loops) this.decode(l);
     }
     this.els.tempo.textContent = `${(+data.bpm).toFixed(1)} BPM · ${data.meter}/4`;
+    this.els.key.textContent = data.key ? (data.matchKeys ? `in ${data.key}` : `key ${data.key}`) : "";
+    this.els.key.title = data.matchKeys
+      ? "Match keys is on: pitched loops are transposed to this key or its relative key."
+      : "The deck's key (Match keys is off: every song plays in its own key).";
     // Python's selection wins unless the user clicked since Python last caught up.
     if ((data.seq || 0) >= this.seq) {
       this.seq = data.seq || 0;
@@ -299,7 +313,12 @@ class Deck {
   render() {
     const songs = new Map();
     for (const l of this.data.loops || []) {
-      if (!songs.has(l.song)) songs.set(l.song, { title: l.songTitle, bpm: l.songBpm, loops: [] });
+      if (!songs.has(l.song)) {
+        songs.set(l.song, {
+          title: l.songTitle, bpm: l.songBpm, key: l.songKey, relation: l.songRelation,
+          shift: l.songShift, loops: [],
+        });
+      }
       songs.get(l.song).loops.push(l);
     }
     this.els.songs.textContent = "";
@@ -312,8 +331,26 @@ class Deck {
       head.textContent = song.title;
       const sub = document.createElement("span");
       sub.className = "deck-song-bpm";
-      sub.textContent = `${(+song.bpm).toFixed(1)} BPM`;
+      sub.textContent = `${(+song.bpm).toFixed(1)} BPM` + (song.key ? ` · ${song.key}` : "");
       head.appendChild(sub);
+      if (song.relation) {
+        const rel = document.createElement("span");
+        const clash = song.relation === "clash";
+        rel.className = "deck-song-relation" + (clash ? " clash" : "");
+        rel.textContent = clash ? "clashes with the deck's key" : song.relation;
+        rel.title = clash
+          ? "Not the same key, the relative key or a fifth away: turn on Match keys to transpose it."
+          : "Goes with the deck's key without transposing.";
+        head.appendChild(rel);
+      }
+      if (song.shift) {
+        const moved = document.createElement("span");
+        moved.className = "deck-song-shift";
+        moved.textContent = `transposed ${song.shift > 0 ? "+" : "−"}${Math.abs(song.shift)} st`;
+        moved.title = "Its pitched loops play this many semitones higher or lower; drums stay as they are.";
+        head.appendChild(moved);
+      }
+      head.dataset.shift = String(song.shift || 0);
       if (song.loops.some((l) => l.refining)) {
         const badge = document.createElement("span");
         badge.className = "deck-song-refining";
@@ -331,11 +368,25 @@ class Deck {
         tile.dataset.id = l.id;
         tile.style.setProperty("--c", l.color);
         tile.title = `Loop ${l.index} of ${song.title}${l.label ? ` (${l.label})` : ""}: click to bring it in or out of the mix`;
+        tile.dataset.pitched = l.pitched ? "true" : "false";
+        tile.dataset.shift = String(l.shift || 0);
         tile.innerHTML =
+          '<img class="deck-tile-pic" alt="" aria-hidden="true">' +
           '<span class="deck-tile-num"></span><span class="deck-tile-label"></span>' +
-          '<span class="deck-tile-state"></span><span class="deck-tile-progress"></span>';
+          '<span class="deck-tile-state"></span><span class="deck-tile-shift"></span>' +
+          '<span class="deck-tile-progress"></span>';
         tile.querySelector(".deck-tile-num").textContent = l.index;
         tile.querySelector(".deck-tile-label").textContent = l.label;
+        const shiftEl = tile.querySelector(".deck-tile-shift");
+        if (l.shift) shiftEl.textContent = `${l.shift > 0 ? "+" : "−"}${Math.abs(l.shift)} st`;
+        else if (song.shift && !l.pitched) shiftEl.textContent = "not transposed";
+        const pic = tile.querySelector(".deck-tile-pic");
+        if (l.picKey) {
+          clipData(l.picKey).then((uri) => {
+            pic.src = uri;
+            tile.classList.add("has-pic");
+          });
+        }
         tile.addEventListener("click", () => this.clickTile(l.id));
         grid.appendChild(tile);
         this.tiles.set(l.id, tile);

@@ -319,20 +319,29 @@ def player_ogg(audio_key: str, index: int, _clip: np.ndarray) -> bytes:
     return ogg_bytes(_clip)
 
 
+# ---- clips at the deck's tempo and key (issue 16: the key shift is part of each cache key) ----
 @st.cache_data(max_entries=64, show_spinner=False)
-def deck_previews(audio_key: str, bpm: float, _extraction) -> list[tuple[bytes, float]]:
-    """Every loop of an analysis stretched to ``bpm`` as a light mono WAV for the live deck,
-    with its length in seconds."""
+def deck_previews(audio_key: str, bpm: float, _extraction,
+                  semitones: tuple[int, ...] = ()) -> list[tuple[bytes, float]]:
+    """Every loop of an analysis stretched to ``bpm`` (and loop k shifted by
+    ``semitones[k]``, default none) as a light mono WAV for the live deck, with its length in
+    seconds. One Rubber Band pass per loop does both (:func:`unmixer.mashup.stretch_clips`)."""
     sr = mashup.PREVIEW_SAMPLE_RATE
     ext = _extraction
     n = mashup.loop_samples(ext.loop_bars, bpm, ext.meter, sr)
     clips = [resample(loop.clip.mean(axis=0), SAMPLE_RATE, sr) for loop in ext.loops]
-    stretched = mashup.stretch_clips(clips, [n] * len(clips), sr)
+    shifts = list(semitones) or [0] * len(clips)
+    stretched = mashup.stretch_clips(clips, [n] * len(clips), sr, semitones=shifts,
+                                     formants=[mashup.keeps_formants(lp.label) for lp in ext.loops])
     return [(wav_bytes(clip, sr), n / sr) for clip in stretched]
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def stretched_clip(audio_key: str, index: int, bpm: float, _extraction) -> np.ndarray:
-    """Loop ``index`` (1-based) of an analysis at ``bpm``, full quality (2, samples)."""
+def stretched_clip(audio_key: str, index: int, bpm: float, _extraction,
+                   semitones: int = 0) -> np.ndarray:
+    """Loop ``index`` (1-based) of an analysis at ``bpm``, shifted by ``semitones``, full
+    quality (2, samples)."""
     ext = _extraction
-    return mashup.stretch_to_bpm(ext.loops[index - 1].clip, ext.loop_bars, ext.meter, bpm)
+    loop = ext.loops[index - 1]
+    return mashup.stretch_to_bpm(loop.clip, ext.loop_bars, ext.meter, bpm, semitones=semitones,
+                                 formant=mashup.keeps_formants(loop.label))

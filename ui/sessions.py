@@ -15,8 +15,10 @@ the code of each kind of element when it first draws one and keeps a failed load
 ("Failed to fetch dynamically imported module" in the element's place, for good); the
 page reloads itself once the server answers again, and gets its songs back from here.
 
-Kept: the songs (name, bytes, source), the loop count and length of each, the loops in the
-mix and their gains, the deck's tempo, length and selection number. The analyses themselves
+Kept: the songs (name, bytes, source; a song opened from a mashup file, which has no audio,
+as a one-song mashup file of its loops), the loop count and length of each and its own
+transposition, the loops in the mix and their gains, the deck's tempo, length, key, Match
+keys and selection number. The analyses themselves
 are in the result cache (:mod:`unmixer.cache`); a song whose analysis is not there is
 analysed again.
 """
@@ -30,6 +32,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -51,8 +54,9 @@ RESTORED = "tab_restored"
 SAVED = "tab_saved"
 """Session key: the JSON last written, to write only changes."""
 
-_CHOICE_PREFIXES = ("n_loops:", "loop_bars:", "in_mix:", "gain:")
-_CHOICE_KEYS = (state.DECK_BPM, state.DECK_BARS, state.DECK_SEQ, state.UPLOADER_GEN)
+_CHOICE_PREFIXES = ("n_loops:", "loop_bars:", "in_mix:", "gain:", "semitones:")
+_CHOICE_KEYS = (state.DECK_BPM, state.DECK_BARS, state.DECK_SEQ, state.UPLOADER_GEN,
+                state.DECK_KEY, state.DECK_MATCH)
 _ID = re.compile(r"[0-9a-f]{32}")
 _PRUNE_EVERY_S = 600.0
 _last_prune = [0.0]
@@ -189,6 +193,12 @@ def restore(tab: str) -> int:
             data = (folder / "songs" / sid).read_bytes()
         except OSError:
             continue
+        if meta.get("source") == "mashup":  # opened from a mashup file: its loops, kept as one
+            opened = _opened_song(data, sid)
+            if opened is not None:
+                state.add_opened_song(opened)
+                added.append(sid)
+            continue
         if state.song_id(data) != sid:  # damaged: leave it out
             continue
         state.add_song(str(meta.get("name", "song")), data,
@@ -227,22 +237,46 @@ def save() -> None:
     if ss.get(SAVED) == text:
         return
     try:
-        write(tab, snapshot, {s.id: s.data for s in songs.values()})
+        write(tab, snapshot, {s.id: s.data if s.can_analyse else (lambda s=s: _mashup_file(s))
+                              for s in songs.values()})
         ss[SAVED] = text
     except OSError as err:  # a full disk must not break the page
         log.warning("keeping tab %s failed: %s", tab, err)
     _maybe_prune()
 
 
-def write(tab: str, snapshot: dict, song_bytes: dict[str, bytes]) -> None:
-    """Write a tab's ``state.json`` and its missing song files (atomically), and delete the
-    files of songs it no longer holds."""
+def _mashup_file(song: state.Song) -> bytes:
+    """A song opened from a mashup file (no audio, its loops only) as a one-song mashup file."""
+    from unmixer import mashup
+
+    result = state.results()[song.id]
+    return mashup.save_mashup(mashup.Mashup(120.0, state.DEFAULT_DECK_BARS, None, False, [
+        mashup.MashupSong(song.id, song.name, result.n_loops, result.extraction,
+                          loop_bars=result.loop_bars)]))
+
+
+def _opened_song(data: bytes, sid: str):
+    """The song ``sid`` of a one-song mashup file written by :func:`_mashup_file`, or None
+    if the file is not that."""
+    from unmixer import mashup
+    from unmixer.errors import UnmixerError
+
+    try:
+        (song,) = mashup.open_mashup(data).songs
+    except (UnmixerError, ValueError):
+        return None
+    return song if song.id == sid else None
+
+
+def write(tab: str, snapshot: dict, song_bytes: dict[str, bytes | Callable[[], bytes]]) -> None:
+    """Write a tab's ``state.json`` and its missing song files (atomically; a callable gives
+    a file's bytes when it is missing), and delete the files of songs it no longer holds."""
     folder = root() / tab
     songs_dir = folder / "songs"
     songs_dir.mkdir(parents=True, exist_ok=True)
     for sid, data in song_bytes.items():
         if not (songs_dir / sid).is_file():
-            _write_atomic(songs_dir / sid, data)
+            _write_atomic(songs_dir / sid, data() if callable(data) else data)
     for path in songs_dir.iterdir():
         if path.name not in song_bytes:
             with contextlib.suppress(OSError):

@@ -9,10 +9,12 @@ import streamlit as st
 
 from ui import engine, state
 from ui.loop_map import loop_caption, loop_color, loop_map_figure
+from ui.pictures import loop_picture
 from ui.state import md_escape
 from unmixer import mashup
 from unmixer.core.audio import wav_bytes
 from unmixer.data import DEMO_ATTRIBUTION, DEMO_SONG, DEMO_TITLE
+from unmixer.loops.key import Key
 
 AUDIO_TYPES = ["wav", "mp3", "ogg", "flac", "m4a", "aac", "aif", "aiff", "opus"]
 
@@ -202,24 +204,31 @@ def ensure_result(song: state.Song) -> state.SongResult | None:
 
 
 # ---------------------------------------------------------------------------- one song
-def song_card(song: state.Song, deck_bpm: float | None) -> None:
-    """A bordered card: title and choices, progress or error, tempo, loop map, loop tiles."""
+def song_card(song: state.Song, deck_bpm: float | None, deck_shift: int = 0) -> None:
+    """A bordered card: title and choices, progress or error, tempo and key, loop map, loop
+    tiles. ``deck_shift``: the song's transposition on the deck (semitones)."""
     with st.container(border=True, key=f"song_{song.id}"):
         head = st.columns([2.4, 0.9, 1.7, 0.8], vertical_alignment="bottom")
+        fixed = None if song.can_analyse else (
+            "Opened from a mashup file: its loops as saved (the song's audio is not in the "
+            "file, so it cannot be analysed again here). Add the song itself to change them.")
         with head[0]:
             st.markdown(f"### {md_escape(song.title)}")
         with head[1]:
             state.kept(st.selectbox, "Loops", state.n_loops_key(song.id),
                        state.DEFAULT_N_LOOPS, options=state.N_LOOPS_CHOICES,
                        format_func=lambda n: "Auto" if n == state.AUTO_LOOPS else str(n),
-                       help="How many loops to pull out of this song (3 to 10), or Auto: "
-                            "Unmixer counts them (2 to 10) from how the bars repeat.")
+                       disabled=fixed is not None,
+                       help=fixed or "How many loops to pull out of this song (3 to 10), or "
+                            "Auto: Unmixer counts them (2 to 10) from how the bars repeat.")
         with head[2]:
             state.kept(st.segmented_control, "Loop length (bars)", state.loop_bars_key(song.id),
                        state.DEFAULT_LOOP_BARS, options=state.LOOP_BARS_CHOICES,
                        format_func=lambda n: "Auto" if n == state.AUTO else str(n),
-                       help="How many bars each loop lasts: Auto finds it from how the song "
-                            "repeats (and checks the bar lines too), or force 1, 2 or 4 bars.")
+                       disabled=fixed is not None,
+                       help=fixed or "How many bars each loop lasts: Auto finds it from how the "
+                                     "song repeats (and checks the bar lines too), or force 1, 2 "
+                                     "or 4 bars.")
         head[3].button("Remove", icon=":material/close:", key=f"remove_{song.id}",
                        help=f"Remove {md_escape(song.title)} from the page (and its loops "
                             "from the mix)",
@@ -231,7 +240,11 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
             st.error(md_escape(result.error), icon=":material/error:")
             return
         ext = result.extraction
-        facts = [f"**{ext.bpm:.1f} BPM**", f"**{ext.meter}/4**", f"{ext.n_bars} bars",
+        key = getattr(ext, "key", None)
+        facts = [f"**{ext.bpm:.1f} BPM**", f"**{ext.meter}/4**"]
+        if key:
+            facts.append(f"**{Key.parse(key).label}**")
+        facts += [f"{ext.n_bars} bars",
                  f"{ext.duration_s:.0f} s", f"{len(ext.loops)} loops{' (auto)' if result.auto else ''} of {ext.loop_bars} "
                  f"bar{'s' if ext.loop_bars > 1 else ''}{' (auto)' if getattr(ext, 'loop_bars_auto', False) else ''}"]
         if getattr(ext, "grid_note", "") not in ("", "as tracked", "given"):
@@ -240,6 +253,8 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
             facts.append("demo song")
         if result.refining:
             facts.append(f"rough loops after {result.seconds:.0f} s {REFINING_BADGE}")
+        elif result.restored:
+            facts.append("opened from a mashup file")
         else:
             facts.append("analysed earlier (from the cache)" if result.from_cache
                          else f"analysed in {result.seconds:.0f} s")
@@ -249,11 +264,12 @@ def song_card(song: state.Song, deck_bpm: float | None) -> None:
             st.warning(note, icon=":material/info:")
         st.plotly_chart(loop_map_figure(ext), key=f"map_{song.id}",
                         config={"displayModeBar": False})
-        _loop_tiles(song, result, deck_bpm)
+        _loop_tiles(song, result, deck_bpm, deck_shift)
         _song_zip(song, result, deck_bpm)
 
 
-def _loop_tiles(song: state.Song, result: state.SongResult, deck_bpm: float | None) -> None:
+def _loop_tiles(song: state.Song, result: state.SongResult, deck_bpm: float | None,
+                deck_shift: int = 0) -> None:
     """One tile per loop. Widget keys use the loop ids (the same for the rough and the
     final loops, so a choice made on a rough loop stays); the audio uses the audio key."""
     per_row = 5
@@ -263,11 +279,11 @@ def _loop_tiles(song: state.Song, result: state.SongResult, deck_bpm: float | No
         cols = st.columns(per_row)
         for col, loop in zip(cols, loops[row_start:row_start + per_row]):
             with col.container(border=True, key=f"tile_{rkey}_{loop.index}"):
-                _loop_tile(song, result, rkey, loop, deck_bpm)
+                _loop_tile(song, result, rkey, loop, deck_bpm, deck_shift)
 
 
 def _loop_tile(song: state.Song, result: state.SongResult, rkey: str, loop,
-               deck_bpm: float | None) -> None:
+               deck_bpm: float | None, deck_shift: int = 0) -> None:
     ext = result.extraction
     akey = state.audio_key(song.id, result)
     lid = state.loop_id(rkey, loop.index)
@@ -275,12 +291,15 @@ def _loop_tile(song: state.Song, result: state.SongResult, rkey: str, loop,
     st.markdown(
         f"<div class='loop-tile-head'><span class='loop-swatch' style='background:{color}'>"
         f"</span><b>Loop {loop.index}</b>{loop_caption(loop.label)}</div>", unsafe_allow_html=True)
+    st.image(loop_picture(akey, loop.index, color, loop.clip), width="stretch")
     st.audio(engine.player_ogg(akey, loop.index, loop.clip), format="audio/ogg")
     state.kept(st.checkbox, "In the mix", state.in_mix_key(lid), False)
     state.kept(st.slider, "Gain", state.gain_key(lid), 0.0, min_value=state.GAIN_RANGE_DB[0],
                max_value=state.GAIN_RANGE_DB[1], step=1.0, format="%+.0f dB",
                help="Loudness of this loop in the mix (dB).")
-    original = mashup.loop_filename(song.title, loop.index, loop.label, ext.bpm)
+    key = mashup.loop_key(ext, loop)
+    shift = deck_shift if key else 0
+    original = mashup.loop_filename(song.title, loop.index, loop.label, ext.bpm, key)
     with st.popover("Download", icon=":material/download:", width="stretch",
                     disabled=result.refining, help=_REFINING_HELP if result.refining else None):
         st.download_button(
@@ -288,11 +307,14 @@ def _loop_tile(song: state.Song, result: state.SongResult, rkey: str, loop,
             file_name=original, mime="audio/wav", on_click="ignore",
             key=f"dl_{lid}_orig", width="stretch")
         if _deck_tempo_ok(ext, loop.clip, deck_bpm):
+            moved = Key.parse(key).transposed(shift).name if key else None
             st.download_button(
-                f"At the deck's tempo ({deck_bpm:.0f} BPM)",
-                data=lambda i=loop.index: wav_bytes(
-                    engine.stretched_clip(akey, i, deck_bpm, ext)),
-                file_name=mashup.loop_filename(song.title, loop.index, loop.label, deck_bpm),
+                f"At the deck's tempo ({deck_bpm:.0f} BPM"
+                + (f", {Key.parse(moved).short}, {shift:+d} st)" if shift else ")"),
+                data=lambda i=loop.index, n=shift: wav_bytes(
+                    engine.stretched_clip(akey, i, deck_bpm, ext, n)),
+                file_name=mashup.loop_filename(song.title, loop.index, loop.label, deck_bpm,
+                                               moved),
                 mime="audio/wav", on_click="ignore", key=f"dl_{lid}_deck",
                 width="stretch")
     if loop.label == "drums":  # straight to the Drum Splitter with this loop as its input

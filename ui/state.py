@@ -21,6 +21,10 @@ Keys
 ``gain:<loop>``      the loop's gain in the mix (dB)
 ``deck_bpm``         the deck's tempo (BPM); ``deck_bars``: length of the rendered mix (bars)
 ``deck_seq``         number of the last selection received from the live deck
+``deck_key``         the deck's key ("A minor"; first: the first song's key)
+``deck_match_keys``  whether pitched loops are transposed to the deck's key
+``semitones:<song>`` the user's own transposition of a song on the deck ("auto" or -6..+6)
+``mashup_ids_seen``  "Open mashup" uploads already opened; ``mashup_message``: what it said
 
 A widget never owns a choice: each choice ``<key>`` above is a plain session-state value,
 and its widget uses the key ``w:<key>`` (see :func:`kept`). Streamlit deletes a widget's
@@ -54,6 +58,14 @@ DECK_CLIPS = "deck_clips"
 DECK_BPM = "deck_bpm"
 DECK_BARS = "deck_bars"
 DECK_SEQ = "deck_seq"
+DECK_KEY = "deck_key"
+DECK_MATCH = "deck_match_keys"
+MASHUP_UPLOADER = "mashup_uploader"
+MASHUP_IDS_SEEN = "mashup_ids_seen"
+MASHUP_MESSAGE = "mashup_message"
+AUTO_SHIFT = "auto"
+"""A song's transposition chosen by the deck (:func:`unmixer.mashup.key.song_shift`)."""
+SHIFT_CHOICES = (AUTO_SHIFT,) + tuple(range(-6, 7))
 
 AUTO_LOOPS = AUTO
 """The loop count chosen from the song (:func:`unmixer.loops.loopcount.estimate_loop_count`)."""
@@ -126,8 +138,14 @@ class Song:
     id: str
     name: str
     data: bytes = field(repr=False)
-    source: str = "upload"  # "upload" or "demo"
+    source: str = "upload"  # "upload", "demo", or "mashup" (opened from a file: no audio)
     upload_id: str | None = None
+
+    @property
+    def can_analyse(self) -> bool:
+        """Whether the song's audio is here (a song opened from a mashup file has its loops
+        only)."""
+        return bool(self.data)
 
     @property
     def title(self) -> str:
@@ -153,6 +171,7 @@ class SongResult:
     seconds: float = 0.0
     from_cache: bool = False
     refining: bool = False
+    restored: bool = False  # opened from a mashup file (no analysis ran here)
 
     @property
     def params(self) -> tuple[int | str, int]:
@@ -177,8 +196,10 @@ def result_key(song: str, n_loops: int | str, loop_bars: int) -> str:
 def audio_key(song: str, result: SongResult) -> str:
     """Identifies the sound of one analysis, for the clip caches and the deck's clips: the
     result key, plus ``~rough`` for a quick first result (the same loop ids, so choices
-    stay, but other sounds)."""
-    return result_key(song, *result.params) + ("~rough" if result.refining else "")
+    stay, but other sounds) and ``~file`` for loops opened from a mashup file (which may
+    come from another engine version than this server's analyses)."""
+    return (result_key(song, *result.params) + ("~rough" if result.refining else "")
+            + ("~file" if result.restored else ""))
 
 
 def loop_id(result: str, index: int) -> str:
@@ -202,15 +223,21 @@ def gain_key(loop: str) -> str:
     return f"gain:{loop}"
 
 
+def semitones_key(song: str) -> str:
+    return f"semitones:{song}"
+
+
 def init() -> None:
-    """Create the containers (idempotent; run at the top of every page)."""
+    """Create the containers (idempotent; run at the top of every page). The deck's choices
+    (length, Match keys) are not set here but by their widgets (:func:`kept`), so that a
+    kept tab's choices (:mod:`ui.sessions`) come back into a new session."""
     ss = st.session_state
     ss.setdefault(SONGS, {})
     ss.setdefault(RESULTS, {})
     ss.setdefault(UPLOAD_IDS_SEEN, set())
     ss.setdefault(UPLOAD_IDS_LAST, [])
     ss.setdefault(DECK_SEQ, 0)
-    ss.setdefault(DECK_BARS, DEFAULT_DECK_BARS)
+    ss.setdefault(MASHUP_IDS_SEEN, set())
 
 
 def widget_key(key: str) -> str:
@@ -323,3 +350,58 @@ def set_selection(ids: list[str], seq: int) -> None:
         if widget_key(key) in ss:
             ss[widget_key(key)] = ss[key]
     ss[DECK_SEQ] = max(int(seq), int(ss.get(DECK_SEQ, 0)))
+
+
+def semitones(sid: str) -> int | None:
+    """The user's own transposition of a song on the deck, or None (the deck chooses)."""
+    value = st.session_state.get(semitones_key(sid), AUTO_SHIFT)
+    return None if value in (AUTO_SHIFT, None) else int(value)
+
+
+def set_choice(key: str, value: Any) -> None:
+    """Set a kept choice and its widget (before the widget is drawn, e.g. in a callback)."""
+    st.session_state[key] = value
+    st.session_state[widget_key(key)] = value
+
+
+def add_opened_song(song) -> SongResult:
+    """Put one song of an opened mashup (:class:`unmixer.mashup.MashupSong`) on the page with
+    its saved loops as its result (no analysis); its choices are left as they are. A song
+    already on the page keeps its audio (so it can still be re-analysed)."""
+    store = songs()
+    if song.id not in store:
+        store[song.id] = Song(song.id, song.name, b"", source="mashup")
+    ext = song.extraction
+    bars = loop_length(ext.loop_bars if song.loop_bars is None else song.loop_bars)
+    result = SongResult(loop_count(song.n_loops), bars, ext, restored=True)
+    results()[song.id] = result
+    return result
+
+
+def apply_mashup(mashup) -> None:
+    """Put an opened mashup (:class:`unmixer.mashup.Mashup`) on the page: its songs with
+    their saved loops (no analysis), its tempo, length and key, and exactly its loops in the
+    mix, at their gains. Songs already on the page stay (one with the same id takes the
+    saved loops; it keeps its audio, so it can still be re-analysed)."""
+    ss = st.session_state
+    for key in [k for k in ss.keys() if isinstance(k, str) and k.startswith("in_mix:")]:
+        set_choice(key, False)
+    for song in mashup.songs:
+        result = add_opened_song(song)
+        set_choice(n_loops_key(song.id), result.n_loops)
+        set_choice(loop_bars_key(song.id), result.loop_bars)
+        set_choice(semitones_key(song.id), AUTO_SHIFT if song.semitones is None
+                   else int(song.semitones))
+        ext = song.extraction
+        rkey = result_key(song.id, *result.params)
+        for loop in ext.loops:
+            lid = loop_id(rkey, loop.index)
+            set_choice(gain_key(lid), float(song.gains_db.get(loop.index, 0.0)))
+            set_choice(in_mix_key(lid), loop.index in song.in_mix)
+    set_choice(DECK_BPM, round(float(mashup.bpm), 1))
+    bars = min(DECK_BARS_CHOICES, key=lambda n: abs(n - int(mashup.n_bars)))
+    set_choice(DECK_BARS, bars)
+    if mashup.key is not None:
+        set_choice(DECK_KEY, mashup.key)
+    set_choice(DECK_MATCH, bool(mashup.match_keys))
+    ss[DECK_SEQ] = int(ss.get(DECK_SEQ, 0)) + 1  # the deck takes this selection

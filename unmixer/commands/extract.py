@@ -6,10 +6,11 @@ Writes, in DIR:
 * ``tracks/loop_01.wav …``: the full-length loop tracks (they sum to the song), nothing else;
   with ``--foreground`` also ``tracks/foreground.wav`` (what no loop explains; the loop tracks
   and it sum to the song);
-* ``loop_map.json``: ``bpm``, ``meter``, ``downbeats_s``, ``loop_bars`` (``loop_bars_auto``,
-  ``grid``: how the bar grid was corrected), ``explained`` (the share of each bar its
-  loops predict from the others, null if unmeasured), ``barely_repeats``, ``activations``
-  (K lists, one value per bar), ``chosen_bar``, ``labels``, ``timings_s``;
+* ``loop_map.json``: ``bpm``, ``meter``, ``key`` ("A minor"), ``key_camelot`` ("8A"),
+  ``key_confidence``, ``downbeats_s``, ``loop_bars`` (``loop_bars_auto``, ``grid``: how the
+  bar grid was corrected), ``explained`` (the share of each bar its loops predict from the
+  others, null if unmeasured), ``barely_repeats``, ``activations`` (K lists, one value per
+  bar), ``chosen_bar``, ``labels``, ``pitched`` (K booleans), ``timings_s``;
 * ``loop_map.png``: a picture of the loop map.
 """
 
@@ -299,15 +300,21 @@ def run(args: argparse.Namespace) -> int:
     length = f"{extraction.loop_bars} bar{'s' if extraction.loop_bars > 1 else ''}"
     length += " (auto)" if extraction.loop_bars_auto else ""
     grid = "" if extraction.grid_note in ("", "as tracked") else f"; grid: {extraction.grid_note}"
+    key = ""
+    if extraction.key:
+        from unmixer.loops.key import Key
+
+        key = f"{Key.parse(extraction.key).label} ({extraction.key_confidence:.0%} sure), "
     print(f"{song.name}: {len(extraction.loops)} loops{chosen} of {length}, {extraction.bpm:.1f} BPM, "
-          f"{extraction.meter}/4, {extraction.n_bars} bars{grid} -> {out}/")
+          f"{extraction.meter}/4, {key}{extraction.n_bars} bars{grid} -> {out}/")
     note = extraction.repetition_note()
     if note:
         print(f"  {note}")
     if args.foreground:  # its track was written while computed (streamed, not kept)
         print(f"  foreground: {extraction.foreground_energy:.0%} of the song -> {out}/tracks/foreground.wav")
     for loop in extraction.loops:
-        print(f"  loop {loop.index:02d}  {loop.label:<10}  from bar {loop.chosen_bar + 1}")
+        pitch = "pitched" if loop.pitched else "unpitched"
+        print(f"  loop {loop.index:02d}  {loop.label:<10}  {pitch:<9}  from bar {loop.chosen_bar + 1}")
     stages = "  ".join(f"{k} {extraction.timings_s[k]:.1f}s" for k in ORDER if k in extraction.timings_s)
     print(f"time: {stages}  total {total:.1f}s")
     return 0

@@ -79,6 +79,7 @@ class SynthSong:
     loop_bars : list of int, bars of each loop's pattern
     instruments : list of str, from :data:`INSTRUMENTS`
     sr : int, Hz
+    key : str or None, the planted key ("A minor"), None when each loop has its own
     """
 
     mix: np.ndarray
@@ -90,6 +91,7 @@ class SynthSong:
     loop_bars: list
     instruments: list
     sr: int = SAMPLE_RATE
+    key: str | None = None
 
 
 # ----------------------------------------------------------------------------- sounds
@@ -172,19 +174,67 @@ def _drum_pattern(rng, meter, bars, sr, kit=None):
     return events
 
 
-def _tonal_pattern(rng, meter, bars, sr, kind):
+_MINOR_SCALE = np.array([0, 2, 3, 5, 7, 8, 10])
+_MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
+_BASE_NOTE = {"pad": 48, "bass": 28, "pluck": 60, "lead": 64, "vocal": 55}
+"""MIDI note of each kind's register: its notes lie from there up (a root offset 0-11 above)."""
+
+_PROGRESSIONS = {"major": ((0, 3, 4, 0), (0, 5, 3, 4), (0, 4, 5, 3), (0, 3, 0, 4)),
+                 "minor": ((0, 3, 4, 0), (0, 5, 2, 4), (0, 3, 5, 4), (0, 6, 5, 4))}
+"""Chord progressions of a song with a planted key (scale degrees, 0 = the tonic chord; in
+minor the chord on degree 4 is the major dominant, with the raised leading tone)."""
+
+_DEGREE_WEIGHTS = np.array([4.0, 1.0, 2.5, 1.0, 3.0, 1.0, 0.7])
+"""How often a melody or bass note of a song with a planted key lands on each scale degree:
+the tonic triad (degrees 0, 2, 4) most, so the key is heard."""
+
+
+def _keyed_pattern(rng, meter, bars, kind, key):
+    """Events of a tonal loop in ``key`` (tonic pitch class, "major" or "minor")."""
+    tonic, mode = key
+    scale = _MAJOR_SCALE if mode == "major" else _MINOR_SCALE
+    base = _BASE_NOTE[kind] + (tonic - _BASE_NOTE[kind]) % 12  # the tonic in this register
+    events = []
+    if kind == "pad":
+        progression = _PROGRESSIONS[mode][rng.integers(0, len(_PROGRESSIONS[mode]))]
+        for bar in range(bars):
+            degree = progression[bar % len(progression)]
+            chord = [int(scale[(degree + i) % 7]) + 12 * ((degree + i) // 7) for i in (0, 2, 4)]
+            if mode == "minor" and degree == 4:
+                chord[1] += 1  # the leading tone: V, not v
+            events.append((bar * meter, meter, ("pad", base + np.array(chord)), 0.5))
+        return events
+    weights = _DEGREE_WEIGHTS / _DEGREE_WEIGHTS.sum()
+    step = {"bass": 1.0, "pluck": 0.5, "lead": rng.choice([0.5, 1.0]), "vocal": 1.0}[kind]
+    pos, total = 0.0, bars * meter
+    while pos < total - 1e-9:
+        if rng.random() < (0.8 if kind != "vocal" else 0.7):
+            dur = min(step * (2 if kind in ("vocal", "lead") and rng.random() < 0.4 else 1),
+                      total - pos)
+            degree = 0 if not events else int(rng.choice(7, p=weights))  # start on the tonic
+            note = base + int(scale[degree]) + (12 if rng.random() < 0.1 else 0)
+            events.append((pos, dur, (kind, note), 0.6))
+            pos += dur
+        else:
+            pos += step
+    return events or [(0.0, step, (kind, base), 0.6)]
+
+
+def _tonal_pattern(rng, meter, bars, sr, kind, key=None):
+    if key is not None:
+        return _keyed_pattern(rng, meter, bars, kind, key)
     root = rng.integers(0, 12)
-    scale = np.array([0, 2, 3, 5, 7, 8, 10]) if rng.random() < 0.5 else np.array([0, 2, 4, 5, 7, 9, 11])
+    scale = _MINOR_SCALE if rng.random() < 0.5 else _MAJOR_SCALE
     events = []
     if kind == "pad":
         for bar in range(bars):
             degree = rng.integers(0, 7)
             chord = [scale[(degree + i) % 7] + 12 * ((degree + i) // 7) for i in (0, 2, 4)]
-            notes = 48 + root + np.array(chord)
+            notes = _BASE_NOTE["pad"] + root + np.array(chord)
             events.append((bar * meter, meter, ("pad", notes), 0.5))
         return events
     step = {"bass": 1.0, "pluck": 0.5, "lead": rng.choice([0.5, 1.0]), "vocal": 1.0}[kind]
-    octave = {"bass": 28, "pluck": 60, "lead": 64, "vocal": 55}[kind]
+    octave = _BASE_NOTE[kind]
     pos = 0.0
     total = bars * meter
     while pos < total - 1e-9:
@@ -232,7 +282,7 @@ def _render_note(spec, dur_s, sr, rng):
     return (y * _env(n, sr, 0.04, 1.5) * 0.6).astype(np.float32)
 
 
-def _render_loop(instrument, rng, meter, bars, bpm, sr, swing):
+def _render_loop(instrument, rng, meter, bars, bpm, sr, swing, key=None):
     """One pass of the loop's pattern, shape=(samples,), plus the ring-out beyond it."""
     beat = 60.0 / bpm
     length = int(round(bars * meter * beat * sr))
@@ -243,7 +293,7 @@ def _render_loop(instrument, rng, meter, bars, bpm, sr, swing):
             program = int(GM_KITS[rng.integers(0, len(GM_KITS))])
         events = _drum_pattern(rng, meter, bars, sr, _GM_DRUM_KEYS if gm else None)
     else:
-        events = _tonal_pattern(rng, meter, bars, sr, kind)
+        events = _tonal_pattern(rng, meter, bars, sr, kind, key)
     out = np.zeros(length + 2 * sr, dtype=np.float32)
     if swing:  # off-beat eighths are delayed
         events = [(pos + swing * 0.5 if (pos * 2) % 2 == 1 else pos, dur, sound, gain)
@@ -376,6 +426,7 @@ def make_song(
     family: str = "composed",
     instruments: list | None = None,
     swing: float = 0.0,
+    key: str | None = None,
     sr: int = SAMPLE_RATE,
 ) -> SynthSong:
     """Generate a loop-based song with its ground truth.
@@ -395,6 +446,12 @@ def make_song(
         (default: drums, bass, pad, lead, pluck, vocal, ... cycled); General MIDI instruments
         are rendered with fluidsynth
     swing : float in [0, 1): delay of off-beat eighths, as a fraction of an eighth
+    key : str, optional, a planted key ("A minor", "F# major", "8A": anything
+        :meth:`unmixer.loops.key.Key.parse` reads). Every tonal loop then plays in it: the
+        chords follow a progression that starts on the tonic chord (in minor with a major
+        dominant), melodies and bass lines start on the tonic and favour the tonic triad.
+        Default None: each loop picks its own root and scale, as always (the output of the
+        other arguments does not change), so a song has no single key.
     sr : int, Hz
 
     Returns
@@ -404,11 +461,18 @@ def make_song(
     Raises
     ------
     UnmixerError
-        If a loop length does not divide ``block_bars``, or an instrument is unknown.
+        If a loop length does not divide ``block_bars``, an instrument is unknown, or
+        ``key`` names no key.
     UnmixerError
         If a General MIDI instrument is asked for and fluidsynth or the soundfont is missing.
     """
     rng = np.random.default_rng(seed)
+    planted = None
+    if key is not None:
+        from unmixer.loops.key import Key
+
+        parsed = Key.parse(key)
+        planted = (parsed.tonic, parsed.mode)
     if instruments is None:
         cycle = ["drums", "bass", "pad", "lead", "pluck", "vocal"]
         instruments = [cycle[k % len(cycle)] for k in range(n_loops)]
@@ -427,7 +491,7 @@ def make_song(
     total = int(round(n_bars * bar_s * sr))
     stems = np.zeros((n_loops, 2, total), dtype=np.float32)
     for k, (inst, bars) in enumerate(zip(instruments, bars_of)):
-        loop, period = _render_loop(inst, rng, meter, bars, bpm, sr, swing)
+        loop, period = _render_loop(inst, rng, meter, bars, bpm, sr, swing, planted)
         mono = np.zeros(total + len(loop), dtype=np.float32)
         for b in range(0, n_bars, bars):
             if layout[k, b]:
@@ -444,7 +508,7 @@ def make_song(
     scale = 0.9 / max(float(np.abs(mix).max()), 1e-9)
     return SynthSong((mix * scale).astype(np.float32), (stems * scale).astype(np.float32),
                      layout.astype(np.int8), downbeats, float(bpm), int(meter), bars_of,
-                     list(instruments), sr)
+                     list(instruments), sr, None if key is None else parsed.name)
 
 
 def make_song_with_melody(seed: int = 0, *, melody_db: float = 0.0, notes_per_beat: int = 1,
@@ -498,4 +562,4 @@ def make_song_with_melody(seed: int = 0, *, melody_db: float = 0.0, notes_per_be
     layout = np.vstack([song.layout, np.ones((1, song.layout.shape[1]), dtype=np.int8)])
     return SynthSong((mix * scale).astype(np.float32), (stems * scale).astype(np.float32), layout,
                      song.downbeats_s, song.bpm, song.meter, song.loop_bars + [1],
-                     song.instruments + ["foreground"], sr)
+                     song.instruments + ["foreground"], sr, song.key)

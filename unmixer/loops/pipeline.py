@@ -20,6 +20,7 @@ from unmixer.core.spectrum import LazySTFT, istft, stft
 from unmixer.errors import UnmixerError
 from unmixer.loops import AUTO, LOOP_BARS, MAX_LOOPS, MIN_LOOPS
 from unmixer.loops import beats as beats_mod
+from unmixer.loops import key as key_mod
 from unmixer.loops.bargrid import search_grid
 from unmixer.loops.beats import BeatGrid
 from unmixer.loops.cube import CubeGrid, log_bands, make_grid, pool_cube, segment_boundaries_s, spectral_cube
@@ -60,7 +61,8 @@ def warm_up() -> None:
     """Get ready for :func:`extract_loops` while the caller decodes the song, in a background
     thread: import librosa's parts the engine uses and run its STFT and inverse STFT once
     (3-7 s on a busy 2-core machine, otherwise paid in the cube and loops stages), and load
-    madmom's downbeat networks (:func:`unmixer.loops.beats.warm_up`)."""
+    madmom's downbeat networks (:func:`unmixer.loops.beats.warm_up`) and its key CNN
+    (:func:`unmixer.loops.key.warm_up`)."""
     import threading
 
     threading.Thread(target=_warm_up, name="unmixer-warm-up", daemon=True).start()
@@ -75,6 +77,7 @@ def _warm_up() -> None:
     with beats_mod.NUMBA_LOCK:  # never two threads compiling numba code at once
         istft(stft(x), x.shape[-1])  # librosa's first STFT and inverse STFT load their numba code
     beats_mod.warm_up()
+    key_mod.warm_up()
 
 
 Progress = Callable[[str, float], None]
@@ -97,6 +100,8 @@ class LoopResult:
     chosen_bar : int, 0-based index of the clip's first bar
     energy : float in [0, 1], the share of the song's energy that the loop's Wiener masks
         keep (on the spectral cube; the loops' shares sum to 1)
+    pitched : bool, whether the clip has a pitch to transpose (not drums, not noise:
+        :func:`unmixer.loops.key.is_pitched`)
     """
 
     index: int
@@ -106,6 +111,7 @@ class LoopResult:
     activation: np.ndarray
     chosen_bar: int
     energy: float
+    pitched: bool = True
 
 
 @dataclass
@@ -125,6 +131,9 @@ class Extraction:
     shape=(2, song samples), float32: what no loop explains (the loops' tracks and it sum to
     the song); else None. ``foreground_energy``: its mask share of the song's energy (0
     without it).
+    ``key``: the song's key as :meth:`unmixer.loops.key.Key.parse` reads it ("A minor"), and
+    ``key_confidence`` its probability (:func:`unmixer.loops.key.detect_key`); None when
+    unknown (an Extraction made by other code).
     """
 
     sr: int
@@ -161,6 +170,8 @@ class Extraction:
             return ""
         return (f"This song barely repeats: its loops predict only {self.explained:.0%} of each bar "
                 "from the others, so they are rough.")
+    key: str | None = None
+    key_confidence: float | None = None
 
     @property
     def n_bars(self) -> int:
@@ -190,42 +201,92 @@ class Extraction:
             "timings_s": {k: round(float(v), 3) for k, v in self.timings_s.items()},
             "duration_s": round(float(self.duration_s), 3),
             "sr": int(self.sr),
+            "key": self.key,
+            "key_camelot": None if self.key is None else key_mod.Key.parse(self.key).camelot,
+            "key_confidence": None if self.key_confidence is None
+            else round(float(self.key_confidence), 4),
+            "pitched": [bool(loop.pitched) for loop in self.loops],
         }
 
-    def save(self, directory: str | Path) -> None:
-        """Store losslessly (float32 npz + json) in ``directory``; see :meth:`load`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def metadata(self) -> dict:
+        """Everything but the audio, JSON-serialisable and at full precision: :meth:`summary`
+        plus the beat times and the loops' energies. With the clips (and tracks, and the
+        foreground track) it rebuilds the Extraction (:meth:`from_metadata`)."""
         meta = self.summary()
         meta["beats_s"] = [float(x) for x in self.beats_s]
         meta["downbeats_s"] = [float(x) for x in self.downbeats_s]
         meta["energy"] = [float(loop.energy) for loop in self.loops]
         meta["bpm"] = float(self.bpm)
+        meta["key_confidence"] = self.key_confidence
+        meta["explained"] = None if np.isnan(self.explained) else float(self.explained)
+        meta["foreground_energy"] = float(self.foreground_energy)
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: dict, clips: list[np.ndarray], tracks: list[np.ndarray] | None = None,
+                      activations: np.ndarray | None = None,
+                      foreground: np.ndarray | None = None) -> "Extraction":
+        """The Extraction of :meth:`metadata` and its loops' audio.
+
+        Parameters
+        ----------
+        meta : dict, from :meth:`metadata`
+        clips : list of np.ndarray, each shape=(2, samples), one per loop, in order
+        tracks : list of np.ndarray, optional (default: empty tracks, shape (2, 0))
+        activations : np.ndarray, shape=(K, n_bars), optional (default: ``meta``'s, rounded)
+        foreground : np.ndarray, shape=(2, song samples), optional, the foreground track
+
+        Raises
+        ------
+        KeyError, ValueError, TypeError
+            If ``meta`` misses a field or holds one of the wrong type.
+        """
+        labels = meta["labels"]
+        if len(clips) != len(labels):
+            raise ValueError(f"{len(labels)} loops but {len(clips)} clips")
+        acts = np.asarray(meta["activations"] if activations is None else activations,
+                          dtype=np.float32)
+        pitched = meta.get("pitched") or [True] * len(labels)
+        empty = np.zeros((2, 0), dtype=np.float32)
+        loops = [LoopResult(i + 1, str(label), np.asarray(clips[i], dtype=np.float32),
+                            empty if tracks is None else tracks[i], acts[i], int(chosen),
+                            float(energy), bool(tonal))
+                 for i, (label, chosen, energy, tonal) in enumerate(
+                     zip(labels, meta["chosen_bar"], meta["energy"], pitched))]
+        confidence = meta.get("key_confidence")
+        return cls(int(meta["sr"]), float(meta["duration_s"]), float(meta["bpm"]),
+                   int(meta["meter"]), np.asarray(meta["beats_s"], dtype=np.float64),
+                   np.asarray(meta["downbeats_s"], dtype=np.float64), int(meta["loop_bars"]),
+                   loops, dict(meta.get("timings_s") or {}),
+                   loop_bars_auto=bool(meta.get("loop_bars_auto", False)),
+                   n_loops_auto=bool(meta.get("n_loops_auto", False)),
+                   grid_note=str(meta.get("grid", "")),
+                   explained=float("nan") if meta.get("explained") is None else float(meta["explained"]),
+                   foreground=foreground, foreground_energy=float(meta.get("foreground_energy", 0.0)),
+                   key=meta.get("key"),
+                   key_confidence=None if confidence is None else float(confidence))
+
+    def save(self, directory: str | Path) -> None:
+        """Store losslessly (float32 npz + json) in ``directory``; see :meth:`load`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         np.savez(directory / "loops.npz",
                  **{f"clip_{i}": loop.clip for i, loop in enumerate(self.loops)},
                  **{f"track_{i}": loop.track for i, loop in enumerate(self.loops)},
                  **({} if self.foreground is None else {"foreground": self.foreground}),
                  activations=self.activations)
-        (directory / "extraction.json").write_text(json.dumps(meta))
+        (directory / "extraction.json").write_text(json.dumps(self.metadata()))
 
     @classmethod
     def load(cls, directory: str | Path) -> "Extraction":
         """Read what :meth:`save` wrote. Raises FileNotFoundError or KeyError if incomplete."""
         directory = Path(directory)
         meta = json.loads((directory / "extraction.json").read_text())
+        n = len(meta["labels"])
         with np.load(directory / "loops.npz") as data:
-            foreground = data["foreground"] if "foreground" in data.files else None
-            loops = [
-                LoopResult(i + 1, label, data[f"clip_{i}"], data[f"track_{i}"],
-                           data["activations"][i], chosen, energy)
-                for i, (label, chosen, energy) in enumerate(
-                    zip(meta["labels"], meta["chosen_bar"], meta["energy"]))
-            ]
-        return cls(meta["sr"], meta["duration_s"], meta["bpm"], meta["meter"],
-                   np.asarray(meta["beats_s"]), np.asarray(meta["downbeats_s"]),
-                   meta["loop_bars"], loops, meta["timings_s"], bool(meta.get("loop_bars_auto", False)),
-                   bool(meta.get("n_loops_auto", False)), str(meta.get("grid", "")),
-                   float(meta.get("explained") if meta.get("explained") is not None else "nan"), foreground, float(meta.get("foreground_energy", 0.0)))
+            return cls.from_metadata(meta, [data[f"clip_{i}"] for i in range(n)],
+                                     [data[f"track_{i}"] for i in range(n)], data["activations"],
+                                     data["foreground"] if "foreground" in data.files else None)
 
 
 class _Stages:
@@ -674,11 +735,15 @@ def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, g
     loop_map = segment_map_to_bars(activations, grid.loop_bars, grid.beats.n_bars)
     clips = [cut_loop(excerpts[rank], int(starts[chosen[k]] - lo[k]), int(starts[chosen[k] + 1] - lo[k]), fade)
              for rank, k in enumerate(order)]
+    def describe(clip: np.ndarray) -> tuple[str, bool]:
+        label = label_loop(clip, sr)
+        return label, key_mod.is_pitched(clip, sr, label)
+
     with ThreadPoolExecutor(2, thread_name_prefix="unmixer-labels") as pool:  # librosa releases the GIL
-        labels = list(pool.map(lambda clip: label_loop(clip, sr), clips))
+        labels, pitched = zip(*pool.map(describe, clips)) if clips else ((), ())
     empty = np.zeros((audio.shape[0], 0), dtype=np.float32)
     loops = [LoopResult(rank + 1, labels[rank], clips[rank], tracks[rank] if tracks is not None else empty,
-                        loop_map[k], int(chosen[k]) * grid.loop_bars, float(energies[k]))
+                        loop_map[k], int(chosen[k]) * grid.loop_bars, float(energies[k]), pitched[rank])
              for rank, k in enumerate(order)]
     rest = Foreground(explained)
     if fg is not None:
@@ -689,18 +754,22 @@ def build_loops(loop_model: LoopModel, cube: np.ndarray, mix_spec: np.ndarray, g
 
 def _preview(model: NTDResult, cube: np.ndarray, grid: SongGrid, mix_spec: np.ndarray,
              audio: np.ndarray, settings: EngineSettings, stages: "_Stages",
-             preview: Callable[["Extraction"], None], sr: int) -> None:
-    """Build the rough loops of ``model`` (no refit, clips only) and hand them to ``preview``."""
+             preview: Callable[["Extraction"], None], sr: int,
+             song_key: key_mod.PendingKey | None = None) -> None:
+    """Build the rough loops of ``model`` (no refit, clips only) and hand them to ``preview``
+    (with the song's key if it is known by then: the rough loops never wait for it)."""
     built = build_loops(fit_loop_model(model, cube, grid.n_loops, settings, refine=False),
                         cube, mix_spec, grid, audio, settings, with_tracks=False, sr=sr)
-    result = _extraction(grid, built, audio.shape[-1], dict(stages.timings), sr)
+    result = _extraction(grid, built, audio.shape[-1], dict(stages.timings), sr,
+                         song_key if song_key is not None and song_key.done() else None)
     result.timings_s["first_result"] = time.perf_counter() - stages.t_start
     preview(result)
 
 
 def _quick_preview(magnitude: np.ndarray, mix_spec: np.ndarray, audio: np.ndarray,
                    n_loops: int | str, loop_bars: int, settings: EngineSettings, stages: "_Stages",
-                   preview: Callable[["Extraction"], None], sr: int) -> bool:
+                   preview: Callable[["Extraction"], None], sr: int,
+                   song_key: key_mod.PendingKey | None = None) -> bool:
     """The rough loops on a quick grid (:func:`unmixer.loops.beats.quick_beats`), while madmom
     tracks the downbeats: the grid choice, the cube and ``settings.preview_iter`` NTD
     iterations on it. Returns False (no preview given) when the quick tracker finds no grid."""
@@ -713,18 +782,22 @@ def _quick_preview(magnitude: np.ndarray, mix_spec: np.ndarray, audio: np.ndarra
         return False
     model = decompose(cube, grid.n_loops, replace(settings, n_iter=settings.preview_iter,
                                                   ntd_bands=PREVIEW_NTD_BANDS))
-    _preview(model, cube, grid, mix_spec, audio, settings, stages, preview, sr)
+    _preview(model, cube, grid, mix_spec, audio, settings, stages, preview, sr, song_key)
     return True
 
 
 def _extraction(grid: SongGrid, built: tuple[list[LoopResult], Foreground], length: int,
-                timings: dict[str, float], sr: int) -> Extraction:
+                timings: dict[str, float], sr: int,
+                song_key: key_mod.PendingKey | None = None) -> Extraction:
     b = grid.beats
     loops, rest = built
+    estimate = None if song_key is None else song_key.result()
     return Extraction(sr, length / sr, b.bpm, b.meter, b.beats_s, b.downbeats_s, grid.loop_bars,
                       loops, timings, grid.auto_bars, grid.auto_count, grid.note,
                       1.0 - min(max(grid.heldout_error, 0.0), 1.0) if np.isfinite(grid.heldout_error)
-                      else float("nan"), rest.track, rest.energy)
+                      else float("nan"), rest.track, rest.energy,
+                      None if estimate is None else estimate.key.name,
+                      None if estimate is None else estimate.confidence)
 
 
 def extract_loops(
@@ -868,6 +941,7 @@ def extract_loops(
     stages = _Stages(progress)
 
     stages.start("downbeats")
+    song_key = key_mod.start_key_detection(audio, sr)  # on a thread, beside the tracker
     early = preview is not None and downbeats_s is None and beat_grid is None and preview_grid == "quick"
     mix_spec = None
 
@@ -884,7 +958,7 @@ def extract_loops(
             mix_spec, magnitude = spectrum()  # meanwhile
             if early:  # and the rough loops from a quick grid
                 early = _quick_preview(magnitude, mix_spec, audio, n_loops, loop_bars, settings, stages,
-                                       preview, sr)
+                                       preview, sr, song_key)
             tracked = tracking.result()
     else:
         tracked = track_grid(audio, sr, downbeats_s, meter, beat_grid)
@@ -900,7 +974,7 @@ def extract_loops(
     stages.start("decomposition")
 
     def rough(model: NTDResult) -> None:  # the quick first result: no refit, clips only
-        _preview(model, cube, grid, mix_spec, audio, settings, stages, preview, sr)
+        _preview(model, cube, grid, mix_spec, audio, settings, stages, preview, sr, song_key)
 
     model = decompose(cube, grid.n_loops, settings, update=stages.update,
                       rough=rough if preview is not None and not early else None)
@@ -910,4 +984,4 @@ def extract_loops(
                         audio, settings, with_tracks=tracks, update=stages.update,
                         on_track_chunk=on_track_chunk, sr=sr)
     stages.finish()
-    return _extraction(grid, built, length, stages.timings, sr)
+    return _extraction(grid, built, length, stages.timings, sr, song_key)

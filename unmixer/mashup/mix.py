@@ -52,24 +52,61 @@ def render_mix(clips: Sequence[np.ndarray], gains_db: Sequence[float], n_samples
         If ``clips`` and ``gains_db`` differ in length, a clip is empty, or
         ``n_samples <= 0``.
     """
-    if len(clips) != len(gains_db):
-        raise UnmixerError(f"{len(clips)} loops but {len(gains_db)} gains.")
-    n_samples = int(n_samples)
-    if n_samples <= 0:
-        raise UnmixerError("A mix lasts at least one sample.")
+    n_samples = _checked(clips, gains_db, n_samples)
     mix = np.zeros((2, n_samples), dtype=np.float32)
     for clip, gain in zip(clips, db_to_gain(np.asarray(gains_db, dtype=np.float32))):
-        clip = to_stereo(clip)
-        if clip.shape[-1] == 0:
-            raise UnmixerError("Cannot mix an empty loop.")
-        repeats = -(-n_samples // clip.shape[-1])
-        mix += gain * np.tile(clip, (1, repeats))[:, :n_samples]
+        mix += _laid_out(clip, gain, n_samples)
+    mix *= _ceiling_scale(mix, ceiling_dbfs)
+    return mix
+
+def render_stems(clips: Sequence[np.ndarray], gains_db: Sequence[float], n_samples: int, *,
+                 ceiling_dbfs: float | None = PEAK_CEILING_DBFS) -> list[np.ndarray]:
+    """Each loop of :func:`render_mix` on its own track: the same start (sample 0 = bar 1),
+    length, gain and peak scaling, so the stems sum to the mix (for a DAW).
+
+    Parameters
+    ----------
+    clips, gains_db, n_samples, ceiling_dbfs : as :func:`render_mix`
+
+    Returns
+    -------
+    list of np.ndarray, float32, each shape=(2, n_samples), in the order of ``clips``; their
+    sum is ``render_mix(clips, gains_db, n_samples, ceiling_dbfs=ceiling_dbfs)``.
+
+    Raises
+    ------
+    UnmixerError
+        As :func:`render_mix`.
+    """
+    n_samples = _checked(clips, gains_db, n_samples)
+    scale = _ceiling_scale(render_mix(clips, gains_db, n_samples, ceiling_dbfs=None),
+                           ceiling_dbfs)
+    return [scale * _laid_out(clip, gain, n_samples)
+            for clip, gain in zip(clips, db_to_gain(np.asarray(gains_db, dtype=np.float32)))]
+
+def _checked(clips: Sequence[np.ndarray], gains_db: Sequence[float], n_samples: int) -> int:
+    if len(clips) != len(gains_db):
+        raise UnmixerError(f"{len(clips)} loops but {len(gains_db)} gains.")
+    if int(n_samples) <= 0:
+        raise UnmixerError("A mix lasts at least one sample.")
+    return int(n_samples)
+
+def _laid_out(clip: np.ndarray, gain: float, n_samples: int) -> np.ndarray:
+    """``gain`` times the clip repeated from sample 0, cut to ``n_samples``: (2, n_samples)."""
+    clip = to_stereo(clip)
+    if clip.shape[-1] == 0:
+        raise UnmixerError("Cannot mix an empty loop.")
+    repeats = -(-n_samples // clip.shape[-1])
+    return gain * np.tile(clip, (1, repeats))[:, :n_samples]
+
+def _ceiling_scale(mix: np.ndarray, ceiling_dbfs: float | None) -> np.float32:
+    """The factor that brings the mix's peak down to the ceiling (1 when it is below)."""
     peak = float(np.max(np.abs(mix))) if mix.size else 0.0
     if ceiling_dbfs is not None:
         ceiling = float(db_to_gain(ceiling_dbfs))
         if peak > ceiling:
-            mix *= ceiling / peak
-    return mix
+            return np.float32(ceiling / peak)
+    return np.float32(1.0)
 
 def preview_wav(clip: np.ndarray, sr: int = SAMPLE_RATE,
                 preview_sr: int = PREVIEW_SAMPLE_RATE) -> bytes:

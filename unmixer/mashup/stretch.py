@@ -1,11 +1,13 @@
-"""Time-stretching loops to a tempo, on the bar grid (Rubber Band via pyrubberband).
+"""Time-stretching (and transposing) loops to a tempo, on the bar grid (Rubber Band via pyrubberband).
 
 Every loop clip from :func:`unmixer.extract_loops` is exactly ``loop_bars`` bars of its own
 song, cut at downbeats. To play loops from several songs together, each clip is
 time-stretched (pitch kept) with Rubber Band (Cannam, "Rubber Band Library", via
 ``pyrubberband``) so that it lasts exactly ``loop_bars`` bars at the target tempo. A bar
 lasts ``meter * 60 / bpm`` seconds, rounded to whole samples once, so loops of 1 and 2 bars
-stay locked to the same grid for any number of repeats. Next: :mod:`unmixer.mashup.mix`.
+stay locked to the same grid for any number of repeats. When the deck matches keys
+(:mod:`unmixer.mashup.key`), the same Rubber Band call also shifts the pitch, optionally
+keeping the formants. Next: :mod:`unmixer.mashup.mix`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ MAX_BPM = 240.0
 
 MAX_STRETCH = 4.0
 """Largest time-stretch factor (either way) accepted; beyond it Rubber Band sounds poor."""
+
+MAX_SEMITONES = 12.0
+"""Largest pitch shift (semitones, either way) accepted."""
 
 
 def bar_samples(bpm: float, meter: int, sr: int = SAMPLE_RATE) -> int:
@@ -87,8 +92,10 @@ def can_stretch(n_in: int, n_samples: int) -> bool:
     return 1 / MAX_STRETCH <= n_in / n_samples <= MAX_STRETCH
 
 def stretch_loop(clip: np.ndarray, n_samples: int, sr: int = SAMPLE_RATE, *,
-                 context: float = 0.25) -> np.ndarray:
-    """Time-stretch a loopable clip to exactly ``n_samples``, pitch unchanged, seam kept.
+                 context: float = 0.25, semitones: float = 0.0,
+                 formant: bool = False) -> np.ndarray:
+    """Time-stretch a loopable clip to exactly ``n_samples``, seam kept; pitch unchanged or
+    shifted by ``semitones``, in the same Rubber Band pass.
 
     The clip is padded circularly (its own end before it, its own start after it, a
     ``context`` fraction of its length each side) so that the phase vocoder sees the music
@@ -105,6 +112,11 @@ def stretch_loop(clip: np.ndarray, n_samples: int, sr: int = SAMPLE_RATE, *,
         Sample rate of ``clip`` (Rubber Band's window sizes depend on it).
     context : float
         Fraction of the clip added on each side before stretching (0 to 1).
+    semitones : float
+        Pitch shift (semitones, up if positive, at most ``MAX_SEMITONES`` either way).
+    formant : bool
+        Keep the spectral envelope (formants) while shifting the pitch: Rubber Band's
+        ``--formant`` (for voices, so that they do not sound smaller or larger).
 
     Returns
     -------
@@ -113,12 +125,14 @@ def stretch_loop(clip: np.ndarray, n_samples: int, sr: int = SAMPLE_RATE, *,
     Raises
     ------
     UnmixerError
-        If the clip is empty or non-finite, or the stretch factor exceeds ``MAX_STRETCH``.
+        If the clip is empty or non-finite, the stretch factor exceeds ``MAX_STRETCH``, or
+        the pitch shift ``MAX_SEMITONES``.
 
     Notes
     -----
     Rubber Band's R2 engine (phase vocoder with transient detection, Cannam 2012), run
-    offline by ``pyrubberband`` with ``--tempo n_in / n_samples``.
+    offline by ``pyrubberband`` with ``--tempo n_in / n_samples`` and, when shifting,
+    ``--pitch semitones`` in the same call (one pass, not two).
     """
     import pyrubberband
 
@@ -135,12 +149,22 @@ def stretch_loop(clip: np.ndarray, n_samples: int, sr: int = SAMPLE_RATE, *,
     if not can_stretch(n_in, n_samples):
         raise UnmixerError(f"The tempo change is too large (x{rate:.2f}); stay within "
                            f"x{1 / MAX_STRETCH:.2f} to x{MAX_STRETCH:.2f} of the song's tempo.")
-    if n_in == n_samples:
+    semitones = float(semitones)
+    if not abs(semitones) <= MAX_SEMITONES:
+        raise UnmixerError(f"Transpose by at most {MAX_SEMITONES:g} semitones, not {semitones:+g}.")
+    if n_in == n_samples and semitones == 0:
         return clip.copy()
     pad = int(round(np.clip(context, 0.0, 1.0) * n_in))
     padded = np.concatenate([frames[:, n_in - pad:], frames, frames[:, :pad]], axis=1) \
         if pad else frames
-    stretched = pyrubberband.time_stretch(np.ascontiguousarray(padded.T), sr, rate)
+    padded = np.ascontiguousarray(padded.T)
+    if semitones:
+        options = {"--tempo": rate} if n_in != n_samples else {}
+        if formant:
+            options["--formant"] = ""
+        stretched = pyrubberband.pitch_shift(padded, sr, semitones, rbargs=options)
+    else:
+        stretched = pyrubberband.time_stretch(padded, sr, rate)
     stretched = np.asarray(stretched, dtype=np.float32).reshape(len(stretched), -1).T
     start = int(round(pad / rate))
     out = stretched[:, start:start + n_samples]
@@ -149,8 +173,10 @@ def stretch_loop(clip: np.ndarray, n_samples: int, sr: int = SAMPLE_RATE, *,
     return out[0] if mono else np.ascontiguousarray(out)
 
 def stretch_to_bpm(clip: np.ndarray, loop_bars: int, meter: int, bpm: float,
-                   sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Time-stretch a clip of ``loop_bars`` bars so it lasts ``loop_bars`` bars at ``bpm``.
+                   sr: int = SAMPLE_RATE, *, semitones: float = 0.0,
+                   formant: bool = False) -> np.ndarray:
+    """Time-stretch a clip of ``loop_bars`` bars so it lasts ``loop_bars`` bars at ``bpm``
+    (and shift its pitch by ``semitones``).
 
     Parameters
     ----------
@@ -162,6 +188,7 @@ def stretch_to_bpm(clip: np.ndarray, loop_bars: int, meter: int, bpm: float,
     bpm : float
         Target tempo, beats per minute.
     sr : int, Hz
+    semitones, formant : the pitch shift, as :func:`stretch_loop`
 
     Returns
     -------
@@ -172,10 +199,12 @@ def stretch_to_bpm(clip: np.ndarray, loop_bars: int, meter: int, bpm: float,
     UnmixerError
         As :func:`loop_samples` and :func:`stretch_loop`.
     """
-    return stretch_loop(clip, loop_samples(loop_bars, bpm, meter, sr), sr)
+    return stretch_loop(clip, loop_samples(loop_bars, bpm, meter, sr), sr,
+                        semitones=semitones, formant=formant)
 
 def stretch_clips(clips: Sequence[np.ndarray], n_samples: Sequence[int], sr: int = SAMPLE_RATE,
-                  workers: int | None = None) -> list[np.ndarray]:
+                  workers: int | None = None, semitones: Sequence[float] | None = None,
+                  formants: Sequence[bool] | None = None) -> list[np.ndarray]:
     """:func:`stretch_loop` on many clips at once, in threads (Rubber Band runs as a separate
     process, so the threads really overlap).
 
@@ -185,6 +214,8 @@ def stretch_clips(clips: Sequence[np.ndarray], n_samples: Sequence[int], sr: int
     n_samples : sequence of int, samples: the length wanted for each clip
     sr : int, Hz
     workers : int, optional; default: the number of CPUs
+    semitones : sequence of float, optional, each clip's pitch shift (default: none)
+    formants : sequence of bool, optional, whether each shift keeps the formants
 
     Returns
     -------
@@ -193,12 +224,20 @@ def stretch_clips(clips: Sequence[np.ndarray], n_samples: Sequence[int], sr: int
     Raises
     ------
     UnmixerError
-        As :func:`stretch_loop`, or if the two sequences differ in length.
+        As :func:`stretch_loop`, or if the sequences differ in length.
     """
-    if len(clips) != len(n_samples):
-        raise UnmixerError(f"{len(clips)} loops but {len(n_samples)} lengths.")
-    if len(clips) <= 1:
-        return [stretch_loop(c, n, sr) for c, n in zip(clips, n_samples)]
+    semitones = [0.0] * len(clips) if semitones is None else list(semitones)
+    formants = [False] * len(clips) if formants is None else list(formants)
+    if not len(clips) == len(n_samples) == len(semitones) == len(formants):
+        raise UnmixerError(f"{len(clips)} loops but {len(n_samples)} lengths, "
+                           f"{len(semitones)} shifts and {len(formants)} formant flags.")
+    jobs = list(zip(clips, n_samples, semitones, formants))
+
+    def one(job) -> np.ndarray:
+        clip, n, shift, formant = job
+        return stretch_loop(clip, n, sr, semitones=shift, formant=formant)
+
+    if len(jobs) <= 1:
+        return [one(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        return list(pool.map(lambda pair: stretch_loop(pair[0], pair[1], sr),
-                             zip(clips, n_samples)))
+        return list(pool.map(one, jobs))

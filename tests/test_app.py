@@ -508,6 +508,65 @@ def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, 
     assert not np.array_equal(cached.loops[1].clip, job.rough.extraction.loops[1].clip)
 
 
+def _widget_paths(at: AppTest, prefix: str) -> dict[str, tuple[int, ...]]:
+    """Widget key -> its delta path (the indices from the page's root down to it, as the
+    browser places it), for each widget whose key starts with ``prefix``."""
+    found: dict[str, tuple[int, ...]] = {}
+
+    def walk(node, path: tuple[int, ...]) -> None:
+        for index, child in getattr(node, "children", {}).items():
+            key = getattr(child, "key", None)
+            if isinstance(key, str) and key.startswith(prefix):
+                found[key] = path + (index,)
+            walk(child, path + (index,))
+
+    walk(at._tree, ())
+    return found
+
+
+def test_the_loop_tiles_keep_their_place_when_the_refined_loops_replace_the_rough_ones(
+        monkeypatch):
+    """Issue 18: the browser draws a run's elements one by one over the last run's, each at
+    its delta path, and clears what is left only when the run ends. While the rough loops
+    showed, the card held the progress box above them, so the refined loops' tiles came one
+    place higher: over the loop map, with the rough tiles still below them until the run
+    ended. A click in that window hit a stale copy ("In the mix" of loop 3 by place was
+    loop 2's), and the page's boxes and the mix could disagree. The tiles, their widgets and
+    the loop map keep their paths from the rough loops to the refined ones."""
+    import threading
+
+    previewed, release = threading.Event(), threading.Event()
+
+    def refining_extract(audio, n_loops=5, *, preview=None, **kw):
+        def held(rough):
+            preview(rough)
+            previewed.set()
+            release.wait(30)
+        return fake_extract_loops(audio, n_loops, preview=held, **kw)
+
+    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", refining_extract)
+    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    assert previewed.wait(30)
+    at.run()
+    assert at.session_state["results"][_song_ids(at)[0]].refining and at.status
+    rough = _widget_paths(at, "w:")
+    (sid,) = _song_ids(at)
+    rough["map"] = _widget_paths(at, f"map_{sid}")[f"map_{sid}"]
+    assert sum(k.startswith("w:in_mix:") for k in rough) == 5
+
+    release.set()
+    (job,) = ui.engine._JOBS.values()
+    job.future.result(timeout=30)
+    at.run()
+    assert not at.exception and not at.status
+    assert not at.session_state["results"][sid].refining
+    final = _widget_paths(at, "w:")
+    final["map"] = _widget_paths(at, f"map_{sid}")[f"map_{sid}"]
+    assert final == rough
+
+
 def test_a_drums_loop_opens_in_the_drum_splitter():
     at = _app()
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
@@ -673,6 +732,24 @@ def test_songs_over_the_session_size_limit_are_refused(monkeypatch):
     assert not at.exception and _titles(at) == ["a"]
     (warning,) = at.warning
     assert "1 file not added (b.wav): This page holds at most" in warning.value
+
+
+def test_a_refused_upload_moves_no_loop_tile(monkeypatch):
+    """The line about refused files comes and goes above the deck and the songs: the
+    widgets below keep their places (see
+    test_the_loop_tiles_keep_their_place_when_the_refined_loops_replace_the_rough_ones)."""
+    import ui.state
+
+    monkeypatch.setattr(ui.state, "MAX_SONGS", 1)
+    at = _app()
+    at.file_uploader[0].set_value(("a.wav", GOOD, "audio/wav")).run()
+    before = _widget_paths(at, "w:")
+    assert sum(k.startswith("w:in_mix:") for k in before) == 5 and not at.warning
+    _add_upload(at, "b.wav", OTHER, "audio/wav").run()
+    assert not at.exception and _titles(at) == ["a"]
+    (warning,) = at.warning
+    assert "1 file not added (b.wav)" in warning.value
+    assert _widget_paths(at, "w:") == before
 
 
 # ------------------------------------------------------------------ sharing (issue 18)

@@ -74,6 +74,13 @@ def song_inputs() -> None:
     """The uploader (several files at once) and the demo button. Uploads over the session's
     limits (:func:`ui.state.room_for`) are refused with one message; the uploader is then
     emptied, so that the refused files leave the server's memory."""
+    # One container, with or without the line about refused files: what is drawn below it
+    # keeps its place (see song_card).
+    with st.container():
+        _song_inputs()
+
+
+def _song_inputs() -> None:
     cols = st.columns([3, 1.2], vertical_alignment="top")
     files = cols[0].file_uploader(
         "Add songs", type=AUDIO_TYPES, accept_multiple_files=True, key=_uploader_key(),
@@ -233,35 +240,43 @@ def song_card(song: state.Song, deck_bpm: float | None, deck_shift: int = 0) -> 
                        help=f"Remove {md_escape(song.title)} from the page (and its loops "
                             "from the mix)",
                        on_click=state.remove_song, args=(song.id,), width="stretch")
-        result = ensure_result(song)
-        if result is None:
-            return
-        if result.error:
-            st.error(md_escape(result.error), icon=":material/error:")
-            return
-        ext = result.extraction
-        key = getattr(ext, "key", None)
-        facts = [f"**{ext.bpm:.1f} BPM**", f"**{ext.meter}/4**"]
-        if key:
-            facts.append(f"**{Key.parse(key).label}**")
-        facts += [f"{ext.n_bars} bars",
-                 f"{ext.duration_s:.0f} s", f"{len(ext.loops)} loops{' (auto)' if result.auto else ''} of {ext.loop_bars} "
-                 f"bar{'s' if ext.loop_bars > 1 else ''}{' (auto)' if getattr(ext, 'loop_bars_auto', False) else ''}"]
-        if getattr(ext, "grid_note", "") not in ("", "as tracked", "given"):
-            facts.append(f"grid corrected: {ext.grid_note}")
-        if song.source == "demo":
-            facts.append("demo song")
-        if result.refining:
-            facts.append(f"rough loops after {result.seconds:.0f} s {REFINING_BADGE}")
-        elif result.restored:
-            facts.append("opened from a mashup file")
-        else:
-            facts.append("analysed earlier (from the cache)" if result.from_cache
-                         else f"analysed in {result.seconds:.0f} s")
-        st.markdown(" · ".join(facts))
-        note = ext.repetition_note() if hasattr(ext, "repetition_note") else ""
-        if note:
-            st.warning(note, icon=":material/info:")
+        # The progress box, the error, the facts and the note come and go between runs (the
+        # progress box while the song is analysed or refined): they live in one container,
+        # always drawn, so the loop map and the tiles below keep their places (delta paths)
+        # from the rough loops to the refined ones. The browser draws a run's elements over
+        # the last run's, place by place: a tile one place higher would be drawn over the
+        # loop map while the old tiles stay below until the run ends, and a click there hits
+        # a stale copy of another loop's box (issue 18).
+        with st.container(key=f"head_{song.id}"):
+            result = ensure_result(song)
+            if result is None:
+                return
+            if result.error:
+                st.error(md_escape(result.error), icon=":material/error:")
+                return
+            ext = result.extraction
+            key = getattr(ext, "key", None)
+            facts = [f"**{ext.bpm:.1f} BPM**", f"**{ext.meter}/4**"]
+            if key:
+                facts.append(f"**{Key.parse(key).label}**")
+            facts += [f"{ext.n_bars} bars",
+                     f"{ext.duration_s:.0f} s", f"{len(ext.loops)} loops{' (auto)' if result.auto else ''} of {ext.loop_bars} "
+                     f"bar{'s' if ext.loop_bars > 1 else ''}{' (auto)' if getattr(ext, 'loop_bars_auto', False) else ''}"]
+            if getattr(ext, "grid_note", "") not in ("", "as tracked", "given"):
+                facts.append(f"grid corrected: {ext.grid_note}")
+            if song.source == "demo":
+                facts.append("demo song")
+            if result.refining:
+                facts.append(f"rough loops after {result.seconds:.0f} s {REFINING_BADGE}")
+            elif result.restored:
+                facts.append("opened from a mashup file")
+            else:
+                facts.append("analysed earlier (from the cache)" if result.from_cache
+                             else f"analysed in {result.seconds:.0f} s")
+            st.markdown(" · ".join(facts))
+            note = ext.repetition_note() if hasattr(ext, "repetition_note") else ""
+            if note:
+                st.warning(note, icon=":material/info:")
         st.plotly_chart(loop_map_figure(ext), key=f"map_{song.id}",
                         config={"displayModeBar": False})
         _loop_tiles(song, result, deck_bpm, deck_shift)

@@ -10,6 +10,7 @@ import streamlit as st
 from ui import deck, sessions, songs, state, style
 
 state.init()
+state.sync_kept()  # choices whose widget's write-back a newer rerun cut short
 style.inject()
 sessions.keep()  # a new session of this tab (a reload, a restarted server) gets it all back
 

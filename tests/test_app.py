@@ -508,6 +508,39 @@ def test_rough_loops_play_first_then_the_refined_ones_replace_them(monkeypatch, 
     assert not np.array_equal(cached.loops[1].clip, job.rough.extraction.loops[1].clip)
 
 
+def test_a_tick_whose_write_back_is_cut_short_by_the_next_rerun_stays(monkeypatch):
+    """Issue 18: Streamlit looks for a newer rerun request on every session-state access,
+    in a widget's callback too; one already waiting (a second click, a reconnect, the tab
+    id) stops the callback there, and Streamlit takes it for a callback that asked for a
+    rerun. The "In the mix" write-back (ui.state.kept) then never wrote the choice, and the
+    next run saw the box unchanged: the box ticked, the loop not in the mix. Here a second
+    full rerun request is queued as the callbacks of the tick's run start."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from streamlit.runtime.scriptrunner_utils.script_requests import RerunData
+    from streamlit.runtime.state.session_state import SessionState
+
+    at = _app()
+    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
+    assert len(_checkboxes(at)) == 5
+    original, queued = SessionState._call_callbacks, []
+
+    def call_callbacks(self, **kwargs):
+        if not queued:                      # once: the run of the tick
+            queued.append(True)
+            get_script_run_ctx().script_requests.request_rerun(
+                RerunData(widget_states=self._current_interaction_widget_states))
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(SessionState, "_call_callbacks", call_callbacks)
+    _checkboxes(at)[2].check().run()
+    assert queued and not at.exception
+    sid = _song_ids(at)[0]
+    assert [b.value for b in _checkboxes(at)] == [False, False, True, False, False]
+    assert at.session_state[f"in_mix:{sid}-5xauto:3"] is True
+    assert _has(at.markdown, lambda v: v.startswith("**Your mix** · 1 loop"))
+    assert _deck_data(at)["selection"] == [f"{sid}-5xauto:3"]
+
+
 def _widget_paths(at: AppTest, prefix: str) -> dict[str, tuple[int, ...]]:
     """Widget key -> its delta path (the indices from the page's root down to it, as the
     browser places it), for each widget whose key starts with ``prefix``."""

@@ -270,6 +270,31 @@ def kept(widget: Callable[..., Any], label: str, key: str, default: Any,
     return widget(label, key=wkey, on_change=_write_back, **kwargs)
 
 
+def sync_kept() -> None:
+    """Copy each drawn widget's value to its kept choice (:func:`kept`); run at the top of
+    the page, before anything reads a choice. A value of None (a segmented control
+    unselected by a click) is refused: the widget goes back to the choice.
+
+    The widget's own write-back (its ``on_change``) is not enough. Streamlit looks for a
+    newer rerun request on every session-state access, in a callback too. If one is waiting
+    (a second click, a reconnect, the tab id), the callback stops there, Streamlit takes it
+    for a callback that asked for a rerun, and the next run sees the widget unchanged: the
+    box ticked, the loop not in the mix (issue 18). Every other writer of a choice
+    (:func:`set_choice`, :func:`set_selection`) sets its widget too, so a widget that differs
+    from its choice holds a change not written yet. Cut short itself, the next run does it
+    again.
+    """
+    ss = st.session_state
+    for wkey in [k for k in ss.keys() if isinstance(k, str) and k.startswith(WIDGET_PREFIX)]:
+        key = wkey[len(WIDGET_PREFIX):]
+        value = ss[wkey]
+        if value is None:
+            if key in ss:
+                ss[wkey] = ss[key]
+        elif key not in ss or ss[key] != value:
+            ss[key] = value
+
+
 def songs() -> dict[str, Song]:
     return st.session_state[SONGS]
 

@@ -218,3 +218,75 @@ def test_decompose_small_then_lift_the_sound_templates_to_full_resolution():
     assert rel_error(X, lifted) < 0.2 * rel_error(X, spread)
     with pytest.raises(UnmixerError):
         lift_sound_factor(small, X[:-1], pool)
+
+
+def _co_occurring_loops(seed=11, F=30, T=12):
+    """Two loops that nearly always play together (loop 0 alone in segments 4-7 only) and a
+    third alone in 8-11: the one_bar song of bench/grid.py that the engine mixed up."""
+    rng = np.random.default_rng(seed)
+    P = (rng.random((3, F, T)) * (rng.random((3, F, T)) < 0.3) + 0.01).astype(np.float32)
+    B = np.zeros((20, 3), dtype=np.float32)
+    B[np.r_[0:8, 12:20], 0] = 1
+    B[np.r_[0:4, 12:20], 1] = 1
+    B[:, 2] = 1
+    cube = np.ascontiguousarray(np.moveaxis(np.tensordot(B, P, axes=(1, 0)), 0, 2))  # (F, T, S)
+    return P, B, cube
+
+
+def test_on_off_activations_switch_each_loop_at_one_level():
+    from unmixer.loops.ntd import on_off_activations
+
+    D = np.array([[0.35, 1.0, 0.0], [1.0, 0.9, 0.0], [0.02, 0.0, 0.0], [0.36, 1.1, 0.0]], np.float32)
+    out = on_off_activations(D, 0.2)
+    assert out.dtype == np.float32 and out.shape == D.shape
+    np.testing.assert_allclose(out[:, 0], [0.36, 0.36, 0, 0.36], rtol=1e-6)  # the median where on
+    np.testing.assert_allclose(out[:, 1], [1.0, 1.0, 0, 1.0], rtol=1e-6)
+    assert not out[:, 2].any()  # never on: stays off
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(UnmixerError):
+            on_off_activations(D, bad)
+    with pytest.raises(UnmixerError):
+        on_off_activations(D[0], 0.2)
+
+
+def test_on_off_activations_unmix_loops_that_nearly_always_play_together():
+    """The purification's mixed solution (loop 0 at 0.35 where both play, loop 1's template
+    holding 0.65 of loop 0) fits the cube exactly, so refitting the templates to its own
+    activations keeps the mix; fitted to the on/off activations they come out pure, and the
+    refitted activations are the planted layout."""
+    from unmixer.loops.ntd import on_off_activations, refine_loop_tails, refit_activations
+
+    P, B, cube = _co_occurring_loops()
+    mixed_D = B.copy()
+    mixed_D[B[:, 1] > 0, 0] = 0.35
+    mixed_P = P.copy()
+    mixed_P[1] = P[1] + 0.65 * P[0]
+    model = np.moveaxis(np.tensordot(mixed_D, mixed_P, axes=(1, 0)), 0, 2)
+    assert np.linalg.norm(model - cube) / np.linalg.norm(cube) < 1e-6  # an exact fit, and wrong
+
+    def purity(templates):  # share of loop 1's template that is loop 1
+        return float(np.sum(templates[1] * P[1]) / np.sqrt(np.sum(templates[1] ** 2) * np.sum(P[1] ** 2)))
+
+    kept, _ = refine_loop_tails(cube, mixed_P, mixed_D, n_iter=50)
+    assert purity(kept) < 0.9  # the same activations keep loop 0 inside loop 1
+    on_off = on_off_activations(mixed_D)
+    templates, tails = refine_loop_tails(cube, mixed_P, on_off, n_iter=50)
+    assert purity(templates) > 0.99
+    D = refit_activations(cube, templates, tails, on_off, n_iter=20)
+    assert D.dtype == np.float32 and D.min() >= 0
+    np.testing.assert_allclose(D / D.max(axis=0, keepdims=True), B, atol=0.02)
+
+
+def test_refit_activations_recovers_each_loops_level():
+    """A loop that plays softer in one section: on/off templates, then the refit gives back
+    the planted level (0.5) segment by segment, tails included."""
+    from unmixer.loops.ntd import refit_activations
+
+    P, B, cube = _co_occurring_loops(seed=12)
+    levels = B.copy()
+    levels[12:16, 2] = 0.5
+    cube = np.ascontiguousarray(np.moveaxis(np.tensordot(levels, P, axes=(1, 0)), 0, 2))
+    D = refit_activations(cube, P, np.zeros_like(P), B, n_iter=30)
+    np.testing.assert_allclose(D, levels, atol=0.02)
+    with pytest.raises(UnmixerError):
+        refit_activations(cube, P, np.zeros_like(P[:, :, :-1]), B)

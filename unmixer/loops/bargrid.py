@@ -131,6 +131,44 @@ def half_beat_times(beats_s: np.ndarray, duration_s: float) -> np.ndarray:
     return np.concatenate([before, inner, after])
 
 
+STEADY_HALF_BEATS = 17
+"""Half-beats in the local straight-line fit that steadies the half-beat times the search
+scores on (:func:`steady_times`): 9 beats."""
+
+
+def steady_times(times_s: np.ndarray, window: int = STEADY_HALF_BEATS) -> np.ndarray:
+    """Half-beat times with the tracker's jitter smoothed out, for scoring only.
+
+    Each time is replaced by a least-squares straight line (time against half-beat number)
+    through the ``window`` half-beats around it (a first-order Savitzky-Golay filter), so a
+    steady tempo becomes an exactly regular grid and slow tempo changes are kept. madmom's
+    beats lie within about 10 ms (one STFT frame) of the true ones, but that jitter raised the
+    held-out error of every segmentation about 20-fold on a generated song (0.041 against
+    0.002 for the same segments) and let wrong bar lines win. The search scores segmentations
+    on these times and cuts the chosen one on the tracker's own times (whose beats follow the
+    music's onsets: bar lines cut on the steadied times separated worse, bench/grid.py).
+
+    Parameters
+    ----------
+    times_s : np.ndarray, shape=(n,), s, increasing (from :func:`half_beat_times`)
+    window : int, odd, half-beats per fit
+
+    Returns
+    -------
+    np.ndarray, shape=(n,), s, increasing; the input itself when it is shorter than
+    ``window`` or the fit would not increase.
+
+    Source: Savitzky & Golay, Anal. Chem. 36(8), 1964 (order 1).
+    """
+    from scipy.signal import savgol_filter
+
+    t = np.asarray(times_s, dtype=np.float64)
+    if len(t) < window:
+        return t
+    smooth = savgol_filter(t, window, 1, mode="interp")
+    return smooth if np.all(np.diff(smooth) > 0) else t
+
+
 def half_beat_rows(magnitude: np.ndarray, times_s: np.ndarray, *, n_bands: int = SEARCH_BANDS,
                    steps: int = STEPS_PER_HALF_BEAT, sr: int = SAMPLE_RATE,
                    hop_length: int = HOP_LENGTH) -> np.ndarray:
@@ -393,7 +431,8 @@ def search_grid(magnitude: np.ndarray, tracked: BeatGrid, n_loops: int,
     start = max(0, (n - MAX_HALF_BEATS) // 2)
     start -= start % 4  # keeps beat parity and the tracker's bar phase readable
     window = times[start:start + MAX_HALF_BEATS + 1]
-    scorer = HeldoutScorer(half_beat_rows(magnitude, window, sr=sr, hop_length=hop_length), seed)
+    steady = steady_times(times)[start:start + MAX_HALF_BEATS + 1]  # scored on; cut on `times`
+    scorer = HeldoutScorer(half_beat_rows(magnitude, steady, sr=sr, hop_length=hop_length), seed)
     k = max(1, int(n_loops))
     # the tracker's own reading: its bar lines, one segment per loop_bars (2 when auto)
     tracker_L = 2 if loop_bars == AUTO else int(loop_bars)

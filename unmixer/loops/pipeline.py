@@ -38,13 +38,16 @@ from unmixer.loops.masks import (
     separate_tracks,
 )
 from unmixer.loops.ntd import (
+    ON_OFF,
     NTDResult,
     default_ranks,
     lift_sound_factor,
     loop_ranks,
     ntd_hals,
     ntd_tensorly,
+    on_off_activations,
     purify_core,
+    refit_activations,
     refine_loop_tails,
 )
 
@@ -351,6 +354,7 @@ class EngineSettings:
     foreground: bool = False
     foreground_gain: float = 1.0
     ntd_bands: int | None = NTD_BANDS
+    on_off: float | None = ON_OFF
 
 
 @dataclass
@@ -437,6 +441,8 @@ def _checked_request(audio: np.ndarray, n_loops: int | str, loop_bars: int,
         raise UnmixerError(f"Loop length must be 'auto' or 1, 2 or 4 bars, not {loop_bars}.")
     if not settings.foreground_gain > 0:
         raise UnmixerError(f"The foreground gain must be positive, not {settings.foreground_gain}.")
+    if settings.on_off is not None and not 0 < settings.on_off < 1:
+        raise UnmixerError(f"The on/off threshold must lie in (0, 1) or be None, not {settings.on_off}.")
     if settings.solver not in ("hals", "tensorly"):
         raise UnmixerError(f"Unknown NTD solver {settings.solver!r}: use 'hals' or 'tensorly'.")
     audio = np.asarray(audio, dtype=np.float32)
@@ -628,9 +634,12 @@ def fit_loop_model(model: NTDResult, cube: np.ndarray, n_loops: int, settings: E
     model : NTDResult, from :func:`decompose`
     cube : np.ndarray, shape=(n_freq, n_steps, n_segments), the decomposed cube
     n_loops : int, K
-    settings : EngineSettings (core_sparsity, purify_starts, seed, refine_iter)
+    settings : EngineSettings (core_sparsity, purify_starts, seed, refine_iter, on_off)
     refine : bool, fit full-resolution templates and tail templates (the final model; the
-        quick first result skips it)
+        quick first result skips it). With ``settings.on_off`` they are fitted to the loops
+        switched on or off per segment (:func:`unmixer.loops.ntd.on_off_activations`), and
+        the activations are then refitted to them
+        (:func:`unmixer.loops.ntd.refit_activations`)
 
     Returns
     -------
@@ -645,7 +654,12 @@ def fit_loop_model(model: NTDResult, cube: np.ndarray, n_loops: int, settings: E
     templates = loop_templates(core, sound, rhythm)  # (K, F, T)
     if not (refine and settings.refine_iter):
         return LoopModel(templates, activations)
-    templates, tails = refine_loop_tails(cube, templates, activations, n_iter=settings.refine_iter)
+    if settings.on_off is None:
+        templates, tails = refine_loop_tails(cube, templates, activations, n_iter=settings.refine_iter)
+        return LoopModel(templates, activations, tails)
+    on_off = on_off_activations(activations, settings.on_off)
+    templates, tails = refine_loop_tails(cube, templates, on_off, n_iter=settings.refine_iter)
+    activations = refit_activations(cube, templates, tails, on_off, n_iter=settings.refine_iter)
     return LoopModel(templates, activations, tails)
 
 
@@ -822,6 +836,7 @@ def extract_loops(
     preview_iter: int = 10,
     preview_grid: str = "quick",
     refine_iter: int = 10,
+    on_off: float | None = ON_OFF,
     ntd_bands: int | None = NTD_BANDS,
     tracks: bool | str = True,
     foreground: bool = False,
@@ -887,6 +902,12 @@ def extract_loops(
         Measured on bench/quality.py's 9 songs against the full-resolution templates alone:
         mean SDR +1.15 dB with madmom's raw grid, +0.62 dB with the true one (factorial
         +6.0 / +2.8 dB), BENCHMARKS.md lever "tails". The preview skips it.
+    on_off : float in (0, 1) or None, fit those templates to the loops switched on or off
+        per segment (on where a loop's activation exceeds this fraction of its peak,
+        :func:`unmixer.loops.ntd.on_off_activations`), then refit the activations: two
+        loops that nearly always play together are no longer mixed into each other
+        (BENCHMARKS.md, "Bar grid and loop length", on/off loops). None: the
+        purification's activations as they are (the engine before)
     ntd_bands : int or None, decompose the cube pooled into at most this many log-spaced
         frequency bands and refit the sound templates at full resolution (see
         :func:`decompose`); None decomposes the full-resolution cube. Default
@@ -929,7 +950,7 @@ def extract_loops(
     settings = EngineSettings(seed, None if ranks is None else tuple(ranks), solver, n_iter,
                               time_budget_s, mask_power, core_sparsity, purify_starts, core_l1,
                               preview_iter, refine_iter, bool(foreground), float(foreground_gain),
-                              ntd_bands)
+                              ntd_bands, None if on_off is None else float(on_off))
     audio = _checked_request(audio, n_loops, loop_bars, settings)
     if tracks == "stream" and on_track_chunk is None:
         raise UnmixerError("tracks='stream' needs on_track_chunk: the tracks would be lost.")

@@ -380,22 +380,16 @@ def test_choices_survive_a_visit_to_another_page():
     assert at.selectbox(key="w:deck_bars").value == 16
 
 
-@pytest.mark.parametrize("changed_by_the_person", [False, True])
-def test_the_deck_tempo_follows_the_refined_loops_unless_changed(monkeypatch,
-                                                                  changed_by_the_person):
-    """The deck's tempo starts at the first song's rough loops' tempo (their quick beat grid:
-    120.2 BPM here) and follows the refined loops' (120.0), in the Tempo box too; a tempo the
-    person typed meanwhile stays."""
-    import dataclasses
+def _app_held_at_the_rough_loops(monkeypatch, edit=lambda rough: rough):
+    """An app with one uploaded song whose analysis stops after its rough loops (passed
+    through ``edit``) until the returned event is set; returns (AppTest, event)."""
     import threading
-
-    import ui.songs
 
     previewed, release = threading.Event(), threading.Event()
 
     def refining_extract(audio, n_loops=5, *, preview=None, **kw):
         def held(rough):
-            preview(dataclasses.replace(rough, bpm=120.2))
+            preview(edit(rough))
             previewed.set()
             release.wait(30)
         return fake_extract_loops(audio, n_loops, preview=held, **kw)
@@ -406,6 +400,18 @@ def test_the_deck_tempo_follows_the_refined_loops_unless_changed(monkeypatch,
     at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
     assert previewed.wait(30)
     at.run()
+    return at, release
+
+
+@pytest.mark.parametrize("changed_by_the_person", [False, True])
+def test_the_deck_tempo_follows_the_refined_loops_unless_changed(monkeypatch,
+                                                                  changed_by_the_person):
+    """The deck's tempo starts at the first song's rough loops' tempo (their quick beat grid:
+    120.2 BPM here) and follows the refined loops' (120.0), in the Tempo box too; a tempo the
+    person typed meanwhile stays."""
+    import dataclasses
+
+    at, release = _app_held_at_the_rough_loops(monkeypatch, lambda rough: dataclasses.replace(rough, bpm=120.2))
     tempo = at.number_input(key="w:deck_bpm")
     assert tempo.value == pytest.approx(120.2)
     if changed_by_the_person:
@@ -566,23 +572,7 @@ def test_the_loop_tiles_keep_their_place_when_the_refined_loops_replace_the_roug
     ended. A click in that window hit a stale copy ("In the mix" of loop 3 by place was
     loop 2's), and the page's boxes and the mix could disagree. The tiles, their widgets and
     the loop map keep their paths from the rough loops to the refined ones."""
-    import threading
-
-    previewed, release = threading.Event(), threading.Event()
-
-    def refining_extract(audio, n_loops=5, *, preview=None, **kw):
-        def held(rough):
-            preview(rough)
-            previewed.set()
-            release.wait(30)
-        return fake_extract_loops(audio, n_loops, preview=held, **kw)
-
-    monkeypatch.setattr(ui.engine, "EXTRACT_LOOPS", refining_extract)
-    monkeypatch.setattr(ui.songs, "QUICK_WAIT_S", 0.2)
-    at = _app()
-    at.file_uploader[0].set_value(("groove.wav", GOOD, "audio/wav")).run()
-    assert previewed.wait(30)
-    at.run()
+    at, release = _app_held_at_the_rough_loops(monkeypatch)
     assert at.session_state["results"][_song_ids(at)[0]].refining and at.status
     rough = _widget_paths(at, "w:")
     (sid,) = _song_ids(at)

@@ -715,10 +715,9 @@ def on_off_activations(activations: np.ndarray, threshold: float = ON_OFF) -> np
     if not 0 < threshold < 1:
         raise UnmixerError(f"The on/off threshold must lie in (0, 1), not {threshold}.")
     D = np.maximum(D, 0)
-    on = D > threshold * D.max(axis=0, keepdims=True)
-    on &= D > 0
-    levels = np.nanmedian(np.where(on, D, np.nan), axis=0) if on.any() else np.zeros(D.shape[1])
-    return np.where(on, np.nan_to_num(levels, nan=0.0)[None], 0).astype(np.float32)
+    on = D > threshold * D.max(axis=0, keepdims=True)  # never on where a loop's peak is 0
+    levels = np.ma.median(np.ma.masked_array(D, ~on), axis=0).filled(0.0)
+    return np.where(on, levels[None], 0).astype(np.float32)
 
 
 def refit_activations(cube: np.ndarray, templates: np.ndarray, tails: np.ndarray,

@@ -654,12 +654,11 @@ def fit_loop_model(model: NTDResult, cube: np.ndarray, n_loops: int, settings: E
     templates = loop_templates(core, sound, rhythm)  # (K, F, T)
     if not (refine and settings.refine_iter):
         return LoopModel(templates, activations)
-    if settings.on_off is None:
-        templates, tails = refine_loop_tails(cube, templates, activations, n_iter=settings.refine_iter)
-        return LoopModel(templates, activations, tails)
-    on_off = on_off_activations(activations, settings.on_off)
-    templates, tails = refine_loop_tails(cube, templates, on_off, n_iter=settings.refine_iter)
-    activations = refit_activations(cube, templates, tails, on_off, n_iter=settings.refine_iter)
+    if settings.on_off is not None:
+        activations = on_off_activations(activations, settings.on_off)
+    templates, tails = refine_loop_tails(cube, templates, activations, n_iter=settings.refine_iter)
+    if settings.on_off is not None:
+        activations = refit_activations(cube, templates, tails, activations, n_iter=settings.refine_iter)
     return LoopModel(templates, activations, tails)
 
 

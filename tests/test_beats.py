@@ -169,8 +169,9 @@ def _beat_activations(bpms: list[float], seconds: float) -> np.ndarray:
 def test_narrowed_dbn_keeps_a_tempo_change_that_an_excerpt_shows(monkeypatch):
     """The first two thirds at 100 BPM, the last at 150: the last excerpt shows the faster
     tempo, its states are kept, and the narrowed DBN finds madmom's beats with fewer states;
-    a tempo between the excerpts that the kept states miss sends the path to their edge, and
-    the full model decodes the song again."""
+    a tempo between the excerpts that the kept states miss sends the path to their edge: the
+    kept range grows on that side and the song is decoded again (without widening, by the
+    full model)."""
     from madmom.features.downbeats import DBNDownBeatTrackingProcessor
 
     from unmixer.loops import beats
@@ -200,4 +201,11 @@ def test_narrowed_dbn_keeps_a_tempo_change_that_an_excerpt_shows(monkeypatch):
     ref = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(act)
     ours = beats.decode_downbeats(act, excerpt_s=10.0, narrow_from_s=30.0, tempo_window=0.01)
     assert np.array_equal(ours, ref)
-    assert len(states) == 5 and states[-1] == states[0]  # decoded again with every tempo
+    # the kept range grew on the side the path reached and the song was decoded again,
+    # still with far fewer states than the full model
+    assert len(states) in (5, 6) and states[4] > states[3] and states[-1] < states[0] / 2
+    states.clear()  # with no widening allowed: decoded again with every tempo
+    monkeypatch.setattr(beats, "WIDENINGS", 0)
+    ours = beats.decode_downbeats(act, excerpt_s=10.0, narrow_from_s=30.0, tempo_window=0.01)
+    assert np.array_equal(ours, ref)
+    assert len(states) == 5 and states[-1] == states[0]

@@ -233,7 +233,7 @@ def extract_song(source, n_loops: int | str, *, loop_bars: int | str = AUTO, see
     t0 = time.perf_counter()
     progress("decoding", 0.0)
     audio = load_audio(source, name=name, max_duration_s=max_minutes * 60)
-    pipeline.warm_up()  # librosa's parts and madmom's networks load (after a good decode only)
+    pipeline.warm_up(quick_grid=False)  # librosa's parts and madmom's networks load (after a good decode only)
     progress("decoding", 1.0)
     decode_s = time.perf_counter() - t0
     extraction = pipeline.extract_loops(audio, n_loops, loop_bars=loop_bars, seed=seed,

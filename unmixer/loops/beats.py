@@ -267,6 +267,10 @@ EXCERPTS = 3
 NARROW_FROM_S = 90.0
 """Songs shorter than this are decoded with every tempo at once (under a second)."""
 
+WIDENINGS = 2
+"""Times the kept tempo range may grow (by a factor (1 + TEMPO_WINDOW)², and at least one
+interval, on the side the path reached) before the full model decodes the song again."""
+
 
 def _beat_intervals(fps: float) -> np.ndarray:
     """madmom's DBN beat intervals (frames) at ``fps``: 60 log-spaced tempi, 55-215 BPM."""
@@ -474,7 +478,10 @@ def decode_downbeats(activations: np.ndarray, meters: tuple[int, ...] = (3, 4), 
     (the same states for every meter, so the meters compare as in the full model). The
     result is madmom's whenever the full model's path keeps to those tempi; the Viterbi
     back-pointers (4 bytes per frame and state) and the time shrink with the states. If the
-    path reaches the edge of the kept tempi, the full model decodes the song again.
+    path reaches the edge of the kept tempi, the kept range grows on that side and the song
+    is decoded again (:data:`WIDENINGS` times at most: a tempo that drifts further than the
+    excerpts showed costs a narrowed decoding, not the full model's 7x the states); after
+    that, the full model decodes it.
 
     Parameters
     ----------
@@ -510,14 +517,30 @@ def decode_downbeats(activations: np.ndarray, meters: tuple[int, ...] = (3, 4), 
         return _Decoder(meters, fps)(activations)
     used = np.concatenate(used)
     full = _beat_intervals(fps)
-    keep = (full >= used.min() / (1 + tempo_window)) & (full <= used.max() * (1 + tempo_window))
-    narrow = _Decoder(meters, fps, [_bar_hmm(m, full[keep]) for m in meters])
-    beats = narrow(activations)
-    # a path at a kept interval whose neighbour in the full model was dropped may want to go on
-    edges = keep & ~(np.r_[keep[1:], True] & np.r_[True, keep[:-1]])
-    if len(beats) == 0 or np.isin(narrow.intervals_used(best_only=True), full[edges]).any():
-        return _Decoder(meters, fps)(activations)
-    return beats
+    low, high = used.min() / (1 + tempo_window), used.max() * (1 + tempo_window)
+    for _ in range(1 + WIDENINGS):
+        keep = (full >= low) & (full <= high)
+        if keep.all():
+            break
+        narrow = _Decoder(meters, fps, [_bar_hmm(m, full[keep]) for m in meters])
+        beats = narrow(activations)
+        if len(beats) == 0:
+            break
+        # a path at a kept interval whose neighbour in the full model was dropped may want
+        # to go on: the kept range grows on that side (the tempo drifts further than the
+        # excerpts showed), and the song is decoded again
+        path = narrow.intervals_used(best_only=True)
+        kept = full[keep]
+        at_low = kept.min() > full.min() and path.min() == kept.min()
+        at_high = kept.max() < full.max() and path.max() == kept.max()
+        if not (at_low or at_high):
+            return beats
+        widen = (1 + tempo_window) ** 2  # and at least one more interval on that side
+        if at_low:
+            low = min(low / widen, full[full < kept.min()].max())
+        if at_high:
+            high = max(high * widen, full[full > kept.max()].min())
+    return _Decoder(meters, fps)(activations)
 
 
 def track_beats(audio: np.ndarray, sr: int = SAMPLE_RATE, meters: tuple[int, ...] = (3, 4), *,

@@ -60,21 +60,28 @@ BARELY_REPEATS = 0.5
 "Real music", lists the shares measured on the benchmark)."""
 
 
-def warm_up() -> None:
+def warm_up(quick_grid: bool = True) -> None:
     """Get ready for :func:`extract_loops` while the caller decodes the song, in a background
     thread: import librosa's parts the engine uses and run its STFT and inverse STFT once
     (3-7 s on a busy 2-core machine, otherwise paid in the cube and loops stages), and load
     madmom's downbeat networks (:func:`unmixer.loops.beats.warm_up`) and its key CNN
-    (:func:`unmixer.loops.key.warm_up`)."""
+    (:func:`unmixer.loops.key.warm_up`).
+
+    ``quick_grid``: also import librosa's beat tracker, which only the quick first result
+    (``extract_loops(preview=...)``) uses; its numba code compiles on import, 6-7 s of CPU
+    (2026-12-02, idle), so a caller without previews (the CLI, a batch) passes False."""
     import threading
 
-    threading.Thread(target=_warm_up, name="unmixer-warm-up", daemon=True).start()
+    threading.Thread(target=_warm_up, args=(quick_grid,), name="unmixer-warm-up", daemon=True).start()
 
 
-def _warm_up() -> None:
+def _warm_up(quick_grid: bool = True) -> None:
     import librosa
-    import librosa.beat  # noqa: F401  (the quick grid)
     import librosa.feature  # noqa: F401  (the labels: 3 s to import on a busy 2-core machine)
+
+    if quick_grid:
+        with beats_mod.NUMBA_LOCK:
+            import librosa.beat  # noqa: F401  (the quick grid: compiles its numba code)
 
     x = np.zeros((2, 4096), dtype=np.float32)
     with beats_mod.NUMBA_LOCK:  # never two threads compiling numba code at once

@@ -7,8 +7,9 @@ kept on disk (:mod:`ui.sessions`) and given back to a new session of the same ta
 
 import streamlit as st
 
-from ui import deck, sessions, songs, state, style
+from ui import deck, engine, sessions, songs, state, style
 
+engine.warm_up()  # once per server: the first upload does not wait for the engine to load
 state.init()
 state.sync_kept()  # choices whose widget's write-back a newer rerun cut short
 style.inject()

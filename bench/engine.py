@@ -110,14 +110,17 @@ def four_minute_song() -> np.ndarray:
     return audio
 
 
-def run_app_path() -> None:
+def run_app_path(warm: bool = False) -> None:
     """``engine.py app``: what the app does with an upload of the 4-minute song, in this
     process, with the code found first on ``sys.path`` (PYTHONPATH picks another checkout):
     :func:`ui.engine.analyse` on the OGG file's bytes (decoding, with the engine's warm-up, and
     ``extract_loops(..., preview=..., tracks=False)``, loop count 5 and loop length "auto", the
     app's defaults), with an empty result cache; the app's modules are imported first, as in
-    a running server. Prints one JSON line: the stages (s), the first rough loops and the
-    final loops (s since the upload)."""
+    a running server. With ``warm``, the engine's warm-up (:func:`unmixer.loops.pipeline.warm_up`:
+    imports, librosa's beat tracker's numba code, madmom's networks, the key CNN) is done
+    before the upload, as in a server whose page has been drawn (the app starts it then).
+    Prints one JSON line: the stages (s), the first rough loops and the final loops (s since
+    the upload)."""
     import json
     import tempfile
 
@@ -125,6 +128,15 @@ def run_app_path() -> None:
     from ui.state import Song, song_id
     from unmixer.cache import ResultCache
 
+    if warm:  # a server whose page was open before the upload: the engine's warm-up done
+        import threading
+
+        from unmixer.loops import pipeline
+
+        pipeline.warm_up()
+        for thread in threading.enumerate():
+            if thread.name == "unmixer-warm-up":
+                thread.join()
     data = OGG.read_bytes()
     rough = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,10 +199,11 @@ def _cli(code: Path) -> dict:
     return {**row, "wall (process start to exit)": wall, "peak memory (MiB, process tree PSS)": peak}
 
 
-def _app(code: Path) -> dict:
+def _app(code: Path, warm: bool = False) -> dict:
     import json
 
-    out, wall, peak = _subprocess([sys.executable, str(REPO / "bench" / "engine.py"), "app"], code)
+    out, wall, peak = _subprocess([sys.executable, str(REPO / "bench" / "engine.py"), "app"]
+                                  + (["--warm"] if warm else []), code)
     row = json.loads(out.strip().splitlines()[-1])
     return {**row, "wall (process start to exit)": wall, "peak memory (MiB, process tree PSS)": peak}
 
@@ -203,13 +216,14 @@ def _loopextractor() -> dict:
     return {**row, "wall (process start to exit)": wall, "peak memory (MiB, process tree PSS)": peak}
 
 
-def bench_stages(repeats: int, before: Path | None, with_loopextractor: bool) -> None:
+def bench_stages(repeats: int, before: Path | None, with_loopextractor: bool, warm: bool = False) -> None:
     """The 4-minute song, every configuration in a subprocess (its whole process tree's
     memory sampled), interleaved: per repeat the app path (clips only, with the quick first
     result) and the CLI (``python -m unmixer extract``: every full-length track, the WAV
     files), ours and, with ``before``, the same of another checkout (e.g. the engine before
     this work), then the public loopextractor configuration (:func:`run_loopextractor`).
-    Prints the stage tables, and the ratio loopextractor / ours (CLI wall time) per repeat."""
+    Prints the stage tables, and the ratio loopextractor / ours (CLI wall time) per repeat.
+    ``warm``: the app path with the engine warmed up before the upload (``engine.py app --warm``)."""
     audio = four_minute_song()
     configs = {"ours": REPO} if before is None else {"before": before, "ours": REPO}
     print(f"Song: vibe_ace.ogg x4 = {audio.shape[1] / SAMPLE_RATE:.0f} s; K = 5 loops, loop length auto; "
@@ -218,7 +232,7 @@ def bench_stages(repeats: int, before: Path | None, with_loopextractor: bool) ->
     rows: dict[str, list[dict]] = {}
     for r in range(repeats):
         for name, code in configs.items():
-            rows.setdefault(f"{name} app", []).append(_app(code))
+            rows.setdefault(f"{name} app", []).append(_app(code, warm))
             rows.setdefault(f"{name} CLI", []).append(_cli(code))
             print(f"repeat {r + 1}: {name} app {rows[f'{name} app'][-1]}\n  {name} CLI {rows[f'{name} CLI'][-1]}",
                   file=sys.stderr, flush=True)
@@ -350,16 +364,18 @@ def main() -> None:
     parser.add_argument("--before", type=Path, default=None,
                         help="stages: also time this checkout (e.g. a snapshot of the engine before a change)")
     parser.add_argument("--no-loopextractor", action="store_true", help="stages: skip the public configuration")
+    parser.add_argument("--warm", action="store_true",
+                        help="app, stages: the engine warmed up before the upload, as in a server whose page was drawn")
     parser.add_argument("--songs", type=int, nargs="*", help="song numbers (1-8) to run")
     parser.add_argument("--inner-sweeps", type=int, default=None,
                         help="HALS sweeps per NTD iteration (default: the engine's, 8)")
     args = parser.parse_args()
     if args.what == "stages":
-        bench_stages(args.repeats, args.before, not args.no_loopextractor)
+        bench_stages(args.repeats, args.before, not args.no_loopextractor, args.warm)
     elif args.what == "ntd":
         bench_ntd_bands(args.bands, args.repeats)
     elif args.what == "app":
-        run_app_path()
+        run_app_path(args.warm)
     elif args.what == "loopextractor":
         run_loopextractor(*args.paths)
     else:

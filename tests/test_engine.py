@@ -168,3 +168,31 @@ def test_rough_loops_on_the_quick_grid_then_madmoms_final_result():
     assert np.array_equal(tracked[0].downbeats_s, final.downbeats_s)  # rough loops on madmom's grid
     with pytest.raises(UnmixerError):
         extract_loops(song.mix, 4, preview_grid="fast")
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="thread nice values are Linux's")
+def test_madmom_runs_nicer_only_while_the_rough_loops_are_computed(monkeypatch):
+    """With a quick first result the downbeat tracker's thread runs TRACKER_NICE nicer than
+    the caller (the rough loops get the core), without a preview at the caller's priority;
+    the caller's own priority never changes."""
+    import os
+    import threading
+
+    from unmixer.loops import pipeline
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen, real = [], pipeline.track_grid
+
+    def spying(*args, **kwargs):
+        seen.append(nice())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "track_grid", spying)
+    song = synth_song(**SONGS["4/4, 2-bar loops"])
+    before = nice()
+    extract_loops(song.mix, 4, loop_bars=2, preview=lambda result: None, preview_iter=5, tracks=False)
+    extract_loops(song.mix, 4, loop_bars=2, tracks=False)
+    assert seen == [min(19, before + pipeline.TRACKER_NICE), before]
+    assert nice() == before

@@ -80,6 +80,21 @@ def test_stft_frames_and_the_lazy_stft_equal_the_whole_song_stft():
             stft_frames(audio, a, b)
 
 
+def test_the_stft_a_channel_per_thread_equals_the_stft():
+    """stft_magnitude (each channel on its own thread) gives stft's spectrum and the mean
+    magnitude bit for bit, for stereo and mono input of shape (1, samples)."""
+    from unmixer.core.spectrum import stft, stft_magnitude
+
+    audio = np.random.default_rng(4).standard_normal((2, 70_001)).astype(np.float32)
+    for x in (audio, audio[:1]):
+        spec, magnitude = stft_magnitude(x)
+        whole = stft(x)
+        assert spec.dtype == np.complex64 and np.array_equal(spec, whole)
+        assert magnitude.dtype == np.float32 and np.array_equal(magnitude, np.abs(whole).mean(axis=0))
+    with pytest.raises(UnmixerError):
+        stft_magnitude(audio[0])
+
+
 @pytest.mark.parametrize("with_tails", [False, True])
 def test_chunked_tracks_and_clips_equal_the_whole_song_inverse_stft(with_tails):
     from unmixer.loops.masks import separate_clips, separate_tracks

@@ -256,6 +256,28 @@ def analyse(song: Song, n_loops: int | str, loop_bars: int | str,
                                 f"({type(err).__name__}: {err}).".replace("\n", " "))
 
 
+_WARM = threading.Event()  # set once the engine's warm-up has been started in this server
+
+
+def warm_up() -> None:
+    """Start getting the engine ready once per server process, when the first page is drawn
+    (:func:`unmixer.loops.pipeline.warm_up` in a background thread: librosa's beat tracker
+    compiles its numba code, madmom's networks and the key CNN load), so that the first
+    upload does not pay for it: 6-7 s of CPU on this 2-core machine, most of it the quick
+    grid's beat tracker. Nothing is done with a test engine or on a Dask cluster (its
+    workers analyse); called again, it does nothing."""
+    if _WARM.is_set() or EXTRACT_LOOPS is not None or cluster.enabled():
+        return
+    with _JOBS_LOCK:
+        if _WARM.is_set():
+            return
+        _WARM.set()
+    try:
+        pipeline.warm_up()
+    except (RuntimeError, OSError):  # no thread to start: the analyses warm up on their own
+        log.warning("warming up the engine failed; the app goes on", exc_info=True)
+
+
 def _decode(song: Song, progress: Callable[[str, float], None] | None) -> np.ndarray:
     """The song's audio (raises UnmixerError), reporting the "decoding" stage."""
     if progress:

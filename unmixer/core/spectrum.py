@@ -38,6 +38,48 @@ def stft(audio: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH) ->
                         hop_length=hop_length, window="hann", center=True).astype(np.complex64, copy=False)
 
 
+def stft_magnitude(audio: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH,
+                   n_threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The complex STFT of each channel (as :func:`stft`) and the channels' mean magnitude,
+    one channel per thread (librosa's STFT and NumPy release the GIL), so a stereo song's
+    takes about half the time of :func:`stft` on a free second core.
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape=(channels, samples)
+    n_fft, hop_length : int, samples
+    n_threads : int, channels computed at once (1: one after the other)
+
+    Returns
+    -------
+    spec : np.ndarray, complex64, shape=(channels, 1 + n_fft // 2, n_frames), equal to
+        :func:`stft`'s
+    magnitude : np.ndarray, float32, shape=(1 + n_fft // 2, n_frames), equal to
+        ``np.abs(spec).mean(axis=0)``
+
+    Raises
+    ------
+    UnmixerError
+        If ``audio`` is not 2-D (channels, samples).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim != 2:
+        raise UnmixerError(f"stft_magnitude needs audio of shape (channels, samples), not {x.shape}.")
+    n_frames = 1 + x.shape[-1] // hop_length
+    spec = np.empty((x.shape[0], 1 + n_fft // 2, n_frames), dtype=np.complex64)
+    mags = np.empty(spec.shape, dtype=np.float32)
+
+    def one(c: int) -> None:
+        spec[c] = stft(x[c], n_fft, hop_length)
+        np.abs(spec[c], out=mags[c])
+
+    with ThreadPoolExecutor(max(1, min(int(n_threads), x.shape[0]))) as pool:
+        list(pool.map(one, range(x.shape[0])))
+    return spec, mags.mean(axis=0)
+
+
 def stft_frames(audio: np.ndarray, start: int, stop: int, n_fft: int = N_FFT,
                 hop_length: int = HOP_LENGTH) -> np.ndarray:
     """Frames ``[start, stop)`` of :func:`stft`, computed from the samples they cover only.

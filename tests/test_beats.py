@@ -96,6 +96,34 @@ def test_networks_on_one_thread_give_the_same_activations(monkeypatch):
         beats.downbeat_activations(song.mix, n_networks=9)
 
 
+def test_the_networks_run_without_onnxruntimes_memory_arena():
+    """The downbeat networks and the key CNN are loaded without onnxruntime's CPU memory
+    arena (it kept 300+ MiB for the process's life), their predictions equal those of
+    madmom's own sessions (arena on), and madmom's session options are left as they were."""
+    import onnxruntime
+    from madmom.ml.nn import NeuralNetwork, onnx_runtime
+    from madmom.models import DOWNBEATS_BLSTM
+
+    from unmixer.loops import beats, key
+
+    with beats._networks_lock:
+        ours = beats._load_networks()
+    processor, _ = key._processor()
+    def networks(processor) -> list:  # madmom's processors nest in .processors lists
+        if isinstance(processor, NeuralNetwork):
+            return [processor]
+        return [nn for p in getattr(processor, "processors", []) for nn in networks(p)]
+
+    runtimes = [nn._runtime for nn in ours + networks(processor)]
+    assert len(runtimes) > len(ours)  # the key CNN's too
+    assert all(rt.session_options.enable_cpu_mem_arena is False for rt in runtimes)
+    assert onnx_runtime._create_session_options(onnxruntime).enable_cpu_mem_arena is True
+    features = beats.downbeat_features(_song().mix.mean(axis=0))
+    theirs = NeuralNetwork.load(DOWNBEATS_BLSTM[0], intra_op_num_threads=1)
+    assert theirs._runtime.session_options.enable_cpu_mem_arena is True
+    assert np.array_equal(ours[0](features), theirs(features))
+
+
 def test_bar_state_space_of_given_tempi_is_madmoms():
     from madmom.features.beats_hmm import BarStateSpace
 

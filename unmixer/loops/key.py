@@ -185,17 +185,18 @@ def _processor():
 
 @lru_cache(maxsize=1)
 def _load_processor():
-    from unmixer.loops.beats import _quiet_onnxruntime
+    from unmixer.loops.beats import _quiet_onnxruntime, lean_onnx_sessions
 
     _quiet_onnxruntime()
     from madmom.features.key import CNNKeyRecognitionProcessor
     from madmom.ml.nn import NeuralNetworkEnsemble
     from madmom.models import KEY_CNN
 
-    processor = CNNKeyRecognitionProcessor()
-    nets = [i for i, p in enumerate(processor.processors) if isinstance(p, NeuralNetworkEnsemble)]
-    if len(nets) == 1:  # madmom loads it with two threads
-        processor.processors[nets[0]] = NeuralNetworkEnsemble.load(KEY_CNN, intra_op_num_threads=1)
+    with lean_onnx_sessions():  # no memory arena kept for the process's life
+        processor = CNNKeyRecognitionProcessor()
+        nets = [i for i, p in enumerate(processor.processors) if isinstance(p, NeuralNetworkEnsemble)]
+        if len(nets) == 1:  # madmom loads it with two threads
+            processor.processors[nets[0]] = NeuralNetworkEnsemble.load(KEY_CNN, intra_op_num_threads=1)
     return processor, _madmom_to_keys()
 
 

@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from pathlib import Path
 
@@ -266,7 +265,7 @@ def warm_up() -> None:
     upload does not pay for it: 6-7 s of CPU on this 2-core machine, most of it the quick
     grid's beat tracker. Nothing is done with a test engine or on a Dask cluster (its
     workers analyse); called again, it does nothing."""
-    if _WARM.is_set() or EXTRACT_LOOPS is not None or cluster.enabled():
+    if EXTRACT_LOOPS is not None or cluster.enabled():
         return
     with _JOBS_LOCK:
         if _WARM.is_set():
@@ -274,7 +273,7 @@ def warm_up() -> None:
         _WARM.set()
     try:
         pipeline.warm_up()
-    except (RuntimeError, OSError):  # no thread to start: the analyses warm up on their own
+    except (RuntimeError, OSError):  # no thread to start: the engine loads when first used
         log.warning("warming up the engine failed; the app goes on", exc_info=True)
 
 
@@ -282,11 +281,7 @@ def _decode(song: Song, progress: Callable[[str, float], None] | None) -> np.nda
     """The song's audio (raises UnmixerError), reporting the "decoding" stage."""
     if progress:
         progress("decoding", 0.0)
-    if EXTRACT_LOOPS is None and not cluster.enabled():  # (on a cluster its workers analyse)
-        try:  # madmom's workers start and librosa loads while the song decodes
-            pipeline.warm_up()
-        except (BrokenProcessPool, OSError):  # a worker was killed: beats runs without them
-            log.warning("warming up the engine failed; the analysis goes on", exc_info=True)
+    warm_up()  # once per server; here if no page was drawn first (a script calling analyse)
     audio = load_audio(song.data, name=song.name)
     if progress:
         progress("decoding", 1.0)
